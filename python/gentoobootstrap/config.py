@@ -1,0 +1,172 @@
+"""Read the defaults file and the variant file into :class:`~gentoobootstrap.settings.Settings`.
+
+The files hold shell-style ``KEY="value"`` lines.  They are parsed as data with
+configobj — never sourced or executed — and every key and value is validated
+against its declaration in :mod:`gentoobootstrap.settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import platform
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import configobj
+
+from gentoobootstrap import paths
+from gentoobootstrap.errors import ConfigError
+from gentoobootstrap.settings import DECLARATIONS, Settings
+
+#: ``uname -m`` → Gentoo's arch name.
+GENTOO_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "i386": "x86",
+    "i486": "x86",
+    "i586": "x86",
+    "i686": "x86",
+    "ppc64le": "ppc64",
+    "ppc64": "ppc64",
+    "riscv64": "riscv",
+    "armv7l": "arm",
+    "s390x": "s390",
+    "loongarch64": "loong",
+}
+
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def node_arch() -> str:
+    machine = platform.machine()
+    try:
+        return GENTOO_ARCH[machine]
+    except KeyError:
+        raise ConfigError(
+            f"cannot map the node's machine type {machine!r} to a Gentoo arch", key="ARCH"
+        ) from None
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def _line_of(lines: list[str], key: str) -> Optional[int]:
+    pattern = re.compile(rf"\s*{re.escape(key)}\s*=")
+    found = None
+    for number, line in enumerate(lines, 1):
+        if pattern.match(line):
+            found = number  # the last assignment wins, as in the file's meaning
+    return found
+
+
+def read_file(path: Path) -> dict[str, tuple[str, Optional[int]]]:
+    """The raw ``KEY -> (value, line)`` pairs of one settings file, keys checked."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path=path) from None
+    try:
+        parsed = configobj.ConfigObj(
+            lines, list_values=False, interpolation=False, raise_errors=True
+        )
+    except configobj.ConfigObjError as e:
+        raise ConfigError(
+            f'not a KEY="value" line: {getattr(e, "line", "").strip()!r}',
+            path=path,
+            line=getattr(e, "line_number", None),
+        ) from None
+    values: dict[str, tuple[str, Optional[int]]] = {}
+    for key in parsed.sections:
+        raise ConfigError(
+            'sections are not supported; write KEY="value" lines',
+            path=path,
+            line=_line_of(lines, f"[{key}]"),
+            key=f"[{key}]",
+        )
+    for key, value in parsed.items():
+        line = _line_of(lines, key)
+        if key not in DECLARATIONS:
+            close = difflib.get_close_matches(
+                key.upper().removeprefix("EXPORT "), DECLARATIONS, n=1
+            )
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown setting{hint}", path=path, line=line, key=key)
+        values[key] = (_unquote(value), line)
+    return values
+
+
+def parse(
+    raw: Mapping[str, tuple[str, Optional[int]]],
+    path: Optional[Path] = None,
+    base: Optional[Settings] = None,
+) -> Settings:
+    """Settings from raw values, over ``base`` (the built-in defaults when None)."""
+    changes: dict[str, Any] = {}
+    for key, (value, line) in raw.items():
+        declaration = DECLARATIONS[key]
+        try:
+            changes[declaration.field] = declaration.kind.parse(value)
+        except ValueError as e:
+            raise ConfigError(f"bad value {value!r}; {e}", path=path, line=line, key=key) from None
+    return dataclasses.replace(base or Settings(), **changes)
+
+
+def check_variant(variant: str, variants_list: Path = paths.OS_PATH / "variants.list") -> None:
+    """The variant must be a plain name listed in variants.list."""
+    if not _VARIANT_NAME.fullmatch(variant) or variant in (".", ".."):
+        raise ConfigError(
+            f"bad variant name {variant!r}: allowed are letters, digits, '.', '_' and '-'",
+            key="OS_VARIANT",
+        )
+    try:
+        listed = [line.strip() for line in variants_list.read_text().splitlines()]
+    except FileNotFoundError:
+        listed = ["default"]
+    listed = [name for name in listed if name and not name.startswith("#")]
+    if variant not in listed:
+        raise ConfigError(
+            f"variant {variant!r} is not listed (listed: {', '.join(listed) or 'none'})",
+            path=variants_list,
+            key="OS_VARIANT",
+        )
+
+
+def load(
+    variant: str,
+    *,
+    defaults_file: Path = paths.DEFAULTS_FILE,
+    variants_dir: Path = paths.VARIANTS_DIR,
+    variants_list: Path = paths.OS_PATH / "variants.list",
+) -> Settings:
+    """The settings of ``variant``: the defaults file (optional), then ``variants/VARIANT.conf``."""
+    check_variant(variant, variants_list)
+    settings = Settings()
+    if defaults_file.exists():
+        settings = parse(read_file(defaults_file), defaults_file, settings)
+    variant_file = variants_dir / f"{variant}.conf"
+    if not variant_file.exists():
+        raise ConfigError(
+            f"variant {variant!r} is listed in {variants_list} but has no settings file",
+            path=variant_file,
+        )
+    settings = parse(read_file(variant_file), variant_file, settings)
+    if not settings.arch:
+        settings = dataclasses.replace(settings, arch=node_arch())
+    return settings
+
+
+#: OS parameters that override a setting of the same meaning.
+_PARAMETER_SETTINGS = ("filesystem", "network", "root_password", "timezone")
+
+
+def apply_parameters(settings: Settings, params: Mapping[str, object]) -> Settings:
+    """The settings with the instance's OS parameters (``-O name=value``) over them."""
+    changes = {name: params[name] for name in _PARAMETER_SETTINGS if name in params}
+    return dataclasses.replace(settings, **changes) if changes else settings

@@ -1,0 +1,34 @@
+"""Logging for the Ganeti OS log: one line per step with its duration.
+
+Everything goes to stderr (export's stdout carries only data).  Ganeti shows
+the admin the last 20 lines of a failed script, so the last line is the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+log = logging.getLogger("gentoobootstrap")
+
+
+def setup(debug: bool = False) -> None:
+    """Send the library's log to stderr; ``debug`` shows every command run."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("gentoobootstrap")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+
+
+@contextlib.contextmanager
+def complete_step(name: str) -> Iterator[None]:
+    """Log ``name`` when it starts and its duration when it ends (mkosi's complete_step)."""
+    log.info("%s ...", name)
+    start = time.monotonic()
+    yield
+    log.info("%s done (%.1fs)", name, time.monotonic() - start)

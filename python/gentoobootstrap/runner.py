@@ -1,0 +1,210 @@
+"""Run external tools: the one place that talks to :mod:`subprocess`.
+
+Every command is an argv list (never a shell string), runs with stdin closed
+unless input is given, in a clean ``LC_ALL=C`` environment, is logged as
+``+ cmd args`` (secrets redacted) and raises :class:`CommandError` carrying its
+exit status and the tail of its stderr.  A child still running when an
+exception (or :class:`~gentoobootstrap.errors.Interrupted`) unwinds the stack
+is terminated and waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Optional, Union
+
+from gentoobootstrap.errors import CommandError, ToolNotFoundError
+
+log = logging.getLogger(__name__)
+
+#: Where a missing tool comes from (Debian package / Gentoo package).
+PACKAGES = {
+    "blkid": "util-linux",
+    "btrfs": "btrfs-progs",
+    "catalyst": "dev-util/catalyst",
+    "findmnt": "util-linux",
+    "fuser": "psmisc",
+    "getfattr": "attr",
+    "gpg": "gnupg",
+    "gpgv": "gnupg (gpgv)",
+    "losetup": "util-linux (mount)",
+    "mkfs.btrfs": "btrfs-progs",
+    "mkfs.ext2": "e2fsprogs",
+    "mkfs.ext3": "e2fsprogs",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.xfs": "xfsprogs",
+    "mkswap": "util-linux",
+    "partx": "util-linux",
+    "sfdisk": "fdisk (Debian) / util-linux (Gentoo)",
+    "tar": "tar",
+    "wipefs": "util-linux",
+    "xfs_admin": "xfsprogs",
+    "xz": "xz-utils",
+    "zstd": "zstd",
+}
+
+#: Directories searched for tools even when the caller's PATH lacks them.
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+Input = Union[str, bytes, None]
+Redirect = Union[int, IO[Any], None]
+
+
+def tool_path() -> str:
+    """The PATH tools are looked up in: the caller's, then the system directories."""
+    path = os.environ.get("PATH", "")
+    return f"{path}:{_SYSTEM_PATH}" if path else _SYSTEM_PATH
+
+
+def environment(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """A clean environment for a child: PATH and ``LC_ALL=C``, plus ``extra``."""
+    env = {"PATH": tool_path(), "LC_ALL": "C"}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def find_tool(name: str) -> str:
+    """The absolute path of ``name``, or :class:`ToolNotFoundError` naming its package."""
+    found = shutil.which(name, path=tool_path())
+    if found is None:
+        raise ToolNotFoundError(name, PACKAGES.get(name))
+    return found
+
+
+def have_tool(name: str) -> bool:
+    return shutil.which(name, path=tool_path()) is not None
+
+
+def _render(argv: Sequence[str], redact: Sequence[str]) -> str:
+    words = []
+    for word in argv:
+        for secret in redact:
+            if secret:
+                word = word.replace(secret, "***")
+        words.append(shlex.quote(word))
+    return "+ " + " ".join(words)
+
+
+def _resolve(argv: Sequence[Union[str, Path]]) -> list[str]:
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty command")
+    if "/" not in args[0]:
+        args[0] = find_tool(args[0])
+    return args
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a child that is still running and reap it (kill after 10 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(
+    argv: Sequence[Union[str, Path]],
+    *,
+    input: Input = None,
+    stdin: Redirect = None,
+    stdout: Redirect = subprocess.PIPE,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+    check: bool = True,
+    redact: Sequence[str] = (),
+    text: bool = True,
+) -> subprocess.CompletedProcess[Any]:
+    """Run ``argv`` to completion and return its result (stdout captured by default).
+
+    stderr is always captured for the error; on success it is logged at debug level.
+    Raises :class:`CommandError` on a non-zero exit unless ``check`` is false.
+    """
+    args = _resolve(argv)
+    log.debug("%s", _render(args, redact))
+    if input is not None:
+        stdin = subprocess.PIPE
+        if text and isinstance(input, bytes):
+            input = input.decode()
+        elif not text and isinstance(input, str):
+            input = input.encode()
+    elif stdin is None:
+        stdin = subprocess.DEVNULL
+    proc = subprocess.Popen(
+        args,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=environment(env),
+        cwd=cwd,
+        text=text,
+        errors="replace" if text else None,
+    )
+    try:
+        out, err = proc.communicate(input)
+    except BaseException:
+        _stop(proc)
+        raise
+    err_text = err if isinstance(err, str) else (err or b"").decode(errors="replace")
+    if err_text.strip():
+        log.debug("%s", err_text.rstrip())
+    if check and proc.returncode != 0:
+        raise CommandError(args, proc.returncode, err_text)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err_text)
+
+
+def output(argv: Sequence[Union[str, Path]], **kwargs: Any) -> str:
+    """Run ``argv`` and return its stdout, stripped."""
+    return str(run(argv, **kwargs).stdout).strip()
+
+
+@contextlib.contextmanager
+def spawn(
+    argv: Sequence[Union[str, Path]],
+    *,
+    stdin: Redirect = None,
+    stdout: Redirect = None,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+    redact: Sequence[str] = (),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` for streaming (binary pipes); on leaving, wait for it and check it.
+
+    If the body raises, the child is terminated and reaped.  stderr goes to a
+    temporary file so a chatty child can never block on a full pipe.
+    """
+    args = _resolve(argv)
+    log.debug("%s", _render(args, redact))
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=stdout,
+            stderr=errfile,
+            env=environment(env),
+            cwd=cwd,
+        )
+        try:
+            yield proc
+        except BaseException:
+            _stop(proc)
+            raise
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+        if returncode != 0:
+            errfile.seek(0)
+            raise CommandError(args, returncode, errfile.read().decode(errors="replace"))
