@@ -168,5 +168,5 @@ _PARAMETER_SETTINGS = ("filesystem", "network", "root_password", "timezone")
 
 def apply_parameters(settings: Settings, params: Mapping[str, object]) -> Settings:
     """The settings with the instance's OS parameters (``-O name=value``) over them."""
-    changes = {name: params[name] for name in _PARAMETER_SETTINGS if name in params}
+    changes: dict[str, Any] = {n: params[n] for n in _PARAMETER_SETTINGS if n in params}
     return dataclasses.replace(settings, **changes) if changes else settings
