@@ -118,8 +118,9 @@ def parse(
     return dataclasses.replace(base or Settings(), **changes)
 
 
-def check_variant(variant: str, variants_list: Path = paths.OS_PATH / "variants.list") -> None:
+def check_variant(variant: str, variants_list: Optional[Path] = None) -> None:
     """The variant must be a plain name listed in variants.list."""
+    variants_list = variants_list or paths.OS_PATH / "variants.list"
     if not _VARIANT_NAME.fullmatch(variant) or variant in (".", ".."):
         raise ConfigError(
             f"bad variant name {variant!r}: allowed are letters, digits, '.', '_' and '-'",
@@ -141,11 +142,17 @@ def check_variant(variant: str, variants_list: Path = paths.OS_PATH / "variants.
 def load(
     variant: str,
     *,
-    defaults_file: Path = paths.DEFAULTS_FILE,
-    variants_dir: Path = paths.VARIANTS_DIR,
-    variants_list: Path = paths.OS_PATH / "variants.list",
+    defaults_file: Optional[Path] = None,
+    variants_dir: Optional[Path] = None,
+    variants_list: Optional[Path] = None,
 ) -> Settings:
-    """The settings of ``variant``: the defaults file (optional), then ``variants/VARIANT.conf``."""
+    """The settings of ``variant``: the defaults file (optional), then ``variants/VARIANT.conf``.
+
+    The paths default to the configured ones, looked up at call time (tests patch them).
+    """
+    defaults_file = defaults_file or paths.DEFAULTS_FILE
+    variants_dir = variants_dir or paths.VARIANTS_DIR
+    variants_list = variants_list or paths.OS_PATH / "variants.list"
     check_variant(variant, variants_list)
     settings = Settings()
     if defaults_file.exists():
