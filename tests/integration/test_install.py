@@ -9,7 +9,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -18,11 +17,6 @@ import pytest
 
 from support import REPO
 from support.install import GANETI_PATH, InstalledOS, install
-
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("autoreconf", "automake", "make", "git")),
-    reason="needs autoconf, automake, make and git to build the OS definition",
-)
 
 OS_SCRIPTS = ("create", "import", "export", "rename", "verify")
 
