@@ -44,6 +44,9 @@ mkdir -p "$tree"
     printf 'root:x:0:root\nportage:x:250:portage\n' > etc/group
     printf 'id:3:initdefault:\nc1:12345:respawn:/sbin/agetty 38400 tty1 linux\n#s0:12345:respawn:/sbin/agetty -L 9600 ttyS0 vt100\n' > etc/inittab
     : > etc/machine-id
+    printf '#!/sbin/openrc-run\n' > etc/init.d/net.lo
+    printf '#!/sbin/openrc-run\n' > etc/init.d/sshd
+    chmod 755 etc/init.d/net.lo etc/init.d/sshd
     ln -sf ../usr/share/zoneinfo/UTC etc/localtime
     printf 'TZif2 (not really)\n' > usr/share/zoneinfo/UTC
 )
