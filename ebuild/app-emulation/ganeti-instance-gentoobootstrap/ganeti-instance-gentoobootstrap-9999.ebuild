@@ -13,9 +13,9 @@ EGIT_REPO_URI="https://github.com/zorry/ganeti-gentoobootstrap.git"
 
 LICENSE="GPL-2+"
 SLOT="0"
+IUSE="test"
 REQUIRED_USE="${PYTHON_REQUIRED_USE}"
-# make check runs pytest on the unit tests; the ebuild does not pull in pytest.
-RESTRICT="test"
+RESTRICT="!test? ( test )"
 
 # What the OS scripts run (gentoobootstrap.runner.PACKAGES); xfsprogs,
 # btrfs-progs and catalyst are optional, see pkg_postinst.
@@ -32,9 +32,20 @@ RDEPEND="
 	sys-apps/util-linux
 	sys-fs/e2fsprogs
 "
-BDEPEND="${PYTHON_DEPS}"
+# configure checks that ${PYTHON} can import configobj.
+BDEPEND="
+	${PYTHON_DEPS}
+	$(python_gen_cond_dep '
+		dev-python/configobj[${PYTHON_USEDEP}]
+		test? (
+			dev-python/pytest[${PYTHON_USEDEP}]
+			dev-python/pytest-subprocess[${PYTHON_USEDEP}]
+		)
+	')
+"
 
 OS_DIR="/usr/share/ganeti/os"
+CONF_DIR="/etc/ganeti/instance-gentoobootstrap"
 
 src_prepare() {
 	default
@@ -43,7 +54,7 @@ src_prepare() {
 }
 
 src_configure() {
-	# econf's default --localstatedir is /var/lib; the stage cache belongs in /var/cache.
+	# econf's --localstatedir is /var/lib; the stage cache belongs in /var/cache.
 	econf \
 		--localstatedir="${EPREFIX}"/var \
 		--with-os-dir="${EPREFIX}${OS_DIR}" \
@@ -51,31 +62,37 @@ src_configure() {
 }
 
 src_install() {
+	# Installs the OS definition, the library, the configuration under /etc
+	# (CONFIG_PROTECTed) and every example, non-executable, under docdir.
 	default
 
-	python_fix_shebang "${ED}${OS_DIR}"/gentoobootstrap
-	python_optimize "${ED}"/usr/share/${PN}
-
-	# Examples stay documentation: hooks run only once the admin copies them
-	# into the hooks directory and makes them executable.
-	docinto examples
-	dodoc -r examples/.
+	python_fix_shebang "${ED}${OS_DIR}"/gentoobootstrap "${ED}"/usr/sbin
+	python_optimize "${ED}"/usr/share/${PN}/python
 	docompress -x /usr/share/doc/${PF}/examples
+	keepdir "${CONF_DIR}"/hooks
+
+	# Ganeti reads variants.list from the OS directory, which an upgrade
+	# overwrites: keep the admin's list under /etc instead.
+	local os=${OS_DIR}/gentoobootstrap
+	if [[ ! -L ${ED}${os}/variants.list ]]; then
+		mv "${ED}${os}"/variants.list "${ED}${CONF_DIR}"/variants.list || die
+		dosym -r "${CONF_DIR}"/variants.list "${os}"/variants.list
+	fi
 }
 
 pkg_postinst() {
-	elog "Ganeti finds this OS definition as \"gentoobootstrap\" in ${EROOT}${OS_DIR}."
+	elog "Ganeti finds this OS definition as \"gentoobootstrap\" in ${EROOT}${OS_DIR};"
+	elog "install it on every node of the cluster."
 	elog "Settings: ${EROOT}/etc/ganeti/ganeti-instance-gentoobootstrap"
 	elog
-	elog "To add a variant NAME (used as gnt-instance add -o gentoobootstrap+NAME):"
-	elog "  1. add the line NAME to ${EROOT}/etc/ganeti/instance-gentoobootstrap/variants.list"
-	elog "  2. put its settings in ${EROOT}/etc/ganeti/instance-gentoobootstrap/variants/NAME.conf"
-	elog "Example hooks are in ${EROOT}/usr/share/doc/${PF}/examples/hooks; copy one into"
-	elog "${EROOT}/etc/ganeti/instance-gentoobootstrap/hooks and make it executable to use it."
+	elog "To add a variant NAME (gnt-instance add -o gentoobootstrap+NAME ...):"
+	elog "  1. add a line NAME to ${EROOT}${CONF_DIR}/variants.list"
+	elog "  2. put its settings in ${EROOT}${CONF_DIR}/variants/NAME.conf"
+	elog "     (examples: ${EROOT}/usr/share/doc/${PF}/examples/variants)"
+	elog "Hooks run from ${EROOT}${CONF_DIR}/hooks when they are executable."
 	elog
-	elog "Stages are verified with the Gentoo release keys in"
+	elog "Stages and snapshots are verified with the Gentoo release keys in"
 	elog "${EROOT}/usr/share/openpgp-keys/gentoo-release.asc (sec-keys/openpgp-keys-gentoo-release)."
-	elog "Repeat the installation on every node of the cluster."
 
 	optfeature "XFS root file systems (filesystem=xfs)" sys-fs/xfsprogs
 	optfeature "btrfs root file systems (filesystem=btrfs)" sys-fs/btrfs-progs
