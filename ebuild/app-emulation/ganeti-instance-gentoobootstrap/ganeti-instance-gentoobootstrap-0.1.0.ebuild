@@ -30,6 +30,8 @@ RDEPEND="
 	app-arch/zstd
 	app-crypt/gnupg
 	sec-keys/openpgp-keys-gentoo-release
+	sys-apps/attr
+	sys-apps/psmisc
 	sys-apps/util-linux
 	sys-fs/e2fsprogs
 "
