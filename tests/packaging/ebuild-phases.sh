@@ -75,9 +75,10 @@ has() {
 
 # The words of a USE-conditional string (RESTRICT, ...) that apply with ${USE}.
 _use_reduce() {
-	local word cond='' active=1
+	local word cond='' active=1 words
 	local -a stack=() out=()
-	for word in $1; do
+	read -r -a words <<<"$1"
+	for word in "${words[@]}"; do
 		case ${word} in
 			*\?) cond=${word%\?} ;;
 			"(")
