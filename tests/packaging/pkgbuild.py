@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -40,14 +41,18 @@ def run(
     return result
 
 
+def missing(message: str) -> NoReturn:
+    """Something the test needs is not installed: skip — except in CI, which must have it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must install it)")
+    pytest.skip(message)
+
+
 def require(tool: str) -> str:
-    """The tool's path; missing, the test skips — except in CI, where it fails."""
+    """The tool's path, or the test is skipped (failed in CI)."""
     path = shutil.which(tool)
     if path is None:
-        message = f"{tool} is not installed (CI installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{tool} is not installed")
     return path
 
 

@@ -1,0 +1,111 @@
+"""The ``make dist`` tarball: one version, both install flows of the README, same result.
+
+The seed README installs with ``--with-os-dir=/srv/ganeti/os`` (Ganeti built
+from source) or with the default OS directory (Ganeti from a package).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from osimage import Layout, autoconf_values, check_image, run_installed_script
+from pkgbuild import PACKAGE, REPO, checkout_version, copy_source, require, run
+
+README_FLOW = ["--prefix=/usr", "--localstatedir=/var", "--sysconfdir=/etc"]
+FLOWS = {
+    "srv-ganeti-os": (["--with-os-dir=/srv/ganeti/os"], Layout(os_dir="/srv/ganeti/os")),
+    "default-os-dir": ([], Layout()),
+}
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    with tarfile.open(tarball) as archive:
+        archive.extractall(dest, filter="tar")
+    top = tarball.name.removesuffix(".tar.gz")
+    assert (dest / top / "configure").is_file(), "the tarball ships no configure"
+    return dest / top
+
+
+def install(src: Path, root: Path, *configure_args: str, check: bool = False) -> None:
+    run(["./configure", *README_FLOW, *configure_args, f"PYTHON={sys.executable}"], src)
+    run(["make"], src)
+    if check:
+        run(["make", "check"], src)
+    run(["make", "install", f"DESTDIR={root}"], src)
+
+
+def tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every path under root with its mode and content (link target), byte code aside."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        if "__pycache__" in path.parts:
+            continue
+        if path.is_symlink():
+            data = str(path.readlink()).encode()
+        elif path.is_file():
+            data = path.read_bytes()
+        else:
+            data = b""
+        entries[str(path.relative_to(root))] = (path.lstat().st_mode, data)
+    return entries
+
+
+def test_tarball_is_named_for_the_one_version(dist_tarball: Path, tmp_path: Path) -> None:
+    version = checkout_version()
+    assert dist_tarball.name == f"{PACKAGE}-{version}.tar.gz"
+    src = unpack(dist_tarball, tmp_path)
+    assert (src / ".tarball-version").read_text().strip() == version
+    configure = run(["./configure", "--version"], src).stdout.splitlines()[0]
+    assert configure == f"{PACKAGE} configure {version}"
+
+
+def test_git_version_agrees_with_setuptools_scm(tmp_path: Path) -> None:
+    """configure's version is pyproject's: with setuptools-scm and with its git fallback."""
+    if importlib.util.find_spec("setuptools_scm") is None:
+        pytest.skip("setuptools-scm is not installed")
+    scm = run([sys.executable, "-m", "setuptools_scm"], REPO).stdout.strip().splitlines()[-1]
+    with_scm = run([str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": sys.executable})
+    fallback = run(
+        [str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": str(tmp_path / "no-python")}
+    )
+    assert with_scm.stdout.strip() == scm
+    assert fallback.stdout.strip() == scm
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_tarball_builds_checks_and_installs(dist_tarball: Path, tmp_path: Path, flow: str) -> None:
+    args, layout = FLOWS[flow]
+    src = unpack(dist_tarball, tmp_path / "build")
+    root = tmp_path / "root"
+    install(src, root, *args, check=True)
+
+    check_image(root, layout, shebang=sys.executable)
+    assert autoconf_values(root, layout)["VERSION"] == checkout_version()
+    status, output = run_installed_script(root, layout, "create")
+    assert status != 0 and "ERROR: create: INSTANCE_NAME" in output, output
+    assert "Traceback" not in output
+    other = "/usr/share/ganeti/os" if layout.os_dir == "/srv/ganeti/os" else "/srv/ganeti/os"
+    assert not (root / other.lstrip("/")).exists()
+
+
+def test_tarball_installs_what_the_checkout_installs(dist_tarball: Path, tmp_path: Path) -> None:
+    require("autoreconf")
+    from_tarball = tmp_path / "from-tarball"
+    install(unpack(dist_tarball, tmp_path / "tarball"), from_tarball)
+
+    checkout = copy_source(tmp_path / "checkout", checkout_version())
+    run(["./autogen.sh"], checkout)
+    from_checkout = tmp_path / "from-checkout"
+    install(checkout, from_checkout)
+
+    layout = Layout()
+    os_dir = check_image(from_tarball, layout, shebang=sys.executable)
+    assert os_dir == check_image(from_checkout, layout, shebang=sys.executable)
+    tarball_tree, checkout_tree = tree(from_tarball), tree(from_checkout)
+    assert sorted(tarball_tree) == sorted(checkout_tree)
+    differ = [path for path in tarball_tree if tarball_tree[path] != checkout_tree[path]]
+    assert not differ, f"installed differently: {differ}"
