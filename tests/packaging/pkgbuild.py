@@ -62,24 +62,51 @@ def checkout_version() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def copy_source(dest: Path, version: str) -> Path:
-    """Copy the checkout's files (tracked and new, not ignored) to ``dest``."""
+def copy_source(dest: Path, version: str | None = None) -> Path:
+    """Copy the checkout's files (tracked and new, not ignored) to ``dest``.
+
+    The copy has no ``.git``: ``version`` goes to ``.tarball-version`` for configure.
+    """
     listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPO)
     for name in filter(None, listed.stdout.split("\0")):
         src = REPO / name
         if src.is_file():  # deleted but not yet staged files are listed too
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name, follow_symlinks=False)
-    (dest / ".tarball-version").write_text(version + "\n")
+    if version is not None:
+        (dest / ".tarball-version").write_text(version + "\n")
     return dest
 
 
-def make_dist(tmp: Path, version: str) -> Path:
-    """``autogen.sh && configure && make dist`` in a copy; the tarball it made."""
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "release test",
+    "GIT_AUTHOR_EMAIL": "release@test.invalid",
+    "GIT_COMMITTER_NAME": "release test",
+    "GIT_COMMITTER_EMAIL": "release@test.invalid",
+}
+
+
+def tagged_source(dest: Path, version: str) -> Path:
+    """A copy of the checkout committed to a fresh repository and tagged ``v{version}``:
+    the first step of the release procedure."""
+    require("git")
+    src = copy_source(dest)
+    for argv in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "--no-gpg-sign", "-m", f"release {version}"],
+        ["git", "tag", "-a", "--no-sign", "-m", f"release {version}", f"v{version}"],
+    ):
+        run(argv, src, GIT_IDENTITY)
+    return src
+
+
+def make_dist(src: Path, version: str) -> Path:
+    """``autogen.sh && configure && make dist`` in ``src``; the tarball, named for ``version``."""
     for tool in ("autoreconf", "make"):
         require(tool)
-    src = copy_source(tmp / "src", version)
-    run(["./autogen.sh"], src)
+    env = {"PYTHON": sys.executable}  # autogen.sh asks this Python's setuptools-scm
+    run(["./autogen.sh"], src, env)
     run(["./configure", f"PYTHON={sys.executable}"], src)
     run(["make", "dist"], src)
     tarball = src / f"{PACKAGE}-{version}.tar.gz"

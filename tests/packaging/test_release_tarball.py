@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 from osimage import Layout, autoconf_values, check_image, run_installed_script
-from pkgbuild import PACKAGE, REPO, checkout_version, copy_source, require, run
+from pkgbuild import (
+    GIT_IDENTITY,
+    PACKAGE,
+    REPO,
+    checkout_version,
+    copy_source,
+    ebuild_version,
+    release_ebuild,
+    require,
+    run,
+    tagged_source,
+)
 
 README_FLOW = ["--prefix=/usr", "--localstatedir=/var", "--sysconfdir=/etc"]
 FLOWS = {
@@ -67,13 +78,37 @@ def test_git_version_agrees_with_setuptools_scm(tmp_path: Path) -> None:
     """configure's version is pyproject's: with setuptools-scm and with its git fallback."""
     if importlib.util.find_spec("setuptools_scm") is None:
         pytest.skip("setuptools-scm is not installed")
-    scm = run([sys.executable, "-m", "setuptools_scm"], REPO).stdout.strip().splitlines()[-1]
-    with_scm = run([str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": sys.executable})
-    fallback = run(
-        [str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": str(tmp_path / "no-python")}
-    )
-    assert with_scm.stdout.strip() == scm
-    assert fallback.stdout.strip() == scm
+    scm, with_scm, fallback = versions(REPO, tmp_path)
+    assert with_scm == fallback == scm
+
+
+def versions(src: Path, tmp: Path) -> tuple[str, str, str]:
+    """(setuptools-scm, git-version with setuptools-scm, git-version's git fallback) in src."""
+    git_version = str(src / "build-aux" / "git-version")
+    scm = run([sys.executable, "-m", "setuptools_scm"], src).stdout.strip().splitlines()[-1]
+    with_scm = run([git_version], src, {"PYTHON": sys.executable}).stdout.strip()
+    fallback = run([git_version], src, {"PYTHON": str(tmp / "no-python")}).stdout.strip()
+    return scm, with_scm, fallback
+
+
+def test_release_tag_is_the_version_everywhere(tmp_path: Path, release_tarball: Path) -> None:
+    """Release procedure: tag vX.Y.Z where ebuild/.../PN-X.Y.Z.ebuild exists, make dist."""
+    if importlib.util.find_spec("setuptools_scm") is None:
+        pytest.skip("setuptools-scm is not installed")
+    version = ebuild_version(release_ebuild())
+    src = tagged_source(tmp_path / "src", version)
+    assert versions(src, tmp_path) == (version, version, version)
+    # make dist at the tag names the tarball as the ebuild's SRC_URI expects (${P}.tar.gz).
+    assert release_tarball.name == f"{PACKAGE}-{version}.tar.gz"
+
+    # One commit later every tool agrees on the next development version.
+    (src / "NEWS").write_text("after the release\n")
+    run(["git", "add", "NEWS"], src)
+    run(["git", "commit", "-q", "--no-gpg-sign", "-m", "after"], src, GIT_IDENTITY)
+    scm, with_scm, fallback = versions(src, tmp_path)
+    major, minor, patch = version.split(".")
+    assert scm.startswith(f"{major}.{minor}.{int(patch) + 1}.dev1+g"), scm
+    assert with_scm == fallback == scm
 
 
 @pytest.mark.parametrize("flow", FLOWS)
