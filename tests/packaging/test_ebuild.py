@@ -74,6 +74,8 @@ def pkgcheck_scan(repo: Path, tmp: Path) -> list[str]:
             "FormatReporter",
             "--format",
             "{name}: {version}: {desc}",
+            # A new package starts in ~arch.
+            "--keywords=-UnstableOnly",
             "-r",
             str(repo),
             CATPKG,
