@@ -114,8 +114,18 @@ def test_pkgcheck_reports_nothing(tmp_path: Path, release_tarball: Path) -> None
             lambda s: s.replace("inherit optfeature python-single-r1", "inherit python-single-r1"),
             "MissingInherits",
         ),
+        (
+            lambda s: s.replace("python3_{11..14}", "python3_{11..13}"),
+            "PythonCompatUpdate",
+        ),
     ],
-    ids=["no-python-deps", "no-required-use", "unknown-dependency", "missing-inherit"],
+    ids=[
+        "no-python-deps",
+        "no-required-use",
+        "unknown-dependency",
+        "missing-inherit",
+        "old-compat",
+    ],
 )
 def test_pkgcheck_sees_broken_ebuilds(
     tmp_path: Path, release_tarball: Path, edit: object, finding: str

@@ -10,4 +10,4 @@ S=${WORKDIR}
 LICENSE="GPL-2"
 SLOT="0"
 KEYWORDS="amd64 arm64"
-IUSE="python_targets_python3_11 python_targets_python3_12 python_targets_python3_13"
+IUSE="python_targets_python3_11 python_targets_python3_12 python_targets_python3_13 python_targets_python3_14"
