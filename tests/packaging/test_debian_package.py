@@ -95,6 +95,7 @@ def test_deb_ships_examples_and_keyring_notes_as_documentation(unpacked: Path) -
     assert (doc / "examples" / "variants" / "default.conf").is_file()
     executable = [p for p in doc.rglob("*") if p.is_file() and p.stat().st_mode & 0o111]
     assert not executable, f"executable documentation: {executable}"
+    assert (doc / "README.md.gz").is_file() or (doc / "README.md").is_file()
     notes = (doc / "README.Debian").read_text()
     assert "13EBBDBEDE7A12775DFDB1BABB572E0E2D182910" in notes
     assert "KEYRING" in notes
