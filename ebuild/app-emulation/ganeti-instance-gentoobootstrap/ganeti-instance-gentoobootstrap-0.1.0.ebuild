@@ -18,8 +18,9 @@ IUSE="test"
 REQUIRED_USE="${PYTHON_REQUIRED_USE}"
 RESTRICT="!test? ( test )"
 
-# What the OS scripts run (gentoobootstrap.runner.PACKAGES); xfsprogs,
-# btrfs-progs and catalyst are optional, see pkg_postinst.
+# What the OS scripts run (tests/packaging/test_dependencies.py keeps this
+# in step with the library); xfsprogs, btrfs-progs and catalyst are optional,
+# see pkg_postinst.
 RDEPEND="
 	${PYTHON_DEPS}
 	$(python_gen_cond_dep '
@@ -59,8 +60,9 @@ src_configure() {
 }
 
 src_install() {
-	# Installs the OS definition, the library, the configuration under /etc
-	# (CONFIG_PROTECTed) and every example, non-executable, under docdir.
+	# The OS definition, the library, the configuration under /etc (which
+	# CONFIG_PROTECT covers; example hooks there stay non-executable until the
+	# admin enables one) and every example under docdir.
 	default
 
 	python_fix_shebang "${ED}${OS_DIR}"/gentoobootstrap "${ED}"/usr/sbin
