@@ -6,7 +6,9 @@
 # STAGE4_FILE, and runs gentoobootstrap-try on a sparse disk image.  `make try` runs it
 # with the configured paths; run by hand, the paths of the documented
 #   ./configure --prefix=/usr --localstatedir=/var --sysconfdir=/etc
-# apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.
+# apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.  The image and its log go to
+# WORK (/var/tmp/gentoobootstrap-try); the variant stays (delete variants/tryit.conf and
+# its line in variants.list to undo).
 #
 # For the real thing (the newest official stage3) try the default variant instead:
 #   gentoobootstrap-try /var/tmp/disk.img --size 8G --name test.example.com
