@@ -1,0 +1,125 @@
+"""Helpers for the packaging tests: source copies and ``make dist`` tarballs.
+
+Every build happens in a copy of the checkout under a temporary directory, so
+the tests never leave configure output or tarballs in the working tree.  The
+copy carries the checkout's version in ``.tarball-version`` (the same file
+``make dist`` writes), because it has no ``.git`` of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = "ganeti-instance-gentoobootstrap"
+EBUILD_DIR = REPO / "ebuild" / "app-emulation" / PACKAGE
+
+
+def run(
+    argv: list[str], cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a build step; on failure the assertion shows its output."""
+    result = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"{' '.join(argv)} in {cwd} failed:\n{result.stdout[-6000:]}"
+    return result
+
+
+def missing(message: str) -> NoReturn:
+    """Something the test needs is not installed: skip — except in CI, which must have it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must install it)")
+    pytest.skip(message)
+
+
+def require(tool: str) -> str:
+    """The tool's path, or the test is skipped (failed in CI)."""
+    path = shutil.which(tool)
+    if path is None:
+        missing(f"{tool} is not installed")
+    return path
+
+
+def checkout_version() -> str:
+    """The version configure gets in this checkout (setuptools-scm, via build-aux/git-version)."""
+    result = run([str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": sys.executable})
+    return result.stdout.strip().splitlines()[-1]
+
+
+def copy_source(dest: Path, version: str | None = None) -> Path:
+    """Copy the checkout's files (tracked and new, not ignored) to ``dest``.
+
+    The copy has no ``.git``: ``version`` goes to ``.tarball-version`` for configure.
+    """
+    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPO)
+    for name in filter(None, listed.stdout.split("\0")):
+        src = REPO / name
+        if src.is_file():  # deleted but not yet staged files are listed too
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name, follow_symlinks=False)
+    if version is not None:
+        (dest / ".tarball-version").write_text(version + "\n")
+    return dest
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "release test",
+    "GIT_AUTHOR_EMAIL": "release@test.invalid",
+    "GIT_COMMITTER_NAME": "release test",
+    "GIT_COMMITTER_EMAIL": "release@test.invalid",
+}
+
+
+def tagged_source(dest: Path, version: str) -> Path:
+    """A copy of the checkout committed to a fresh repository and tagged ``v{version}``:
+    the first step of the release procedure."""
+    require("git")
+    src = copy_source(dest)
+    for argv in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "--no-gpg-sign", "-m", f"release {version}"],
+        ["git", "tag", "-a", "--no-sign", "-m", f"release {version}", f"v{version}"],
+    ):
+        run(argv, src, GIT_IDENTITY)
+    return src
+
+
+def make_dist(src: Path, version: str) -> Path:
+    """``autogen.sh && configure && make dist`` in ``src``; the tarball, named for ``version``."""
+    for tool in ("autoreconf", "make"):
+        require(tool)
+    env = {"PYTHON": sys.executable}  # autogen.sh asks this Python's setuptools-scm
+    run(["./autogen.sh"], src, env)
+    run(["./configure", f"PYTHON={sys.executable}"], src)
+    run(["make", "dist"], src)
+    tarball = src / f"{PACKAGE}-{version}.tar.gz"
+    assert tarball.is_file(), f"make dist made {sorted(p.name for p in src.glob('*.tar.*'))}"
+    return tarball
+
+
+def release_ebuild() -> Path:
+    """The release ebuild (there is exactly one beside the live one)."""
+    ebuilds = [p for p in EBUILD_DIR.glob("*.ebuild") if not p.name.endswith("-9999.ebuild")]
+    assert len(ebuilds) == 1, f"expected one release ebuild, found {ebuilds}"
+    return ebuilds[0]
+
+
+def ebuild_version(ebuild: Path) -> str:
+    return ebuild.name.removeprefix(f"{PACKAGE}-").removesuffix(".ebuild")
