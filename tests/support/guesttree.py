@@ -33,7 +33,9 @@ HOSTS = """\
 """
 
 SHADOW = "root:*:10770:0:::::\nportage:!:20000::::::\n"
-PASSWD = "root:x:0:0:root:/root:/bin/bash\nportage:x:250:250:portage:/var/tmp/portage:/sbin/nologin\n"
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/bash\nportage:x:250:250:portage:/var/tmp/portage:/sbin/nologin\n"
+)
 
 UNITS = {
     "serial-getty@.service": "[Unit]\nDescription=Serial Getty on %I\n\n"

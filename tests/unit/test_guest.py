@@ -1,4 +1,4 @@
-"""Guest configuration on Gentoo-shaped trees: every hypervisor × console × network × root access."""
+"""Guest configuration on Gentoo-shaped trees: hypervisor, console, network, root access."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from gentoobootstrap.settings import Settings
 from support import ganeti_environ
 from support.guesttree import INITTAB, TREES, openrc_tree, systemd_tree
 
-HASH = "$6$saltsalt$0Bx8RjvKr9ZMa0aTEmeC0G5xcFr6r0j9KcZRm7DQ1k1Z0yTj9QxvK5HLNUoZHj/7E0.Ns4Q1yFRJf6.A8U2bA."
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkQ7bVvVQ2mXH7bRkHVY5N4w0rZ9wWk8m6eR4zE2x1y admin@example"
-FILE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBSfileKeyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ops@example"
+HASH = "$6$saltsalt$0Bx8RjvKr9ZMa0aTEmeC0G5xcFr6r0j9KcZRm7DQ1k1Z0yTj9QxvK5HLNUoZHj/7E0.Ns4"
+KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkQ7bVvVQ2mXH7bRkHVY5N4w0rZ9wWk8m6eR4zE2x1y admin@example"
+)
+FILE_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBSfileKeyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ops@example"
+)
 
 # NIC 0 on a Ganeti network (IPv4 and IPv6), NIC 1 on none.
 NICS = dict(
@@ -37,7 +41,9 @@ NICS = dict(
 )
 
 
-def make_ctx(tmp_path: Path, top: Path, settings: Settings | None = None, **environ: str) -> Context:
+def make_ctx(
+    tmp_path: Path, top: Path, settings: Settings | None = None, **environ: str
+) -> Context:
     disk = tmp_path / "disk.img"
     disk.touch()
     env = osenv.parse("create", ganeti_environ(disk, "web1.example.com", **environ))
@@ -181,9 +187,7 @@ def test_hostname_conf_d_and_a_rename(tmp_path: Path) -> None:
     root = GuestRoot(top)
     guest.set_hostname(root, "old.example.com")
     guest.set_hostname(root, "new.example.org")
-    assert (top / "etc/conf.d/hostname").read_text() == (
-        '# Hostname fallback\nhostname="new"\n'
-    )
+    assert (top / "etc/conf.d/hostname").read_text() == ('# Hostname fallback\nhostname="new"\n')
     hosts = (top / "etc/hosts").read_text()
     assert hosts == (
         "# /etc/hosts: Local Host Database\n127.0.0.1\tlocalhost\n"
