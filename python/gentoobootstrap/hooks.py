@@ -131,6 +131,8 @@ def run_hook(hook: Path, env: Mapping[str, str]) -> None:
                 pass
         except CommandError as e:
             failure = e
+        except OSError as e:  # not a script with #! nor a binary for this machine
+            raise HookError(f"hook {hook} cannot be run: {e.strerror}") from None
         out.seek(0)
         lines = out.read().decode(errors="replace").splitlines()
     for line in lines:
