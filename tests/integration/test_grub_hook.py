@@ -66,8 +66,9 @@ def disk(no_leaks: Path) -> Iterator[tuple[Path, Path, Path]]:
 def test_grub_hook(disk: tuple[Path, Path, Path], tmp_path: Path) -> None:
     loop, part, mnt = disk
     (mnt / "boot").mkdir()
-    for name in ("vmlinuz-6.6.1-gentoo", "vmlinuz-6.12.3-gentoo-dist", "vmlinuz-6.12.3-gentoo-dist.old",
-                 "initramfs-6.12.3-gentoo-dist.img"):  # fmt: skip
+    newest = "6.12.3-gentoo-dist"
+    kernels = ("vmlinuz-6.6.1-gentoo", f"vmlinuz-{newest}", f"vmlinuz-{newest}.old")
+    for name in (*kernels, "initramfs-6.12.3-gentoo-dist.img"):
         (mnt / "boot" / name).write_text("fake\n")
     directory = tmp_path / "hooks"
     directory.mkdir()
