@@ -56,6 +56,14 @@ def fstype_of(device: Path) -> str:
     return str(result.stdout).strip() if result.returncode == 0 else ""
 
 
+def label_of(device: Path) -> str:
+    """The filesystem label on ``device`` ("" when none)."""
+    result = runner.run(
+        ["blkid", "--probe", "--match-tag", "LABEL", "--output", "value", device], check=False
+    )
+    return str(result.stdout).strip() if result.returncode == 0 else ""
+
+
 @dataclass(frozen=True)
 class FstabEntry:
     uuid: str
