@@ -286,6 +286,10 @@ def build(
 # --- comparison --------------------------------------------------------------------------
 
 
+#: xattrs a filesystem shows root but keeps for itself (XFS's copy of ACLs).
+_FS_INTERNAL_XATTRS = ("trusted.SGI_ACL_",)
+
+
 @dataclass(frozen=True)
 class Entry:
     kind: str
@@ -318,7 +322,8 @@ def _entry(path: Path) -> Entry:
         content = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
     xattrs: tuple[tuple[str, bytes], ...] = ()
     if kind != "symlink":
-        xattrs = tuple(sorted((n, os.getxattr(path, n)) for n in os.listxattr(path)))
+        names = [n for n in os.listxattr(path) if not n.startswith(_FS_INTERNAL_XATTRS)]
+        xattrs = tuple(sorted((n, os.getxattr(path, n)) for n in names))
     return Entry(
         kind,
         st.st_uid,
