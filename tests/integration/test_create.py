@@ -22,18 +22,6 @@ LINUX = {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
 SWAP = {"82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
 
 
-@pytest.fixture(scope="session")
-def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], stage.Stage]:
-    """Test stages by (flavour, compression), built once."""
-    built: dict[tuple[str, str], stage.Stage] = {}
-    base = tmp_path_factory.mktemp("stages")
-    for flavour, compression in [("openrc", c) for c in stage.COMPRESSIONS] + [("systemd", "zstd")]:
-        work = base / f"{flavour}-{compression}"
-        work.mkdir()
-        built[flavour, compression] = stage.build(work, flavour, compression)
-    return built
-
-
 def sparse(path: Path, mib: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(mib * MIB)
