@@ -19,6 +19,14 @@ MIB = layout.MIB
 
 
 @pytest.fixture(autouse=True)
+def plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo what an earlier cli.main did to the library's logger, so caplog sees the records."""
+    logger = logging.getLogger("gentoobootstrap")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
+
+
+@pytest.fixture(autouse=True)
 def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tools resolve to /fake/NAME; /dev/... paths count as block devices."""
     monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
