@@ -370,3 +370,22 @@ def test_disk_in_use_is_refused(
         assert status == 1
         assert "is in use" in log.strip().splitlines()[-1], log
     assert osdef.probe(image)["TYPE"] == "ext4", "a disk in use was modified"
+
+
+def test_an_idle_loop_device_of_the_file_is_named(
+    no_leaks: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    stages: dict,
+) -> None:
+    """A loop device left on the image (e.g. by a killed run) is reported, not touched."""
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 320)
+    stale = str(sh.losetup("--show", "--find", str(image))).strip()
+    try:
+        status, log = run_create(no_leaks, monkeypatch, image, built.tarball, capfd)
+        assert status == 0, log
+        assert f"is also attached to {stale}" in log
+        assert stale in str(sh.losetup("--list", "--noheadings", "-O", "NAME"))
+    finally:
+        sh.losetup("--detach", stale)
