@@ -14,6 +14,7 @@ from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.settings import Settings
 from support import ganeti_environ, mounts_under
+from support.logs import plain_logging  # noqa: F401 (autouse)
 from support.loopdisk import loop_device
 
 BUSYBOX = shutil.which("busybox")

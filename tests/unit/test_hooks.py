@@ -12,6 +12,7 @@ from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.settings import Settings
 from support import ganeti_environ
+from support.logs import plain_logging  # noqa: F401 (autouse)
 
 
 def hook(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
