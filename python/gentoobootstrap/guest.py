@@ -102,7 +102,7 @@ def enable_serial_console(root: GuestRoot, init: Init, device: Optional[str]) ->
     if device is None:
         return
     if init == "systemd":
-        initsystem.enable(root, init, f"serial-getty@{device}.service")
+        initsystem.enable(root, init, f"serial-getty@{device}.service", target="getty.target")
     else:
         ident, command = GETTY[device]
         entry = f"{ident}:12345:respawn:{command}"
