@@ -236,7 +236,9 @@ def detach(loop: Path) -> None:
     if before is None:
         return
     # Gone, or already attached anew by someone else.
-    wait_for(lambda: _read(backing) != before, f"{loop} to be released (something keeps it open)")
+    wait_for(
+        lambda: _read(backing) != before, f"{loop} to be released (something keeps it open)", 30
+    )
 
 
 def _read(path: Path) -> Optional[str]:
