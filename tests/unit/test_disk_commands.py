@@ -70,12 +70,9 @@ def test_a_failing_detach_does_not_hide_the_original_error(fp, tmp_path: Path, c
         ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
     )
     fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
-    with (
-        pytest.raises(DiskError, match="original"),
-        caplog.at_level(logging.ERROR),
-        disks.attach(image),
-    ):
-        raise DiskError("original")
+    with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
+        with disks.attach(image):
+            raise DiskError("original")
     assert "could not release loop7" in caplog.text
 
 
