@@ -175,13 +175,16 @@ def tree(image: Path, where: Path, *, writable: bool = False) -> Iterator[Path]:
 
 
 def detach(loop: str) -> None:
-    """Detach ``loop`` and wait until it is gone (a udev probe may hold it a moment)."""
-    sh.losetup("--detach", loop)
+    """Detach ``loop`` and wait until it is gone (a probe may hold it a moment: then the
+    kernel only marks it for clearing, so ask again)."""
     backing = Path("/sys/block") / Path(loop).name / "loop" / "backing_file"
-    deadline = time.monotonic() + 10
-    while backing.exists():
+    deadline = time.monotonic() + 20
+    while True:
+        sh.losetup("--detach", loop, _ok_code=[0, 1])
+        if not backing.exists():
+            return
         assert time.monotonic() < deadline, f"{loop} stays attached"
-        time.sleep(0.01)
+        time.sleep(0.2)
 
 
 def fstab_lines(root: Path) -> list[str]:
@@ -207,8 +210,10 @@ def add_extras(image: Path, where: Path) -> None:
 
 CASES = {
     # source → target: every filesystem on both sides, larger and smaller, /boot split and merged.
-    "ext4-to-ext4-larger": (Layout("msdos", "ext4", 400, 64, 32), Layout("msdos", "ext4", 600, 64, 32)),
-    "xfs-to-btrfs-smaller-boot-merged": (Layout("gpt", "xfs", 500, 64), Layout("msdos", "btrfs", 320, 0, 32)),
+    "ext4-to-ext4-larger":
+        (Layout("msdos", "ext4", 400, 64, 32), Layout("msdos", "ext4", 600, 64, 32)),
+    "xfs-to-btrfs-smaller-boot-merged":
+        (Layout("gpt", "xfs", 500, 64), Layout("msdos", "btrfs", 320, 0, 32)),
     "btrfs-to-xfs-boot-split": (Layout("none", "btrfs", 320), Layout("gpt", "xfs", 420, 48)),
     "ext2-to-ext3": (Layout("msdos", "ext2", 320, 32), Layout("none", "ext3", 300)),
 }  # fmt: skip
@@ -364,7 +369,10 @@ def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stage
     loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
     try:
         with open(no_leaks / "disk0.dump", "wb") as f:
-            sh.dump("-0", "-q", "-f", "-", loop, _out=f, _err=os.devnull)
+            dumped = subprocess.run(
+                ["dump", "-0", "-q", "-f", "-", loop], stdout=f, stderr=subprocess.PIPE
+            )
+            assert dumped.returncode == 0, dumped.stderr
     finally:
         sh.losetup("--detach", loop)
     layout = Layout("msdos", "xfs", 400, 32)
