@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tarfile
 import threading
@@ -219,8 +220,10 @@ def test_rename_guest(tmp_path: Path) -> None:
 
 
 def test_rename_leaves_a_foreign_name_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # cli tests elsewhere stop the library's logger from propagating: listen to it directly.
+    monkeypatch.setattr(logging.getLogger("gentoobootstrap"), "handlers", [caplog.handler])
     root = guest(tmp_path, "mine.example.com")
     before = root.read_text("/etc/hosts")
     assert not rename.rename_guest(root, "old.example.com", "new.example.org")
@@ -270,7 +273,9 @@ def test_tar_failing_on_a_foreign_stream_is_a_stream_error(
     ctx = import_.ImportContext(
         env, Settings(), target=tmp_path, head=stream.Head("tar", data[:512])
     )
-    with pytest.raises(StreamError, match=r"tar cannot restore the stream.*Skipping to next header"):
+    with pytest.raises(
+        StreamError, match=r"tar cannot restore the stream.*Skipping to next header"
+    ):
         import_.restore_files(ctx)
 
 
