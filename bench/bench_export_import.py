@@ -143,7 +143,8 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     ours_export = f"{py} {driver} export | cat >/dev/null"
     tar_extract = (
         f"{mkfs} {base} && mount -o loop {base} {mnt} && "
-        f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} -C {mnt}; "
+        f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} "
+        f"-C {mnt}; "
         f"s=$?; umount {mnt}; exit $s; }}"
     )
     ours_import = f"{py} {driver} import < {stream}"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from gentoobootstrap import runner
-from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.errors import CommandError, DiskError, Interrupted
 from gentoobootstrap.layout import Layout, Partition
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ def release(what: str, action: Callable[[], object], failing: bool) -> None:
     """
     try:
         action()
+    except Interrupted:
+        # The signal cut the release short; signals are ignored from now on, so finish it.
+        log.warning("interrupted while releasing %s; finishing that first", what)
+        release(what, action, failing=True)
+        raise
     except Exception as e:
         if not failing:
             raise
@@ -135,12 +140,16 @@ def users_of(device: Path) -> list[str]:
     for node in nodes:
         with contextlib.suppress(OSError):
             numbers[_devnum(node)] = node
+    paths = {os.path.realpath(node): node for node in nodes}
     users = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            if fields[2] in numbers:
-                users.append(f"{numbers[fields[2]]} is mounted on {fields[4]}")
+            # btrfs shows an anonymous device number: match the mount source too.
+            source = fields[fields.index("-") + 2] if "-" in fields else ""
+            mounted = numbers.get(fields[2]) or paths.get(source)
+            if mounted is not None:
+                users.append(f"{mounted} is mounted on {fields[4]}")
     with open("/proc/swaps") as f:
         for line in list(f)[1:]:
             name = line.split()[0]
@@ -160,6 +169,14 @@ def check_unused(device: Path, source: Optional[Path] = None) -> None:
     if source is not None and not is_block_device(source):
         devices += [loop for loop in loops_of(source) if loop != device]
     users = [use for dev in devices for use in users_of(dev)]
+    idle = [str(dev) for dev in devices[1:] if not users_of(dev)]
+    if idle:
+        log.warning(
+            "%s is also attached to %s (left by an earlier run?); nothing uses it: "
+            "detach it with losetup --detach",
+            source,
+            ", ".join(idle),
+        )
     if not users:
         # The kernel's own test: an exclusive open fails while anything claims the disk.
         try:
