@@ -71,6 +71,7 @@ def restore_files(ctx: ImportContext) -> None:
     hold_back = stream.BLOCK if head.format == "gentoobootstrap" else 0
     read_fd, write_fd = os.pipe()
     stream.enlarge_pipe(write_fd)
+    stream.enlarge_pipe(STDIN)  # when stdin is a pipe
     received = None
     try:
         try:

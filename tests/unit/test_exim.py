@@ -3,7 +3,6 @@ import's error paths — no root, tools faked."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -102,7 +101,7 @@ def test_header_options_refuse_commas() -> None:
 
 
 def test_end_block_checks() -> None:
-    digest = hashlib.sha256(b"abc").hexdigest()
+    digest = stream.hex_checksum(stream.checksum(b"abc"))
     block = stream.end_block(3, digest)
     assert len(block) == 512
     stream.check_end(block, 3, digest)
@@ -110,15 +109,15 @@ def test_end_block_checks() -> None:
         stream.check_end(b"\0" * 512, 3, digest)
     with pytest.raises(StreamError, match="says 3 bytes, 4 arrived"):
         stream.check_end(block, 4, digest)
-    with pytest.raises(StreamError, match="SHA-256"):
-        stream.check_end(block, 3, hashlib.sha256(b"abd").hexdigest())
+    with pytest.raises(StreamError, match="CRC-32"):
+        stream.check_end(block, 3, stream.hex_checksum(stream.checksum(b"abd")))
 
 
 @pytest.mark.parametrize("size", [0, 100, 511, 512, 513, 5000, 3 * stream.CHUNK + 7])
 def test_copy_in_holds_back_the_end_block(size: int, tmp_path: Path) -> None:
     payload = os.urandom(size)
     first, rest = payload[:700], payload[700:]
-    end = stream.end_block(size, hashlib.sha256(payload).hexdigest())
+    end = stream.end_block(size, stream.hex_checksum(stream.checksum(payload)))
     source = pipe_with(rest + end)
     out = tmp_path / "out"
     with open(out, "wb") as sink:
@@ -136,7 +135,7 @@ def test_copy_out_counts_and_hashes(tmp_path: Path) -> None:
         count, digest = stream.copy_out(source, sink.fileno())
     os.close(source)
     assert (tmp_path / "out").read_bytes() == payload and count == len(payload)
-    assert digest == hashlib.sha256(payload).hexdigest()
+    assert digest == stream.hex_checksum(stream.checksum(payload))
 
 
 # --- fstab ------------------------------------------------------------------------------------
