@@ -391,10 +391,10 @@ def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stage
 # --- rename -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def named(os_def: OS, no_leaks: Path) -> tuple[Path, Layout]:
+@pytest.fixture(params=["ext4", "xfs"])
+def named(os_def: OS, no_leaks: Path, request: pytest.FixtureRequest) -> tuple[Path, Layout]:
     """A created instance whose guest is named SOURCE_NAME (as configure_guest names it)."""
-    layout = Layout("msdos", "ext4", 320, 32)
+    layout = Layout("msdos", request.param, 400, 32)
     image = sparse(no_leaks / "disk.img", layout.size_mib)
     os_def.create(image, layout)
     with tree(image, no_leaks / "edit", writable=True) as root:
