@@ -510,3 +510,49 @@ def test_sigterm_mid_export_releases_everything(os_def: OS, no_leaks: Path) -> N
     assert leaks(no_leaks) == []
     tar_pid = int((markers / "tar.pid").read_text())
     assert not Path(f"/proc/{tar_pid}").exists(), "the tar child outlived the export"
+
+
+def test_sigterm_mid_import_releases_everything(os_def: OS, exported: Path, no_leaks: Path) -> None:
+    """The stream stops half-way (the sender stalls); SIGTERM then releases the new disk."""
+    layout = Layout("gpt", "xfs", 400, 48, 32)
+    image = sparse(no_leaks / "target.img", layout.size_mib)
+    env = os_def.environ(
+        image, layout, "new.example.com", IMPORT_DEVICE=str(image), IMPORT_INDEX="0"
+    )
+    data = exported.read_bytes()
+    logfile = no_leaks / "import.log"
+    with open(logfile, "wb") as log:
+        process = subprocess.Popen(
+            [str(os_def.installed.script("import"))],
+            env=env,
+            cwd=os_def.installed.os_dir,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(data[: len(data) // 2])
+        process.stdin.flush()
+        deadline = time.monotonic() + 60
+        while "restore files ..." not in logfile.read_text():
+            assert process.poll() is None, logfile.read_text()
+            assert time.monotonic() < deadline, "the import did not start restoring"
+            time.sleep(0.02)
+        assert leaks(no_leaks), "nothing attached or mounted mid-import?"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+    text = logfile.read_text()
+    assert (
+        text.strip()
+        .splitlines()[-1]
+        .endswith("import: interrupted by SIGTERM; everything it made was released")
+    ), text
+    assert leaks(no_leaks) == []
