@@ -227,7 +227,7 @@ def test_block_device(
         assert disks.kernel_partitions(lv) == {}, "partitions we added are still known"
         assert slices_of(lv) == []
     finally:
-        sh.losetup("--detach", str(lv))
+        disks.detach(lv)
     check_installed(
         no_leaks,
         image,
@@ -393,4 +393,4 @@ def test_an_idle_loop_device_of_the_file_is_named(
         assert f"is also attached to {stale}" in log
         assert stale in str(sh.losetup("--list", "--noheadings", "-O", "NAME"))
     finally:
-        sh.losetup("--detach", stale)
+        disks.detach(Path(stale))
