@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-from gentoobootstrap import config, log, osenv
+from gentoobootstrap import config, log, mounts, osenv
 from gentoobootstrap.errors import GentooBootstrapError, Interrupted
 from gentoobootstrap.signals import interrupts_as_exceptions
 
@@ -32,12 +32,20 @@ MODULES = {
 def main(
     operation: str, argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] = None
 ) -> int:
+    """Run ``operation``; ``environ`` None means a real run as an OS script.
+
+    A real run of an operation that mounts gets a private mount namespace (see
+    mounts.private_namespace); tests that pass ``environ`` run in-process and do not.
+    """
+    isolate = environ is None and operation != "verify"
     environ = os.environ if environ is None else environ
     debug = environ.get("DEBUG_LEVEL", "0") not in ("", "0")
     log.setup(debug)
     module = importlib.import_module(MODULES[operation])
     with interrupts_as_exceptions():
         try:
+            if isolate:
+                mounts.private_namespace()
             env = osenv.parse(operation, environ)
             settings = config.apply_parameters(config.load(env.variant), env.params)
             if settings.debug and not debug:

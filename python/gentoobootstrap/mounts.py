@@ -10,6 +10,7 @@ with a warning.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -25,8 +26,29 @@ from gentoobootstrap.errors import CommandError, Interrupted
 
 log = logging.getLogger(__name__)
 
+#: unshare(2) flag for a new mount namespace.
+CLONE_NEWNS = 0x00020000
+
 #: Attempts before a busy unmount becomes lazy, and the growing pause between them.
 UMOUNT_ATTEMPTS = 5
+
+
+def private_namespace() -> bool:
+    """Move this process (and the children it starts) into a mount namespace of its own.
+
+    Our mounts then never appear in the node's namespace, so no other process
+    (a daemon, another namespace copied from the node's) can pin them, and the
+    kernel drops them even if we are killed with SIGKILL.  Loop devices are not
+    namespaced: they are still released by their context managers.  Returns
+    whether it worked; without the capability the script runs as before.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        log.debug("no private mount namespace: %s", os.strerror(ctypes.get_errno()))
+        return False
+    # Mounts made here must not propagate back to the node's namespace.
+    runner.run(["mount", "--make-rprivate", "/"])
+    return True
 
 
 def is_mountpoint(path: Path) -> bool:
