@@ -41,6 +41,7 @@ _FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
 #: (GRUB) under TCG alone, up to twice that with two boots sharing two cores.
 LOGIN_TIMEOUT = float(os.environ.get("BOOT_LOGIN_TIMEOUT", "180"))
 COMMAND_TIMEOUT = 60.0
+RUNLEVEL_TO_LOGIN = 30.0
 
 
 def qemu_binary() -> Optional[str]:
@@ -67,6 +68,7 @@ class Guest:
         self._pos = 0  # everything before this was consumed by a match
         self.started = time.monotonic()
         self.login_seconds: Optional[float] = None
+        self._login_at = 0
 
     # -- the serial line ---------------------------------------------------------------
 
@@ -88,7 +90,9 @@ class Guest:
         self._log.write(chunk)
         self._log.flush()
 
-    def expect(self, pattern: Union[str, re.Pattern[bytes]], timeout: float) -> re.Match[bytes]:
+    def expect(
+        self, pattern: Union[str, re.Pattern[bytes]], timeout: float, what: str = ""
+    ) -> re.Match[bytes]:
         """Wait for ``pattern`` (text or bytes regex) after the last match; fail fast on errors."""
         regex = (
             pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern.encode()))
@@ -99,14 +103,24 @@ class Guest:
             match = regex.search(self._buf, self._pos)
             if failure and (not match or failure.start() < match.start()):
                 message = failure.group().decode()
+                self._finish_line(failure.start())
                 raise self._fail(f"{FAILURES[message]}: {message!r} on the serial console")
             if match:
                 self._pos = match.end()
                 return match
             if time.monotonic() >= deadline:
-                want = regex.pattern.decode(errors="replace")
-                raise self._fail(f"no {want!r} on the serial console within {timeout:.0f} s")
+                want = what or repr(regex.pattern.decode(errors="replace"))
+                raise self._fail(f"no {want} on the serial console within {timeout:.0f} s")
             self._read(deadline)
+
+    def _finish_line(self, start: int) -> None:
+        """Read on (briefly) until the line at ``start`` is complete, for the error message."""
+        deadline = time.monotonic() + 2
+        try:
+            while b"\n" not in self._buf[start:] and time.monotonic() < deadline:
+                self._read(deadline)
+        except BootFailed:  # qemu exited: the line is as complete as it gets
+            pass
 
     def send(self, text: str) -> None:
         assert self.proc.stdin is not None
@@ -116,15 +130,42 @@ class Guest:
     # -- what the tests do ---------------------------------------------------------------
 
     def login(self, hostname: str, timeout: float = LOGIN_TIMEOUT) -> float:
-        """Wait for ``HOSTNAME login:``, log in as root without a password; return the boot time."""
-        self.expect(f"{hostname} login:", timeout)
+        """Wait for ``HOSTNAME login:``, log in as root without a password; return the boot time.
+
+        Once init has entered its runlevel a getty has :data:`RUNLEVEL_TO_LOGIN` seconds
+        to show its prompt, so a guest without a serial getty fails without the full wait.
+        """
+        prompt = re.compile(rb"(\S+) login:")
+        first = self.expect(
+            re.compile(prompt.pattern + rb"|INIT: Entering runlevel"), timeout, "login prompt"
+        )
+        if first.group(1) is None:
+            first = self.expect(
+                prompt,
+                RUNLEVEL_TO_LOGIN,
+                f"login prompt {RUNLEVEL_TO_LOGIN:.0f} s after init entered its runlevel "
+                "(no getty on the serial console?)",
+            )
+        self._login_at = first.start()
         self.login_seconds = time.monotonic() - self.started
+        shown = first.group(1).decode(errors="replace")
+        if shown != hostname:
+            raise self._fail(f"the login prompt names {shown!r}, expected {hostname!r}")
         self.send("root\n")
-        # A shell prompt ends the output ("inst1:~# "); "Password:" fails above.
-        self.expect(re.compile(rb"[#$] \Z"), COMMAND_TIMEOUT)
+        # A shell prompt ends the output ("root@inst1:~# "); "Password:" fails in expect.
+        self.expect(re.compile(rb"[#$] \Z"), COMMAND_TIMEOUT, "root shell prompt")
         # No echo, and no kernel messages interleaving with command output.
         self.run("stty -echo; dmesg -n 1")
         return self.login_seconds
+
+    def boot_failures(self) -> list[str]:
+        """What the boot scripts said failed before the login prompt (kernel lines aside)."""
+        text = bytes(self._buf[: self._login_at]).decode(errors="replace").replace("\r", "")
+        return [
+            line
+            for line in text.splitlines()
+            if re.search(r"fail", line, re.I) and not re.match(r"\[ *[0-9]+\.[0-9]+\]", line)
+        ]
 
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT) -> str:
         """Run ``command`` in the root shell; return its output, raise if it fails."""
