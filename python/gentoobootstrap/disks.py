@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from gentoobootstrap import runner
-from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.errors import CommandError, DiskError, Interrupted
 from gentoobootstrap.layout import Layout, Partition
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ def release(what: str, action: Callable[[], object], failing: bool) -> None:
     """
     try:
         action()
+    except Interrupted:
+        # The signal cut the release short; signals are ignored from now on, so finish it.
+        log.warning("interrupted while releasing %s; finishing that first", what)
+        release(what, action, failing=True)
+        raise
     except Exception as e:
         if not failing:
             raise
@@ -160,6 +165,14 @@ def check_unused(device: Path, source: Optional[Path] = None) -> None:
     if source is not None and not is_block_device(source):
         devices += [loop for loop in loops_of(source) if loop != device]
     users = [use for dev in devices for use in users_of(dev)]
+    idle = [str(dev) for dev in devices[1:] if not users_of(dev)]
+    if idle:
+        log.warning(
+            "%s is also attached to %s (left by an earlier run?); nothing uses it: "
+            "detach it with losetup --detach",
+            source,
+            ", ".join(idle),
+        )
     if not users:
         # The kernel's own test: an exclusive open fails while anything claims the disk.
         try:
