@@ -73,6 +73,8 @@ class Instance:
         self, script: str, *, check: bool = True, **extra: Any
     ) -> subprocess.CompletedProcess[Any]:
         kwargs = {k: v for k, v in extra.items() if k in ("stdin", "stdout", "text")}
+        if "stdout" in kwargs:  # export's data goes there; keep its log for the message
+            kwargs["stderr"] = subprocess.PIPE
         env = {k: v for k, v in extra.items() if k not in kwargs}
         result = self.installed_os.run(script, self.environ(**env), **kwargs)
         if check:
@@ -123,8 +125,9 @@ def make_instance(
         variant = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"boot-{request.node.name}{name}").strip("-")
         hooks_dir = tmp_path / f"hooks{name}"
         hooks_dir.mkdir()
-        for hook in hooks:
-            shutil.copy2(hook, hooks_dir / hook.name)
+        for hook in hooks:  # the examples ship disabled: enabling is making them executable
+            shutil.copy(hook, hooks_dir / hook.name)
+            (hooks_dir / hook.name).chmod(0o755)
         installed_os.add_variant(
             variant,
             {
