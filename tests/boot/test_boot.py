@@ -235,7 +235,12 @@ def test_boots_after_export_and_import_onto_a_larger_disk(
     image = tmp_path / "export.img"
     with open(image, "wb") as out:
         source.run(
-            "export", stdout=out, text=False, EXPORT_DEVICE=str(source.disk), EXPORT_INDEX="0"
+            "export",
+            stdout=out,
+            text=False,
+            EXPORT_DEVICE=str(source.disk),
+            EXPORT_DISK_PATH=str(source.disk),
+            EXPORT_INDEX="0",
         )
     target = make_instance(node_kernel, disk_mib=2 * DISK_MIB, name="-target")
     with open(image, "rb") as data:
@@ -244,6 +249,7 @@ def test_boots_after_export_and_import_onto_a_larger_disk(
             stdin=data,
             text=False,
             IMPORT_DEVICE=str(target.disk),
+            IMPORT_DISK_PATH=str(target.disk),
             IMPORT_INDEX="0",
             OSP_FILESYSTEM="xfs",
         )
