@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
 from gentoobootstrap.context import Context
-from gentoobootstrap.errors import GentooBootstrapError, OSEnvError
+from gentoobootstrap.errors import CommandError, DiskError, GentooBootstrapError, OSEnvError
 from gentoobootstrap.layout import Partition
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
@@ -115,7 +115,15 @@ def unpack_stage(ctx: Context) -> None:
     assert ctx.stage is not None and ctx.target is not None
     members = unpack.check_members(ctx.stage)
     logger.info("%d entries checked; extracting", members)
-    unpack.extract(ctx.stage, ctx.target)
+    try:
+        unpack.extract(ctx.stage, ctx.target)
+    except CommandError as e:
+        if "No space left on device" not in e.stderr:
+            raise
+        raise DiskError(
+            f"the stage does not fit: {ctx.layout.describe() if ctx.layout else ''} is full; "
+            "give the instance a bigger disk (gnt-instance grow-disk) or lower BOOT_SIZE/SWAP_SIZE"
+        ) from None
 
 
 def write_fstab(ctx: Context) -> None:

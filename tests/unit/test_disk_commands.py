@@ -35,8 +35,9 @@ def plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tools resolve to /fake/NAME; /dev/... paths count as block devices."""
+def fake_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tools resolve to /fake/NAME; /dev/... paths count as block devices; no loop is busy."""
+    monkeypatch.setattr(disks, "SYS_BLOCK", tmp_path / "sys-block")
     monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
     monkeypatch.setattr(runner, "have_tool", lambda name: name in ("xz", "zstd", "gzip", "bzip2"))
     monkeypatch.setattr(disks, "is_block_device", lambda path: str(path).startswith("/dev/"))
@@ -69,12 +70,9 @@ def test_a_failing_detach_does_not_hide_the_original_error(fp, tmp_path: Path, c
         ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
     )
     fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
-    with (
-        pytest.raises(DiskError, match="original"),
-        caplog.at_level(logging.ERROR),
-        disks.attach(image),
-    ):
-        raise DiskError("original")
+    with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
+        with disks.attach(image):
+            raise DiskError("original")
     assert "could not release loop7" in caplog.text
 
 
@@ -393,3 +391,62 @@ def test_an_interrupted_release_is_finished_then_the_interrupt_goes_on(caplog) -
         disks.release("the mount on /x", umount, failing=False)
     assert len(calls) == 2
     assert "interrupted while releasing the mount on /x" in caplog.text
+
+
+def test_detach_waits_until_the_loop_device_is_free(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """losetup --detach of a device still open only marks it; the last close frees it."""
+    backing = disks.SYS_BLOCK / "loop7" / "loop" / "backing_file"
+    backing.parent.mkdir(parents=True)
+    backing.write_text("/images/disk.img\n")
+    pauses = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:  # the last user closes it
+            backing.unlink()
+
+    monkeypatch.setattr(disks.time, "sleep", pause)
+    fp.register(["/fake/losetup", "--detach", "/dev/loop7"])
+    disks.detach(Path("/dev/loop7"))
+    assert len(pauses) == 2 and not backing.exists()
+
+
+def test_a_loop_device_attached_as_the_signal_came_is_detached(
+    fp,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    backing = disks.SYS_BLOCK / "loop9" / "loop" / "backing_file"
+
+    def attached_then_signalled(argv, **kwargs):  # type: ignore[no-untyped-def]
+        backing.parent.mkdir(parents=True)
+        backing.write_text(f"{image}\n")  # losetup got as far as attaching
+        raise Interrupted(15, "SIGTERM")
+
+    monkeypatch.setattr(runner, "output", attached_then_signalled)
+    fp.register(["/fake/losetup", "--detach", "/dev/loop9"], callback=lambda p: backing.unlink())
+    with pytest.raises(Interrupted), disks.attach(image):
+        pytest.fail("never reached")
+    assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop9"]) == 1
+
+
+def test_a_mount_made_as_the_signal_came_is_unmounted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mounted: list[str] = []
+    commands: list[str] = []
+    monkeypatch.setattr(mounts, "_mounts_on", lambda path: len(mounted))
+
+    def run(argv, **kwargs):  # type: ignore[no-untyped-def]
+        commands.append(str(argv[0]))
+        if argv[0] == "mount":
+            mounted.append(str(argv[-1]))  # mount got as far as mounting
+            raise Interrupted(15, "SIGTERM")
+        mounted.clear()
+
+    monkeypatch.setattr(runner, "run", run)
+    with pytest.raises(Interrupted), mounts.mount(Path("/dev/x"), tmp_path):
+        pytest.fail("never reached")
+    assert commands == ["mount", "umount"] and mounted == []
