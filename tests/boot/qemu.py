@@ -1,0 +1,231 @@
+"""Boot an instance disk under qemu (software emulation) and log in on its serial console.
+
+The serial port is qemu's stdio (pipes to us), so the test reads everything the
+guest prints, types ``root`` at ``HOSTNAME login:`` and runs commands.  Every
+wait is bounded and watches the output (no fixed sleeps); the messages of an
+early failure — maintenance shell, kernel panic, unmountable root — fail at
+once.  qemu always runs with ``-snapshot`` (the disk is never written) and is
+always killed by PID when the boot ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Optional, Union
+
+from boot.kit import NodeKernel
+
+#: What an early failure prints, and what it means.
+FAILURES = {
+    "Give root password for maintenance": "the guest stopped in a maintenance shell (fsck/fstab)",
+    "Press Enter for maintenance": "the guest stopped in a maintenance shell (fsck/fstab)",
+    "Kernel panic": "the kernel panicked",
+    "VFS: Unable to mount root": "the kernel could not mount the root filesystem",
+    "initrd failed:": "the initrd could not mount the root filesystem",
+    "grub rescue>": "GRUB found neither its modules nor its configuration",
+    "Login incorrect": "the guest refused the root login",
+    "Password:": "the guest asks for a root password (the seed promises none)",
+}
+_FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
+
+#: Default bound of a boot to the login prompt: about 30 s (node kernel) or 45 s
+#: (GRUB) under TCG alone, up to twice that with two boots sharing two cores.
+LOGIN_TIMEOUT = float(os.environ.get("BOOT_LOGIN_TIMEOUT", "180"))
+COMMAND_TIMEOUT = 60.0
+RUNLEVEL_TO_LOGIN = 30.0
+
+
+def qemu_binary() -> Optional[str]:
+    return shutil.which("qemu-system-x86_64")
+
+
+class BootFailed(AssertionError):
+    """The guest did not get to (or through) the expected point; carries the log's tail."""
+
+    def __init__(self, reason: str, log: bytes, logfile: Path) -> None:
+        tail = log[-3000:].decode(errors="replace").replace("\r", "")
+        super().__init__(f"{reason}\n--- serial console ({logfile}), last lines ---\n{tail}")
+        self.reason = reason
+
+
+class Guest:
+    """A running qemu: read its serial console, log in, run commands."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], logfile: Path, log: IO[bytes]) -> None:
+        self.proc = proc
+        self.logfile = logfile
+        self._log = log
+        self._buf = bytearray()
+        self._pos = 0  # everything before this was consumed by a match
+        self.started = time.monotonic()
+        self.login_seconds: Optional[float] = None
+        self._login_at = 0
+
+    # -- the serial line ---------------------------------------------------------------
+
+    def _fail(self, reason: str) -> BootFailed:
+        return BootFailed(reason, bytes(self._buf), self.logfile)
+
+    def _read(self, deadline: float) -> None:
+        """Read what the guest printed (waiting at most until ``deadline``)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            status = self.proc.wait()
+            raise self._fail(f"qemu exited (status {status}) before the expected output")
+        self._buf += chunk
+        self._log.write(chunk)
+        self._log.flush()
+
+    def expect(
+        self, pattern: Union[str, re.Pattern[bytes]], timeout: float, what: str = ""
+    ) -> re.Match[bytes]:
+        """Wait for ``pattern`` (text or bytes regex) after the last match; fail fast on errors."""
+        regex = (
+            pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern.encode()))
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            failure = _FAILURE.search(self._buf, self._pos)
+            match = regex.search(self._buf, self._pos)
+            if failure and (not match or failure.start() < match.start()):
+                message = failure.group().decode()
+                self._finish_line(failure.start())
+                raise self._fail(f"{FAILURES[message]}: {message!r} on the serial console")
+            if match:
+                self._pos = match.end()
+                return match
+            if time.monotonic() >= deadline:
+                want = what or repr(regex.pattern.decode(errors="replace"))
+                raise self._fail(f"no {want} on the serial console within {timeout:.0f} s")
+            self._read(deadline)
+
+    def _finish_line(self, start: int) -> None:
+        """Read on (briefly) until the line at ``start`` is complete, for the error message."""
+        deadline = time.monotonic() + 2
+        try:
+            while b"\n" not in self._buf[start:] and time.monotonic() < deadline:
+                self._read(deadline)
+        except BootFailed:  # qemu exited: the line is as complete as it gets
+            pass
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    # -- what the tests do ---------------------------------------------------------------
+
+    def login(self, hostname: str, timeout: float = LOGIN_TIMEOUT) -> float:
+        """Wait for ``HOSTNAME login:``, log in as root without a password; return the boot time.
+
+        Once init has entered its runlevel a getty has :data:`RUNLEVEL_TO_LOGIN` seconds
+        to show its prompt, so a guest without a serial getty fails without the full wait.
+        """
+        prompt = re.compile(rb"(\S+) login:")
+        first = self.expect(
+            re.compile(prompt.pattern + rb"|INIT: Entering runlevel"), timeout, "login prompt"
+        )
+        if first.group(1) is None:
+            first = self.expect(
+                prompt,
+                RUNLEVEL_TO_LOGIN,
+                f"login prompt {RUNLEVEL_TO_LOGIN:.0f} s after init entered its runlevel "
+                "(no getty on the serial console?)",
+            )
+        self._login_at = first.start()
+        self.login_seconds = time.monotonic() - self.started
+        shown = first.group(1).decode(errors="replace")
+        if shown != hostname:
+            raise self._fail(f"the login prompt names {shown!r}, expected {hostname!r}")
+        self.send("root\n")
+        # A shell prompt ends the output ("root@inst1:~# "); "Password:" fails in expect.
+        self.expect(re.compile(rb"[#$] \Z"), COMMAND_TIMEOUT, "root shell prompt")
+        # No echo, and no kernel messages interleaving with command output.
+        self.run("stty -echo; dmesg -n 1")
+        return self.login_seconds
+
+    def boot_failures(self) -> list[str]:
+        """What the boot scripts said failed before the login prompt (kernel lines aside)."""
+        text = bytes(self._buf[: self._login_at]).decode(errors="replace").replace("\r", "")
+        return [
+            line
+            for line in text.splitlines()
+            if re.search(r"fail", line, re.I) and not re.match(r"\[ *[0-9]+\.[0-9]+\]", line)
+        ]
+
+    def run(self, command: str, timeout: float = COMMAND_TIMEOUT) -> str:
+        """Run ``command`` in the root shell; return its output, raise if it fails."""
+        # The markers are split by quotes so the echoed command line never matches.
+        self.send(
+            f"printf '%s\\n' '@@BEG''IN@@'; {command}; printf '@@%s %s@@\\n' 'EN''D' \"$?\"\n"
+        )
+        match = self.expect(re.compile(rb"@@BEGIN@@\r?\n(.*?)@@END (\d+)@@", re.S), timeout)
+        out = match.group(1).decode(errors="replace").replace("\r", "")
+        status = int(match.group(2))
+        if status != 0:
+            raise self._fail(f"{command!r} failed in the guest (status {status}): {out}")
+        return out.strip()
+
+
+def _drive(path: Path) -> str:
+    return "file=" + str(path).replace(",", ",,") + ",if=virtio,format=raw"
+
+
+@contextmanager
+def boot(
+    disk: Path,
+    workdir: Path,
+    *,
+    kernel: Optional[NodeKernel] = None,
+    append: str = "root=/dev/vda1 ro",
+    memory_mib: int = 512,
+) -> Iterator[Guest]:
+    """Boot ``disk`` (read-only: ``-snapshot``) from a node kernel or from its own boot loader.
+
+    With ``kernel`` it is Ganeti KVM's ``kernel_path`` mode (``append`` plus the
+    serial console and ``panic=1``); without, the BIOS boots the disk.  The serial
+    log is ``workdir/serial.log``, qemu's own messages ``workdir/qemu.log``.
+    """
+    qemu = qemu_binary()
+    if qemu is None:
+        raise RuntimeError("qemu-system-x86_64 not found: install qemu-system-x86")
+    argv = [
+        qemu, "-accel", "tcg", "-m", str(memory_mib),
+        "-display", "none", "-nodefaults", "-no-reboot", "-snapshot",
+        "-chardev", "stdio,id=serial0,signal=off", "-serial", "chardev:serial0",
+        "-drive", _drive(disk),
+    ]  # fmt: skip
+    if kernel is not None:
+        argv += ["-kernel", str(kernel.vmlinuz), "-initrd", str(kernel.initrd)]
+        argv += ["-append", f"{append} console=ttyS0,115200 panic=1"]
+    logfile = workdir / "serial.log"
+    with open(logfile, "wb") as log, open(workdir / "qemu.log", "wb") as errors:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, cwd=workdir
+        )
+        try:
+            yield Guest(proc, logfile, log)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except BrokenPipeError:
+                        pass
