@@ -111,13 +111,19 @@ class Entry:
     @contextlib.contextmanager
     def workdir(self) -> Iterator[Path]:
         """A scratch directory on the cache's filesystem (so renames into the entry are atomic)."""
+        self._remove_scratch()  # left by a killed fill; we hold the lock
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        prefix = f"{self.path.parent.name}.{self.path.name}~"
-        for stale in tmp.glob(prefix + "*"):  # left by a killed fill; we hold the lock
-            _remove(stale)
-        with tempfile.TemporaryDirectory(dir=tmp, prefix=prefix) as work:
+        with tempfile.TemporaryDirectory(dir=tmp, prefix=self._scratch_prefix) as work:
             yield Path(work)
+
+    @property
+    def _scratch_prefix(self) -> str:
+        return f"{self.path.parent.name}.{self.path.name}~"
+
+    def _remove_scratch(self) -> None:
+        for stale in (self.root / "tmp").glob(self._scratch_prefix + "*"):
+            _remove(stale)
 
     def store(self, file: Path, meta: Meta) -> Path:
         """Move the verified ``file`` into the entry and describe it (metadata last)."""
@@ -145,6 +151,8 @@ class Entry:
         os.replace(tmp, self.path / META)
 
     def remove(self) -> None:
+        """Empty the entry (hold the lock)."""
+        self._remove_scratch()
         for item in self.path.iterdir():
             if item.name != ".lock":
                 _remove(item)

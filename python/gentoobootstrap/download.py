@@ -153,7 +153,7 @@ def download(url: str, dest: Path, *, proxy: str = "", timeout: float = TIMEOUT)
                     assert error is not None
                     raise error
                 log.warning("%s; retrying (%d of %d)", error, attempt + 1, ATTEMPTS)
-                time.sleep(min(2 ** (attempt - 1), 10))
+                time.sleep(2 ** (attempt - 1) - 1)  # at once, then 1 s, 3 s
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, dest)
