@@ -504,6 +504,8 @@ def test_prefetch_fills_lists_and_cleans(
     monkeypatch.setattr("gentoobootstrap.paths.DEFAULTS_FILE", conf / "defaults")
     monkeypatch.setattr("gentoobootstrap.paths.VARIANTS_DIR", conf / "variants")
     monkeypatch.setattr("gentoobootstrap.paths.OS_PATH", tmp_path)
+    # main() would point the library's log at stderr for good and hide it from caplog
+    monkeypatch.setattr("gentoobootstrap.log.setup", lambda debug=False: None)
     cache_dir = tmp_path / "cache"
     with serve(layout.root) as url:
         (conf / "variants" / "default.conf").write_text(
