@@ -314,13 +314,17 @@ def fast_form(tarball: Path) -> Path:
     if suffix == ".zst" or suffix not in _DECOMPRESS or not runner.have_tool("zstd"):
         return tarball
     fast = tarball.with_name(tarball.name.removesuffix(suffix) + ".zst")
+    compress = ["zstd", "-q", "-T0", "-c"]
+    size = _xz_unpacked_size(tarball) if suffix == ".xz" else None
+    if size is not None:  # recorded in the frame: create sizes the disk without decompressing
+        compress.append(f"--stream-size={size}")
     with complete_step(f"Recompressing {tarball.name} for fast unpacking"), open(fast, "wb") as out:
         read_end, write_end = os.pipe()
         try:
             with runner.spawn([*_DECOMPRESS[suffix], tarball], stdout=write_end):
                 os.close(write_end)  # the children hold the pipe: a dying one stops the other
                 write_end = -1
-                with runner.spawn(["zstd", "-q", "-T0", "-c"], stdin=read_end, stdout=out):
+                with runner.spawn(compress, stdin=read_end, stdout=out):
                     os.close(read_end)
                     read_end = -1
         finally:
@@ -331,6 +335,14 @@ def fast_form(tarball: Path) -> Path:
         os.fsync(out.fileno())
     tarball.unlink()
     return fast
+
+
+def _xz_unpacked_size(tarball: Path) -> Optional[int]:
+    for line in runner.output(["xz", "--robot", "--list", tarball]).splitlines():
+        fields = line.split("\t")
+        if fields[0] == "totals" and fields[4].isdigit():
+            return int(fields[4])
+    return None
 
 
 def _usable(entry: cache.Entry, settings: Settings) -> Optional[cache.Meta]:

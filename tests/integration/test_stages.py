@@ -83,6 +83,8 @@ def test_good_stage_is_verified_cached_and_identical(
     assert got.parent == tmp_path / "cache" / "stage3" / "amd64-openrc"
     assert got.name == f"{STAGE3}.tar.zst"
     assert tar_stream(got) == tar_stream(stage)  # the same bytes land on the disk
+    listing = subprocess.run(["zstd", "--list", "-v", str(got)], capture_output=True, text=True)
+    assert f"({len(tar_stream(stage))} B)" in listing.stdout  # create sizes root from this
     meta = json.loads((got.parent / "meta.json").read_text())
     assert meta["name"] == f"{STAGE3}.tar.xz"
     assert meta["verify"] == "signature"
