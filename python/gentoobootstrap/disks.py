@@ -26,16 +26,17 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from gentoobootstrap import runner
-from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.errors import CommandError, DiskError, Interrupted
 from gentoobootstrap.layout import Layout, Partition
 
 log = logging.getLogger(__name__)
 
 #: How long the kernel (or udev) may take to show a device node.
 DEVICE_TIMEOUT = 10.0
+SYS_BLOCK = Path("/sys/block")
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEVICE_TIMEOUT) -> None:
@@ -57,6 +58,11 @@ def release(what: str, action: Callable[[], object], failing: bool) -> None:
     """
     try:
         action()
+    except Interrupted:
+        # The signal cut the release short; signals are ignored from now on, so finish it.
+        log.warning("interrupted while releasing %s; finishing that first", what)
+        release(what, action, failing=True)
+        raise
     except Exception as e:
         if not failing:
             raise
@@ -118,7 +124,7 @@ def loops_of(file: Path) -> list[Path]:
     """Loop devices whose backing file is ``file``."""
     target = os.path.realpath(file)
     found = []
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+    for backing in SYS_BLOCK.glob("loop*/loop/backing_file"):
         try:
             name = backing.read_text().strip().removesuffix(" (deleted)")
         except OSError:
@@ -135,12 +141,16 @@ def users_of(device: Path) -> list[str]:
     for node in nodes:
         with contextlib.suppress(OSError):
             numbers[_devnum(node)] = node
+    paths = {os.path.realpath(node): node for node in nodes}
     users = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            if fields[2] in numbers:
-                users.append(f"{numbers[fields[2]]} is mounted on {fields[4]}")
+            # btrfs shows an anonymous device number: match the mount source too.
+            source = fields[fields.index("-") + 2] if "-" in fields else ""
+            mounted = numbers.get(fields[2]) or paths.get(source)
+            if mounted is not None:
+                users.append(f"{mounted} is mounted on {fields[4]}")
     with open("/proc/swaps") as f:
         for line in list(f)[1:]:
             name = line.split()[0]
@@ -160,6 +170,14 @@ def check_unused(device: Path, source: Optional[Path] = None) -> None:
     if source is not None and not is_block_device(source):
         devices += [loop for loop in loops_of(source) if loop != device]
     users = [use for dev in devices for use in users_of(dev)]
+    idle = [str(dev) for dev in devices[1:] if not users_of(dev)]
+    if idle:
+        log.warning(
+            "%s is also attached to %s (left by an earlier run?); nothing uses it: "
+            "detach it with losetup --detach",
+            source,
+            ", ".join(idle),
+        )
     if not users:
         # The kernel's own test: an exclusive open fails while anything claims the disk.
         try:
@@ -193,7 +211,7 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
     argv = ["losetup", "--show", "--find", "--partscan"]
     if readonly:
         argv.append("--read-only")
-    loop = Path(runner.output([*argv, path]))
+    loop = _new_loop([*argv, path], path)
     log.debug("attached %s to %s", path, loop)
     failing = False
     try:
@@ -203,7 +221,43 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
         failing = True
         raise
     finally:
-        release(loop.name, lambda: runner.run(["losetup", "--detach", loop]), failing)
+        release(loop.name, lambda: detach(loop), failing)
+
+
+def _new_loop(argv: Sequence[Union[str, Path]], backing: Path) -> Path:
+    """Run ``losetup --show --find ...``; a signal that stops it after it attached must not
+    leak the loop device."""
+    before = set(loops_of(backing))
+    try:
+        return Path(runner.output(argv))
+    except Interrupted:
+        for loop in set(loops_of(backing)) - before:  # signals are ignored from here on
+            release(loop.name, lambda loop=loop: detach(loop), failing=True)  # type: ignore[misc]
+        raise
+
+
+def detach(loop: Path) -> None:
+    """Detach ``loop`` and wait until it is really free.
+
+    While anyone still has it open (a probing blkid, a filesystem finishing its
+    unmount) the kernel only marks it to be cleared on the last close.
+    """
+    backing = SYS_BLOCK / loop.name / "loop" / "backing_file"
+    before = _read(backing)
+    runner.run(["losetup", "--detach", loop])
+    if before is None:
+        return
+    # Gone, or already attached anew by someone else.
+    wait_for(
+        lambda: _read(backing) != before, f"{loop} to be released (something keeps it open)", 30
+    )
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def wipe(device: Path) -> None:
@@ -320,20 +374,8 @@ def _partx_delete(device: Path) -> None:
 
 @contextlib.contextmanager
 def _loop_slice(device: Path, offset: int, size: int, what: str) -> Iterator[Path]:
-    loop = Path(
-        runner.output(
-            [
-                "losetup",
-                "--show",
-                "--find",
-                "--offset",
-                str(offset),
-                "--sizelimit",
-                str(size),
-                device,
-            ]
-        )
-    )
+    argv: list[Union[str, Path]] = ["losetup", "--show", "--find", "--offset", str(offset)]
+    loop = _new_loop([*argv, "--sizelimit", str(size), device], device)
     log.debug("%s of %s is %s", what, device, loop)
     failing = False
     try:
@@ -342,4 +384,4 @@ def _loop_slice(device: Path, offset: int, size: int, what: str) -> Iterator[Pat
         failing = True
         raise
     finally:
-        release(loop.name, lambda: runner.run(["losetup", "--detach", loop]), failing)
+        release(loop.name, lambda: detach(loop), failing)
