@@ -71,6 +71,8 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
             if usable and usable.name == identity:
                 entry.touch()
                 return entry.path / usable.file
+            if signature is None and settings.verify == "signature":
+                raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
             with entry.workdir() as work:
                 tarball = download.download(url, work / name, proxy=settings.proxy)
                 _verify_snapshot(settings, keys(), tarball, name, signature)
