@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from gentoobootstrap.layout import Layout
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
@@ -29,3 +30,4 @@ class Context:
     swap_dev: Optional[Path] = None
     target: Optional[Path] = None  # where the root filesystem is mounted
     stage: Optional[Path] = None  # the verified stage tarball to unpack
+    layout: Optional[Layout] = None  # the partitions planned for (or found on) the disk

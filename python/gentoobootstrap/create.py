@@ -1,11 +1,146 @@
-"""``create``: not implemented yet."""
+"""``create``: install the Gentoo stage onto the instance's first disk.
+
+A flat list of steps, each ``def step(ctx) -> None`` logged with its duration.
+Every resource (loop device, partition devices, mounts, the mount directory)
+goes on ``ctx.stack`` and is released in reverse order on success, on error
+and on SIGTERM/SIGINT/SIGHUP.  The stage is obtained and verified before
+anything touches the disk.
+"""
 
 from __future__ import annotations
 
-from gentoobootstrap.errors import GentooBootstrapError
+import logging
+from typing import Callable
+
+from gentoobootstrap import disks, filesystems, layout, log, mounts, stages, unpack
+from gentoobootstrap.context import Context
+from gentoobootstrap.errors import GentooBootstrapError, OSEnvError
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+#: Root gets this much more than the stage holds unpacked (metadata, journal, logs).
+ROOT_HEADROOM = 1.1
+ROOT_EXTRA_MIB = 64
+
+
+def obtain_stage(ctx: Context) -> None:
+    ctx.stage = stages.obtain(ctx.settings)
+    logger.info("stage: %s", ctx.stage)
+
+
+def attach_disk(ctx: Context) -> None:
+    source = ctx.env.disks[0].path
+    if source is None:
+        raise OSEnvError("DISK_0_PATH", "required but not set")
+    ctx.disk = ctx.stack.enter_context(disks.attach(source))
+    if ctx.env.reinstall:
+        logger.info("reinstall: everything on %s is replaced", source)
+
+
+def check_disk(ctx: Context) -> None:
+    assert ctx.disk is not None and ctx.stage is not None
+    disks.check_unused(ctx.disk, ctx.env.disks[0].path)
+    stage_bytes = unpack.unpacked_size(ctx.stage)
+    min_root = int(stage_bytes * ROOT_HEADROOM) // layout.MIB + ROOT_EXTRA_MIB if stage_bytes else 0
+    root_path = ctx.env.hv.get("root_path", "")
+    ctx.layout = layout.plan(
+        ctx.settings,
+        disks.size_of(ctx.disk),
+        root_path=root_path,
+        maxmem_mib=ctx.env.maxmem_mib,
+        min_root_mib=min_root,
+    )
+    if ctx.layout.style == "none" and layout.root_partition_number(root_path):
+        logger.warning(
+            "INSTANCE_HV_root_path=%s names a partition but PARTITION_STYLE=none puts root on "
+            "the whole disk: set the instance's root_path to the disk (e.g. /dev/vda)",
+            root_path,
+        )
+    logger.info("layout: %s", ctx.layout.describe())
+
+
+def partition_disk(ctx: Context) -> None:
+    assert ctx.disk is not None and ctx.layout is not None
+    disks.wipe(ctx.disk)
+    if ctx.layout.style != "none":
+        disks.write_table(ctx.disk, ctx.layout)
+    nodes = ctx.stack.enter_context(disks.partitions(ctx.disk, ctx.layout.partitions))
+    for p in ctx.layout.partitions:
+        setattr(ctx, f"{p.role}_dev", nodes[p.number])
+
+
+def make_filesystems(ctx: Context) -> None:
+    assert ctx.layout is not None
+    for p in ctx.layout.partitions:
+        device = getattr(ctx, f"{p.role}_dev")
+        if ctx.layout.style != "none":
+            disks.wipe(device)  # a new partition may start where an old filesystem did
+        uuid = filesystems.make(device, p.fstype, p.role)
+        logger.info("%s: %s on %s, UUID %s", p.role, p.fstype, device, uuid)
+
+
+def mount_filesystems(ctx: Context) -> None:
+    assert ctx.root_dev is not None and ctx.layout is not None
+    target = ctx.stack.enter_context(mounts.temporary_directory())
+    ctx.stack.enter_context(mounts.mount(ctx.root_dev, target))
+    if ctx.boot_dev is not None:
+        (target / "boot").mkdir()
+        ctx.stack.enter_context(mounts.mount(ctx.boot_dev, target / "boot"))
+    ctx.target = target
+
+
+def unpack_stage(ctx: Context) -> None:
+    assert ctx.stage is not None and ctx.target is not None
+    members = unpack.check_members(ctx.stage)
+    logger.info("%d entries checked; extracting", members)
+    unpack.extract(ctx.stage, ctx.target)
+
+
+def write_fstab(ctx: Context) -> None:
+    assert ctx.target is not None and ctx.layout is not None
+    entries = []
+    for p in sorted(ctx.layout.partitions, key=lambda p: ("root", "boot", "swap").index(p.role)):
+        device = getattr(ctx, f"{p.role}_dev")
+        uuid = filesystems.uuid_of(device)
+        entries.append(filesystems.fstab_entry(uuid, p.mountpoint or "none", p.fstype))
+    fstab = ctx.target / "etc" / "fstab"
+    original = fstab.read_text() if fstab.is_file() else ""
+    fstab.parent.mkdir(parents=True, exist_ok=True)
+    fstab.write_text(filesystems.fstab_text(entries, original))
+
+
+#: What create does, in order.  The stages work adds its snapshot/portage-config steps
+#: after unpack_stage; the guest work adds configure_guest and then run_hooks after
+#: write_fstab (hooks see ctx.disk as BLOCKDEV, ctx.target as TARGET and the devices).
+STEPS: tuple[Callable[[Context], None], ...] = (
+    obtain_stage,
+    attach_disk,
+    check_disk,
+    partition_disk,
+    make_filesystems,
+    mount_filesystems,
+    unpack_stage,
+    write_fstab,
+)
+
+
+def run_steps(ctx: Context, steps: tuple[Callable[[Context], None], ...] = STEPS) -> None:
+    """Run ``steps`` in order; the last one that fails is named in the log."""
+    with ctx.stack:
+        for step in steps:
+            name = step.__name__.replace("_", " ")
+            try:
+                with log.complete_step(name):
+                    step(ctx)
+            except GentooBootstrapError:
+                logger.error("%s failed; releasing the disk", name)
+                raise
+
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    raise GentooBootstrapError("create is not implemented yet")
+    if argv:
+        raise OSEnvError("argv", f"create takes no arguments, got {' '.join(argv)!r}")
+    run_steps(Context(env, settings))
+    logger.info("%s is installed", env.instance_name)

@@ -54,6 +54,9 @@ PACKAGES = {
 #: Directories searched for tools even when the caller's PATH lacks them.
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+#: For ``run(..., stderr=STDOUT)``: the child's stderr goes where its stdout goes.
+STDOUT = subprocess.STDOUT
+
 Input = Union[str, bytes, None]
 Redirect = Union[int, IO[Any], None]
 
@@ -120,6 +123,7 @@ def run(
     input: Input = None,
     stdin: Redirect = None,
     stdout: Redirect = subprocess.PIPE,
+    stderr: Redirect = subprocess.PIPE,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[Path] = None,
     check: bool = True,
@@ -128,7 +132,7 @@ def run(
 ) -> subprocess.CompletedProcess[Any]:
     """Run ``argv`` to completion and return its result (stdout captured by default).
 
-    stderr is always captured for the error; on success it is logged at debug level.
+    stderr is captured for the error (unless redirected); on success it is logged at debug level.
     Raises :class:`CommandError` on a non-zero exit unless ``check`` is false.
     """
     args = _resolve(argv)
@@ -145,7 +149,7 @@ def run(
         args,
         stdin=stdin,
         stdout=stdout,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         env=environment(env),
         cwd=cwd,
         text=text,

@@ -1,0 +1,345 @@
+"""The instance disk as a block device, its partition table and partition devices.
+
+Works on nodes whose kernel scans partition tables (``/dev/vda1``,
+``/dev/loop0p1``, ``/dev/rbd0p1``) and on kernels or devices that do not
+(no partition parsers, device-mapper LVs, DRBD): partitions are found through
+sysfs — never by guessing names — added with ``partx`` (BLKPG) when the kernel
+did not, and as a last resort given one loop device each (``--offset`` and
+``--sizelimit``), so neither kpartx nor device-mapper is needed.
+
+Each resource is a context manager; compose them on an ExitStack:
+
+    disk = stack.enter_context(attach(path))        # loop device for a file
+    check_unused(disk, path)                        # refuse a busy disk
+    wipe(disk); write_table(disk, layout)
+    devices = stack.enter_context(partitions(disk, layout.partitions))  # number -> Path
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Optional
+
+from gentoobootstrap import runner
+from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.layout import Layout, Partition
+
+log = logging.getLogger(__name__)
+
+#: How long the kernel (or udev) may take to show a device node.
+DEVICE_TIMEOUT = 10.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEVICE_TIMEOUT) -> None:
+    """Poll ``condition`` until it holds; DiskError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not condition():
+        if time.monotonic() > deadline:
+            raise DiskError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def release(what: str, action: Callable[[], object], failing: bool) -> None:
+    """Run a release ``action``; when the body already failed, log its failure instead of raising.
+
+    A failing release must not hide the error that made us unwind, nor stop the
+    releases after it (ExitStack runs them all).
+    """
+    try:
+        action()
+    except Exception as e:
+        if not failing:
+            raise
+        log.error("could not release %s: %s", what, e)
+
+
+def is_block_device(path: Path) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def size_of(path: Path) -> int:
+    """Size in bytes of a block device or regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def sector_size(device: Path) -> int:
+    if not is_block_device(device):
+        return 512
+    return int(runner.output(["blockdev", "--getss", device]))
+
+
+# --- sysfs: what the kernel knows about a block device -----------------------------------
+
+
+def sysfs_dir(device: Path) -> Path:
+    """/sys/class/block/NAME of a block device node, whatever its name."""
+    rdev = os.stat(device).st_rdev
+    return Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}").resolve()
+
+
+def kernel_partitions(device: Path) -> dict[int, tuple[Path, int, int]]:
+    """The partitions the kernel knows on ``device``: number -> (node, start, size) in bytes."""
+    found = {}
+    base = sysfs_dir(device)
+    for entry in base.iterdir():
+        number_file = entry / "partition"
+        if not number_file.exists():
+            continue
+        number = int(number_file.read_text())
+        start = int((entry / "start").read_text()) * 512  # sysfs counts 512-byte sectors
+        size = int((entry / "size").read_text()) * 512
+        found[number] = (Path("/dev") / entry.name, start, size)
+    return found
+
+
+def _devnum(device: Path) -> str:
+    rdev = os.stat(device).st_rdev
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def loops_of(file: Path) -> list[Path]:
+    """Loop devices whose backing file is ``file``."""
+    target = os.path.realpath(file)
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            name = backing.read_text().strip().removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if name == target:
+            found.append(Path("/dev") / backing.parent.parent.name)
+    return found
+
+
+def users_of(device: Path) -> list[str]:
+    """What uses ``device`` or one of its partitions: mounts, swap, holders (dm, md, ...)."""
+    nodes = [device] + [node for node, _, _ in kernel_partitions(device).values()]
+    numbers = {}
+    for node in nodes:
+        with contextlib.suppress(OSError):
+            numbers[_devnum(node)] = node
+    users = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] in numbers:
+                users.append(f"{numbers[fields[2]]} is mounted on {fields[4]}")
+    with open("/proc/swaps") as f:
+        for line in list(f)[1:]:
+            name = line.split()[0]
+            with contextlib.suppress(OSError):
+                if _devnum(Path(name)) in numbers:
+                    users.append(f"{name} is in use as swap")
+    for node in nodes:
+        with contextlib.suppress(OSError):
+            for holder in (sysfs_dir(node) / "holders").iterdir():
+                users.append(f"{node} is held by {holder.name}")
+    return users
+
+
+def check_unused(device: Path, source: Optional[Path] = None) -> None:
+    """Refuse a disk that is mounted, swapped on or held (and, for a file, its other loops)."""
+    devices = [device]
+    if source is not None and not is_block_device(source):
+        devices += [loop for loop in loops_of(source) if loop != device]
+    users = [use for dev in devices for use in users_of(dev)]
+    if not users:
+        # The kernel's own test: an exclusive open fails while anything claims the disk.
+        try:
+            os.close(os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC))
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            users.append(f"{device} is busy (opened exclusively by another program)")
+    if users:
+        raise DiskError(
+            f"the disk {source or device} is in use: {'; '.join(users)}; "
+            "stop what uses it (is the instance running?) and try again"
+        )
+
+
+# --- the disk as a block device ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
+    """The block device of disk ``path``: a block device as is, a regular file on a loop device.
+
+    The loop device asks for partition scanning so kernels that parse tables
+    show ``/dev/loopNpM`` by themselves; it is detached on leaving.
+    """
+    if is_block_device(path):
+        yield path
+        return
+    if not path.is_file():
+        raise DiskError(f"{path} is neither a block device nor a regular file")
+    argv = ["losetup", "--show", "--find", "--partscan"]
+    if readonly:
+        argv.append("--read-only")
+    loop = Path(runner.output([*argv, path]))
+    log.debug("attached %s to %s", path, loop)
+    failing = False
+    try:
+        wait_for(lambda: is_block_device(loop), f"{loop} to appear")
+        yield loop
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        release(loop.name, lambda: runner.run(["losetup", "--detach", loop]), failing)
+
+
+def wipe(device: Path) -> None:
+    """Erase old signatures: those of the partitions the kernel knows, then the disk's own.
+
+    A reinstall or a half-finished create leaves partition tables, filesystem and
+    swap signatures behind; blkid and mkfs would otherwise trip over them.
+    """
+    for node, _, _ in kernel_partitions(device).values():
+        if is_block_device(node):
+            runner.run(["wipefs", "--all", "--force", node])
+    runner.run(["wipefs", "--all", "--force", device])
+
+
+def write_table(device: Path, layout: Layout) -> None:
+    """Write the partition table of ``layout`` (msdos or gpt) with sfdisk."""
+    script = layout.sfdisk_script(sector_size(device))
+    # --no-reread: partitions() tells the kernel itself, whatever the device supports.
+    runner.run(
+        ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "always", device],
+        input=script,
+    )
+
+
+def read_table(device: Path) -> tuple[str, list[Partition]]:
+    """The partition table on ``device``: style (msdos, gpt; none without one) and partitions."""
+    result = runner.run(["sfdisk", "--json", device], check=False)
+    if result.returncode != 0:
+        return "none", []
+    table = json.loads(result.stdout)["partitiontable"]
+    unit = int(table.get("sectorsize", 512))
+    style = {"dos": "msdos", "gpt": "gpt"}.get(table["label"], table["label"])
+    found = []
+    for entry in table.get("partitions", []):
+        # The node name ends in the number whatever the prefix (loop0p1, vda1, file.img1).
+        digits = ""
+        for c in reversed(entry["node"]):
+            if not c.isdigit():
+                break
+            digits = c + digits
+        number = int(digits)
+        found.append(Partition(number, "", entry["start"] * unit, entry["size"] * unit))
+    return style, found
+
+
+# --- partition devices ---------------------------------------------------------------------
+
+
+def _matches(known: dict[int, tuple[Path, int, int]], wanted: Sequence[Partition]) -> bool:
+    return all(
+        p.number in known and known[p.number][1:] == (p.start, p.size) for p in wanted
+    ) and len(known) == len(wanted)
+
+
+@contextlib.contextmanager
+def partitions(device: Path, wanted: Sequence[Partition]) -> Iterator[dict[int, Path]]:
+    """Device nodes for the partitions ``wanted`` of ``device``: number -> node.
+
+    Uses the kernel's partitions when they match the table, else adds them with
+    ``partx`` (deleted again on leaving), else attaches one loop device per
+    partition.  Partition number 0 (style none) is the whole device.
+    """
+    if len(wanted) == 1 and wanted[0].number == 0:
+        yield {0: device}
+        return
+    with contextlib.ExitStack() as stack:
+        nodes = _kernel_nodes(device, wanted, stack)
+        if nodes is None:
+            nodes = {}
+            for p in wanted:
+                nodes[p.number] = stack.enter_context(
+                    _loop_slice(device, p.start, p.size, f"partition {p.number}")
+                )
+        for number, node in nodes.items():
+            wait_for(lambda node=node: is_block_device(node), f"{node} to appear")  # type: ignore[misc]
+            log.debug("partition %d of %s is %s", number, device, node)
+        yield nodes
+
+
+def _kernel_nodes(
+    device: Path, wanted: Sequence[Partition], stack: contextlib.ExitStack
+) -> Optional[dict[int, Path]]:
+    """The kernel's own partition nodes, added with partx if needed; None if it cannot."""
+    if not is_block_device(device):
+        return None
+    known = kernel_partitions(device)
+    if not _matches(known, wanted):
+        # A kernel that parses tables reads the new one itself; the partitions stay, as
+        # they would after a reboot.  (Here, without parsers, it just finds none.)
+        runner.run(["blockdev", "--rereadpt", device], check=False)
+        known = kernel_partitions(device)
+    if not _matches(known, wanted):
+        stack.callback(_partx_delete, device)
+        try:
+            runner.run(["partx", "--update", device])
+        except CommandError as e:
+            log.debug("partx cannot add partitions of %s (%s); using loop devices", device, e)
+            return None
+        known = kernel_partitions(device)
+        if not _matches(known, wanted):
+            log.debug("kernel partitions of %s do not match the table: %s", device, known)
+            return None
+    return {p.number: known[p.number][0] for p in wanted}
+
+
+def _partx_delete(device: Path) -> None:
+    # Runs during unwinding: a failure is logged, never raised over the original error.
+    try:
+        if kernel_partitions(device):
+            runner.run(["partx", "--delete", device])
+    except Exception as e:
+        log.error("could not remove the partitions of %s from the kernel: %s", device, e)
+
+
+@contextlib.contextmanager
+def _loop_slice(device: Path, offset: int, size: int, what: str) -> Iterator[Path]:
+    loop = Path(
+        runner.output(
+            [
+                "losetup",
+                "--show",
+                "--find",
+                "--offset",
+                str(offset),
+                "--sizelimit",
+                str(size),
+                device,
+            ]
+        )
+    )
+    log.debug("%s of %s is %s", what, device, loop)
+    failing = False
+    try:
+        yield loop
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        release(loop.name, lambda: runner.run(["losetup", "--detach", loop]), failing)

@@ -1,0 +1,189 @@
+"""The disk layout of an instance, computed from the settings: pure, no I/O.
+
+``PARTITION_STYLE`` msdos (default) or gpt gives a partition table with the
+root filesystem, an optional ``/boot`` (``BOOT_SIZE``) and optional swap
+(``SWAP``/``SWAP_SIZE``, default the instance's maxmem); root takes the rest.
+``none`` puts the root filesystem on the whole disk.  Partitions start and end
+on 1 MiB boundaries.
+
+The root filesystem goes on the partition that ``INSTANCE_HV_root_path`` names
+when it names a partition of the first disk (Ganeti KVM's default
+``/dev/vda1``), so an instance booted with the node's kernel finds its root;
+the other partitions take the remaining numbers in the order boot, swap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from gentoobootstrap.errors import ConfigError, DiskError
+from gentoobootstrap.settings import Settings
+
+MIB = 1 << 20
+#: The seed's promise: no disk below 256 MB.
+MIN_DISK_MIB = 256
+#: Smallest root filesystem per type (mkfs.xfs refuses below 300 MiB).
+MIN_ROOT_MIB = {"ext2": 64, "ext3": 64, "ext4": 64, "btrfs": 128, "xfs": 300}
+MIN_BOOT_MIB = 32
+MIN_SWAP_MIB = 16
+#: The filesystem of a separate /boot: every boot loader reads it.
+BOOT_FILESYSTEM = "ext4"
+
+#: First-disk partition names a hypervisor's root_path may use: /dev/vda1, /dev/sda2, /dev/xvda1.
+_FIRST_DISK_PARTITION = re.compile(
+    r"/dev/(?:vd|sd|xvd|hd)a([1-9][0-9]*)|/dev/nvme0n1p([1-9][0-9]*)"
+)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition (or, with style none, the whole disk as number 0); bytes."""
+
+    number: int
+    role: str  # "root", "boot" or "swap"; "" when read from a disk
+    start: int
+    size: int
+    fstype: str = ""  # filesystem to make: ext4, xfs, ..., "swap"
+
+    @property
+    def mountpoint(self) -> Optional[str]:
+        return {"root": "/", "boot": "/boot"}.get(self.role)
+
+
+@dataclass(frozen=True)
+class Layout:
+    style: str  # msdos, gpt or none
+    partitions: tuple[Partition, ...]
+
+    def role(self, role: str) -> Optional[Partition]:
+        return next((p for p in self.partitions if p.role == role), None)
+
+    @property
+    def root(self) -> Partition:
+        root = self.role("root")
+        assert root is not None
+        return root
+
+    def describe(self) -> str:
+        """One line for the log: ``msdos: 1 root ext4 1023 MiB, 2 swap 512 MiB``."""
+        parts = ", ".join(
+            f"{p.number} {p.role} {p.fstype + ' ' if p.fstype != 'swap' else ''}{p.size // MIB} MiB"
+            for p in self.partitions
+        )
+        return f"{self.style}: {parts}"
+
+    def sfdisk_script(self, sector_size: int = 512) -> str:
+        """Input for ``sfdisk`` that writes this table (style msdos or gpt)."""
+        if self.style == "none":
+            raise ValueError("style none has no partition table")
+        label = "dos" if self.style == "msdos" else "gpt"
+        lines = [f"label: {label}", "unit: sectors", ""]
+        bootable = self.role("boot") or self.root
+        for p in self.partitions:
+            kind = "S" if p.role == "swap" else "L"
+            flag = ", bootable" if self.style == "msdos" and p is bootable else ""
+            lines.append(
+                f"{p.number}: start={p.start // sector_size}, size={p.size // sector_size}, "
+                f"type={kind}{flag}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def root_partition_number(root_path: str) -> Optional[int]:
+    """The partition number ``root_path`` names on the first disk, else None."""
+    match = _FIRST_DISK_PARTITION.fullmatch(root_path.strip())
+    if not match:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+def swap_mib(settings: Settings, maxmem_mib: Optional[int]) -> int:
+    """The swap size in MiB: 0 without swap, else SWAP_SIZE or the instance's maxmem."""
+    if not settings.swap or settings.partition_style == "none":
+        return 0
+    size = settings.swap_size if settings.swap_size is not None else maxmem_mib
+    if size is None:
+        raise ConfigError(
+            "SWAP=yes but SWAP_SIZE is empty and the instance has no INSTANCE_BE_maxmem; "
+            "set SWAP_SIZE",
+            key="SWAP_SIZE",
+        )
+    if size < MIN_SWAP_MIB:
+        raise ConfigError(f"{size} MiB is below the minimum of {MIN_SWAP_MIB}", key="SWAP_SIZE")
+    return size
+
+
+def plan(
+    settings: Settings,
+    disk_size: int,
+    *,
+    root_path: str = "",
+    maxmem_mib: Optional[int] = None,
+    min_root_mib: int = 0,
+) -> Layout:
+    """The layout for a disk of ``disk_size`` bytes, or DiskError naming found and needed sizes.
+
+    ``min_root_mib`` raises the root minimum (e.g. to what the stage needs unpacked).
+    """
+    style, fstype = settings.partition_style, settings.filesystem
+    root_min = max(MIN_ROOT_MIB[fstype], min_root_mib)
+    if style == "none":
+        if settings.swap or settings.boot_size:
+            raise ConfigError(
+                "PARTITION_STYLE=none puts the root filesystem on the whole disk; "
+                "set SWAP=no and BOOT_SIZE=0, or use msdos or gpt",
+                key="PARTITION_STYLE",
+            )
+        _check_size(disk_size, max(root_min, MIN_DISK_MIB), f"root {root_min} MiB ({fstype})")
+        return Layout(style, (Partition(0, "root", 0, disk_size, fstype),))
+    if settings.boot_size and settings.boot_size < MIN_BOOT_MIB:
+        raise ConfigError(
+            f"{settings.boot_size} MiB is below the minimum of {MIN_BOOT_MIB} (0: no /boot)",
+            key="BOOT_SIZE",
+        )
+    others = []  # (role, MiB, fstype) in numbering order
+    if settings.boot_size:
+        others.append(("boot", settings.boot_size, BOOT_FILESYSTEM))
+    swap = swap_mib(settings, maxmem_mib)
+    if swap:
+        others.append(("swap", swap, "swap"))
+    count = len(others) + 1
+    root_number = root_partition_number(root_path) or 1
+    if root_number > count:
+        names = ", ".join(["root", *(role for role, _, _ in others)])
+        raise ConfigError(
+            f"{root_path} names partition {root_number} but the layout has {count} "
+            f"({names}); set the instance's root_path to /dev/vda1 or add partitions",
+            key="INSTANCE_HV_root_path",
+        )
+    # 1 MiB before the first partition; gpt keeps its backup table in the last MiB.
+    reserved = 1 + (1 if style == "gpt" else 0)
+    fixed = sum(size for _, size, _ in others)
+    needed = max(MIN_DISK_MIB, reserved + fixed + root_min)
+    what = " + ".join(
+        [f"{role} {size} MiB" for role, size, _ in others]
+        + [f"root {root_min} MiB ({fstype})", f"{reserved} MiB partition table"]
+    )
+    _check_size(disk_size, needed, what)
+    root_mib = disk_size // MIB - reserved - fixed
+    numbered = iter(others)
+    partitions = []
+    start = MIB
+    for number in range(1, count + 1):
+        if number == root_number:
+            role, size, kind = "root", root_mib, fstype
+        else:
+            role, size, kind = next(numbered)
+        partitions.append(Partition(number, role, start, size * MIB, kind))
+        start += size * MIB
+    return Layout(style, tuple(partitions))
+
+
+def _check_size(disk_size: int, needed_mib: int, what: str) -> None:
+    if disk_size < needed_mib * MIB:
+        raise DiskError(
+            f"the disk has {disk_size // MIB} MiB but this layout needs at least {needed_mib} MiB "
+            f"({what}): give the instance a bigger disk or lower BOOT_SIZE/SWAP_SIZE"
+        )

@@ -1,0 +1,126 @@
+"""Mounts as context managers: mounted on entry, unmounted on leaving, whatever happens.
+
+A mount that fails raises before anything needs undoing (the mount is never
+inside the ``try``); an unmount that fails while an error is already unwinding
+is logged and does not hide that error.  A busy unmount is retried briefly,
+then done lazily (detached now, freed when the last user goes) as a last resort,
+with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+from gentoobootstrap import runner
+from gentoobootstrap.disks import release
+from gentoobootstrap.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+#: Attempts before a busy unmount becomes lazy, and the growing pause between them.
+UMOUNT_ATTEMPTS = 5
+
+
+def is_mountpoint(path: Path) -> bool:
+    """Whether ``path`` is a mount point (from /proc/self/mountinfo, octal escapes decoded)."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            if _unescape(point) == target:
+                return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes (\040).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def umount(target: Path, *, recursive: bool = False) -> None:
+    """Unmount ``target``; retry while busy, then unmount lazily as a last resort (logged)."""
+    flags = ["--recursive"] if recursive else []
+    argv: list[Union[str, Path]] = ["umount", *flags, target]
+    delay = 0.05
+    for attempt in range(1, UMOUNT_ATTEMPTS + 1):
+        try:
+            runner.run(argv)
+            return
+        except CommandError as e:
+            if not is_mountpoint(target):
+                return
+            if attempt == UMOUNT_ATTEMPTS:
+                log.warning("%s stays busy (%s); unmounting it lazily", target, e)
+                runner.run(["umount", "--lazy", *flags, target])
+                return
+            time.sleep(delay)  # a process that used it may still be exiting
+            delay *= 2
+
+
+@contextlib.contextmanager
+def mount(
+    source: Union[Path, str],
+    target: Path,
+    *,
+    fstype: Optional[str] = None,
+    options: Sequence[str] = (),
+) -> Iterator[Path]:
+    """Mount ``source`` on ``target`` (an existing directory) until the block is left."""
+    argv: list[Union[str, Path]] = ["mount"]
+    if fstype:
+        argv += ["--types", fstype]
+    if options:
+        argv += ["--options", ",".join(options)]
+    runner.run([*argv, source, target])
+    with _unmounting(target, recursive=False):
+        yield target
+
+
+@contextlib.contextmanager
+def bind(
+    source: Path, target: Path, *, recursive: bool = False, readonly: bool = False
+) -> Iterator[Path]:
+    """Bind-mount ``source`` on ``target`` (``--rbind`` with ``recursive``, e.g. /dev, /sys)."""
+    runner.run(["mount", "--rbind" if recursive else "--bind", source, target])
+    with _unmounting(target, recursive=recursive):
+        if recursive:
+            # Keep unmounts inside the target from propagating back to the node's /dev, /sys.
+            runner.run(["mount", "--make-rslave", target])
+        if readonly:
+            runner.run(["mount", "-o", "remount,bind,ro", target])
+        yield target
+
+
+@contextlib.contextmanager
+def _unmounting(target: Path, *, recursive: bool) -> Iterator[None]:
+    failing = False
+    try:
+        yield
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        release(f"the mount on {target}", lambda: umount(target, recursive=recursive), failing)
+
+
+@contextlib.contextmanager
+def temporary_directory(prefix: str = "gentoobootstrap-") -> Iterator[Path]:
+    """An empty directory for mount points, removed on leaving (only if nothing is mounted)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    failing = False
+    try:
+        yield path
+    except BaseException:
+        failing = True
+        raise
+    finally:
+        # rmdir, never rm -rf: should a mount remain, what is in it must stay untouched.
+        release(f"the directory {path}", path.rmdir, failing)
