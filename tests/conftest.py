@@ -10,6 +10,9 @@ import pytest
 
 from support import leaks
 
+# installed_os, source_copy: the OS definition installed into a temporary prefix.
+pytest_plugins = ["support.install"]
+
 
 def _root_skip_reason() -> str | None:
     if os.geteuid() != 0:

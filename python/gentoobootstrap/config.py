@@ -59,11 +59,10 @@ def _unquote(value: str) -> str:
 
 def _line_of(lines: list[str], key: str) -> Optional[int]:
     pattern = re.compile(rf"\s*{re.escape(key)}\s*=")
-    found = None
     for number, line in enumerate(lines, 1):
         if pattern.match(line):
-            found = number  # the last assignment wins, as in the file's meaning
-    return found
+            return number
+    return None
 
 
 def read_file(path: Path) -> dict[str, tuple[str, Optional[int]]]:
@@ -76,6 +75,15 @@ def read_file(path: Path) -> dict[str, tuple[str, Optional[int]]]:
         parsed = configobj.ConfigObj(
             lines, list_values=False, interpolation=False, raise_errors=True
         )
+    except configobj.DuplicateError as e:
+        key = str(getattr(e, "line", "")).split("=")[0].strip()
+        first = _line_of(lines, key)
+        raise ConfigError(
+            f"set twice (first on line {first})",
+            path=path,
+            line=getattr(e, "line_number", None),
+            key=key,
+        ) from None
     except configobj.ConfigObjError as e:
         raise ConfigError(
             f'not a KEY="value" line: {getattr(e, "line", "").strip()!r}',
@@ -84,10 +92,12 @@ def read_file(path: Path) -> dict[str, tuple[str, Optional[int]]]:
         ) from None
     values: dict[str, tuple[str, Optional[int]]] = {}
     for key in parsed.sections:
+        header = re.compile(rf"\s*\[+\s*{re.escape(key)}\s*\]+")
+        line = next((n for n, text in enumerate(lines, 1) if header.match(text)), None)
         raise ConfigError(
             'sections are not supported; write KEY="value" lines',
             path=path,
-            line=_line_of(lines, f"[{key}]"),
+            line=line,
             key=f"[{key}]",
         )
     for key, value in parsed.items():

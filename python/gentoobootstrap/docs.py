@@ -57,7 +57,8 @@ def parameters_table() -> str:
     """The README's OS parameter reference."""
     rows = ["| Parameter | Variable | Allowed | Meaning |", "|---|---|---|---|"]
     for p in parameters.PARAMETERS.values():
-        rows.append(f"| `{p.name}` | `{p.variable}` | {p.kind.allowed} | {p.help} |")
+        cells = (f"`{p.name}`", f"`{p.variable}`", p.kind.allowed, p.help)
+        rows.append("| " + " | ".join(settings.markdown_cell(c) for c in cells) + " |")
     return "\n".join(rows)
 
 

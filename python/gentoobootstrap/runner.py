@@ -200,15 +200,21 @@ def spawn(
             cwd=cwd,
         )
         try:
-            yield proc
-        except BaseException:
-            _stop(proc)
-            raise
-        try:
-            returncode = proc.wait()
-        except BaseException:
-            _stop(proc)
-            raise
+            try:
+                yield proc
+            except BaseException:
+                _stop(proc)
+                raise
+            try:
+                returncode = proc.wait()
+            except BaseException:
+                _stop(proc)
+                raise
+        finally:
+            # The pipes we made are ours to close (as Popen's own context manager does).
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
         if returncode != 0:
             errfile.seek(0)
             raise CommandError(args, returncode, errfile.read().decode(errors="replace"))

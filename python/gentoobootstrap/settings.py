@@ -257,5 +257,11 @@ def reference_table() -> str:
     rows = ["| Setting | Default | Allowed | Meaning |", "|---|---|---|---|"]
     for d in declarations():
         default = f"`{d.raw_default}`" if d.raw_default else "(empty)"
-        rows.append(f"| `{d.key}` | {default} | {d.kind.allowed} | {d.help} |")
+        cells = (f"`{d.key}`", default, d.kind.allowed, d.help)
+        rows.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     return "\n".join(rows)
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` fit for a Markdown table cell: a literal ``|`` would split the cell."""
+    return text.replace("|", "\\|")

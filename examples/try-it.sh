@@ -1,0 +1,62 @@
+#!/bin/sh
+# Try the installed OS definition on a disk image, the way Ganeti runs it (as root).
+#
+# Builds a tiny local test stage (a few Gentoo-shaped files, not a bootable Gentoo: it
+# needs no network, key or mirror), adds a variant "tryit" that installs it through
+# STAGE4_FILE, and runs gentoobootstrap-try on a sparse disk image.  `make try` runs it
+# with the configured paths; run by hand, the paths of the documented
+#   ./configure --prefix=/usr --localstatedir=/var --sysconfdir=/etc
+# apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.
+#
+# For the real thing (the newest official stage3) try the default variant instead:
+#   gentoobootstrap-try /var/tmp/disk.img --size 8G --name test.example.com
+set -eu
+
+OS_DIR=${OS_DIR:-/usr/share/ganeti/os/gentoobootstrap}
+CONF_DIR=${CONF_DIR:-/etc/ganeti/instance-gentoobootstrap}
+SBINDIR=${SBINDIR:-/usr/sbin}
+WORK=${WORK:-/var/tmp/gentoobootstrap-try}
+SIZE=${SIZE:-1G}
+NAME=${NAME:-try.example.com}
+
+mkdir -p "$WORK"
+stage=$WORK/stage4-tryit.tar.xz
+tree=$WORK/stage-tree
+rm -rf "$tree"
+mkdir -p "$tree"
+(
+    cd "$tree"
+    mkdir -p bin sbin boot dev proc sys run tmp root home var/log var/tmp usr/bin usr/sbin \
+        etc/conf.d etc/init.d etc/runlevels/boot etc/runlevels/default etc/portage \
+        etc/ssh usr/share/zoneinfo
+    chmod 1777 tmp var/tmp
+    chmod 700 root
+    echo "Gentoo Base System release 2.17" > etc/gentoo-release
+    printf 'NAME=Gentoo\nID=gentoo\nPRETTY_NAME="Gentoo Linux"\n' > etc/os-release
+    printf '# /etc/fstab: static file system information.\n' > etc/fstab
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost\n' > etc/hosts
+    printf 'hostname="localhost"\n' > etc/conf.d/hostname
+    printf 'root:x:0:0:root:/root:/bin/bash\nportage:x:250:250:portage:/var/tmp/portage:/sbin/nologin\n' > etc/passwd
+    printf 'root:*:10770:0:::::\nportage:!:10770::::::\n' > etc/shadow
+    chmod 640 etc/shadow
+    printf 'root:x:0:root\nportage:x:250:portage\n' > etc/group
+    printf 'id:3:initdefault:\nc1:12345:respawn:/sbin/agetty 38400 tty1 linux\n#s0:12345:respawn:/sbin/agetty -L 9600 ttyS0 vt100\n' > etc/inittab
+    : > etc/machine-id
+    ln -sf ../usr/share/zoneinfo/UTC etc/localtime
+    printf 'TZif2 (not really)\n' > usr/share/zoneinfo/UTC
+)
+tar -C "$tree" --numeric-owner --owner=0 --group=0 -cJf "$stage.tmp" .
+mv "$stage.tmp" "$stage"
+rm -rf "$tree"
+
+mkdir -p "$CONF_DIR/variants"
+cat > "$CONF_DIR/variants/tryit.conf" <<CONF
+# Written by try-it.sh: a tiny local test stage, not a real Gentoo.
+STAGE4_FILE="$stage"
+VERIFY="none"
+SWAP="yes"
+SWAP_SIZE="64"
+CONF
+grep -qx tryit "$OS_DIR/variants.list" || echo tryit >> "$OS_DIR/variants.list"
+
+exec "$SBINDIR/gentoobootstrap-try" "$WORK/disk.img" --size "$SIZE" --name "$NAME" --variant tryit

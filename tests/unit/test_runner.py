@@ -1,0 +1,126 @@
+"""The one runner of external tools, with the tools faked (pytest-subprocess)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gentoobootstrap import runner
+from gentoobootstrap.errors import CommandError, ToolNotFoundError
+
+TOOL = "/usr/sbin/faketool"
+
+
+@pytest.fixture(autouse=True)
+def debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    # Attached to the library's logger itself: cli's log.setup() stops propagation.
+    logger = logging.getLogger("gentoobootstrap")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+def test_logs_the_command_and_returns_its_output(fp, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    fp.register([TOOL, "--list", "a b"], stdout="result\n")
+    assert runner.output([TOOL, "--list", "a b"]) == "result"
+    assert f"+ {TOOL} --list 'a b'" in caplog.messages
+
+
+def test_clean_environment_and_closed_stdin(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.setenv("http_proxy", "http://leak:3128")
+    recorder = fp.register([TOOL])
+    runner.run([TOOL], env={"EXTRA": "1"})
+    kwargs = recorder.calls[0].kwargs
+    assert kwargs["stdin"] == subprocess.DEVNULL
+    env = kwargs["env"]
+    assert env["LC_ALL"] == "C" and env["EXTRA"] == "1"
+    assert "LANG" not in env and "http_proxy" not in env
+    assert "/usr/sbin" in env["PATH"].split(":")
+
+
+def test_input_goes_to_stdin(fp) -> None:  # type: ignore[no-untyped-def]
+    recorder = fp.register([TOOL])
+    runner.run([TOOL], input="data")
+    assert recorder.calls[0].kwargs["stdin"] == subprocess.PIPE
+
+
+def test_secrets_are_redacted(fp, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    fp.register([TOOL, "--password=hunter2", "user"])
+    runner.run([TOOL, "--password=hunter2", "user"], redact=["hunter2"])
+    assert f"+ {TOOL} '--password=***' user" in caplog.messages
+    assert "hunter2" not in caplog.text
+
+
+def test_failure_carries_exit_status_and_stderr_tail(fp) -> None:  # type: ignore[no-untyped-def]
+    stderr = "".join(f"noise {i}\n" for i in range(20)) + "mkfs: device is busy\n"
+    fp.register([TOOL, "/dev/loop9"], returncode=3, stderr=stderr)
+    with pytest.raises(CommandError) as e:
+        runner.run([TOOL, "/dev/loop9"])
+    assert e.value.returncode == 3
+    assert e.value.argv == [TOOL, "/dev/loop9"]
+    assert e.value.stderr == stderr
+    message = str(e.value)
+    assert message.startswith(f"{TOOL} failed with exit status 3: ")
+    assert message.endswith("mkfs: device is busy")
+    assert "noise 0" not in message and "\n" not in message
+
+
+def test_unchecked_failure_returns_the_result(fp) -> None:  # type: ignore[no-untyped-def]
+    fp.register([TOOL], returncode=1, stdout="half\n", stderr="warn\n")
+    result = runner.run([TOOL], check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "half\n", "warn\n")
+
+
+def test_missing_tool_names_its_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(runner, "_SYSTEM_PATH", str(tmp_path))
+    with pytest.raises(ToolNotFoundError) as e:
+        runner.run(["mkfs.xfs", "/dev/null"])
+    assert str(e.value) == "mkfs.xfs not found: install xfsprogs"
+    assert not runner.have_tool("mkfs.xfs")
+    with pytest.raises(ToolNotFoundError, match=r"^frobnicate not found$"):
+        runner.find_tool("frobnicate")
+
+
+def test_tools_are_found_outside_the_callers_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tool = tmp_path / "sbin" / "mytool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(runner, "_SYSTEM_PATH", str(tool.parent))
+    assert runner.find_tool("mytool") == str(tool)
+
+
+def test_spawn_streams_and_checks_the_exit_status(tmp_path: Path) -> None:
+    with runner.spawn(
+        ["/bin/sh", "-c", "cat; echo gone >&2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"stream")
+        proc.stdin.close()
+        assert proc.stdout.read() == b"stream"
+    with pytest.raises(CommandError) as e, runner.spawn(["/bin/sh", "-c", "echo oops >&2; exit 4"]):
+        pass
+    assert e.value.returncode == 4 and "oops" in str(e.value)
+
+
+def test_spawn_terminates_the_child_when_the_body_fails() -> None:
+    with pytest.raises(RuntimeError), runner.spawn(["/bin/sleep", "600"]) as proc:
+        raise RuntimeError("step failed")
+    assert proc.returncode is not None
+
+
+def test_empty_command_is_refused() -> None:
+    with pytest.raises(ValueError):
+        runner.run([])
