@@ -160,6 +160,14 @@ def check_unused(device: Path, source: Optional[Path] = None) -> None:
     if source is not None and not is_block_device(source):
         devices += [loop for loop in loops_of(source) if loop != device]
     users = [use for dev in devices for use in users_of(dev)]
+    idle = [str(dev) for dev in devices[1:] if not users_of(dev)]
+    if idle:
+        log.warning(
+            "%s is also attached to %s (left by an earlier run?); nothing uses it: "
+            "detach it with losetup --detach",
+            source,
+            ", ".join(idle),
+        )
     if not users:
         # The kernel's own test: an exclusive open fails while anything claims the disk.
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -32,6 +33,9 @@ COMPRESSIONS = {
     "none": (".tar", None),
 }
 FLAVOURS = ("openrc", "systemd")
+#: security.capability value for cap_net_raw=ep: VFS_CAP_REVISION_2 | effective, then
+#: permitted/inheritable words for capabilities 0-31 and 32-63 (CAP_NET_RAW is bit 13).
+CAP_NET_RAW_EP = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)
 
 INITTAB = """\
 # /etc/inittab:  This file describes how the INIT process should set up
@@ -184,7 +188,7 @@ def build_tree(root: Path, flavour: str = "openrc", filler_mib: int = 0) -> None
     _file(root, "usr/bin/wall", b"\x7fELF fake wall\n", 0o2755, 0, 5)
     _file(root, "usr/bin/passwd", b"\x7fELF fake passwd\n", 0o4755)
     ping = _file(root, "bin/ping", b"\x7fELF fake ping\n", 0o755)
-    sh.setcap("cap_net_raw=ep", str(ping))
+    os.setxattr(ping, "security.capability", CAP_NET_RAW_EP)  # what setcap cap_net_raw=ep writes
     python = _file(root, "usr/bin/python3.12", b"\x7fELF fake python\n", 0o755)
     os.setxattr(python, "user.pax.flags", b"em")
     gzip = _file(root, "bin/gzip", b"\x7fELF fake gzip\n", 0o755)
@@ -286,6 +290,10 @@ def build(
 # --- comparison --------------------------------------------------------------------------
 
 
+#: xattrs a filesystem shows root but keeps for itself (XFS's copy of ACLs).
+_FS_INTERNAL_XATTRS = ("trusted.SGI_ACL_",)
+
+
 @dataclass(frozen=True)
 class Entry:
     kind: str
@@ -318,7 +326,8 @@ def _entry(path: Path) -> Entry:
         content = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
     xattrs: tuple[tuple[str, bytes], ...] = ()
     if kind != "symlink":
-        xattrs = tuple(sorted((n, os.getxattr(path, n)) for n in os.listxattr(path)))
+        names = [n for n in os.listxattr(path) if not n.startswith(_FS_INTERNAL_XATTRS)]
+        xattrs = tuple(sorted((n, os.getxattr(path, n)) for n in names))
     return Entry(
         kind,
         st.st_uid,

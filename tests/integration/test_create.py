@@ -1,0 +1,391 @@
+"""create on real loop devices: every partition style and filesystem, /boot and swap,
+file disks and block devices, reinstall, a too-small disk, and the stage compared
+entry by entry after unpacking.  Each test checks that nothing of ours is left."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sh
+
+from gentoobootstrap import disks
+from support import ganeti_environ, osdef, stage
+
+pytestmark = pytest.mark.root
+
+MIB = 1 << 20
+LINUX = {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
+SWAP = {"82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
+
+
+def sparse(path: Path, mib: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(mib * MIB)
+    return path
+
+
+@dataclass
+class Case:
+    style: str
+    fs: str
+    size_mib: int
+    boot: int = 0
+    swap: str = "no"
+    swap_size: str = ""
+    root_path: str = "/dev/vda1"
+    maxmem: str = "512"
+    flavour: str = "openrc"
+    compression: str = "xz"
+    expect: tuple[str, ...] = ("root",)  # roles by partition number 1, 2, ...
+
+
+CASES = {
+    "msdos-ext4-default": Case("msdos", "ext4", 320),
+    "gpt-xfs-boot-swap": Case(
+        "gpt",
+        "xfs",
+        500,
+        boot=64,
+        swap="yes",
+        swap_size="64",
+        compression="zstd",
+        expect=("root", "boot", "swap"),
+    ),
+    "msdos-btrfs-swap-maxmem-root2": Case(
+        "msdos",
+        "btrfs",
+        400,
+        swap="yes",
+        root_path="/dev/vda2",
+        maxmem="128",
+        compression="bzip2",
+        expect=("swap", "root"),
+    ),
+    "gpt-ext2-boot-systemd": Case(
+        "gpt", "ext2", 320, boot=48, flavour="systemd", compression="zstd", expect=("root", "boot")
+    ),
+    "msdos-ext3-boot-swap-root3": Case(
+        "msdos",
+        "ext3",
+        400,
+        boot=32,
+        swap="yes",
+        swap_size="32",
+        root_path="/dev/vda3",
+        compression="gzip",
+        expect=("boot", "swap", "root"),
+    ),
+    "none-ext4": Case("none", "ext4", 300, compression="none"),
+    "none-xfs": Case("none", "xfs", 320),
+    "none-btrfs": Case("none", "btrfs", 300),
+}
+
+
+def run_create(
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    disk: Path,
+    stage_file: Path,
+    capfd: pytest.CaptureFixture[str],
+    *,
+    reinstall: bool = False,
+    env: dict[str, str] | None = None,
+    **settings: object,
+) -> tuple[int, str]:
+    """create as Ganeti runs it, with ``settings`` in the variant file; (status, log)."""
+    confdir = osdef.configure(tmp / "conf", stage4_file=stage_file, **settings)
+    osdef.point_paths_at(confdir, monkeypatch)
+    extra = dict(env or {})
+    if reinstall:
+        extra["INSTANCE_REINSTALL"] = "1"
+    status = osdef.create(ganeti_environ(disk, **extra))
+    return status, capfd.readouterr().err
+
+
+def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> None:
+    """Table, filesystems, fstab and every stage entry on the image, seen without the library."""
+    fstab_lines: list[str]
+    if case.style == "none":
+        assert osdef.table(image) == {}
+        info = osdef.probe(image)
+        assert info["TYPE"] == case.fs and info["LABEL"] == "root"
+        with osdef.mounted(image, tmp / "check-root", fstype=case.fs) as root:
+            assert stage.compare(built.tree, root, ignore={"etc/fstab"}) == []
+            fstab_lines = active_lines(root / "etc/fstab")
+        assert fstab_lines == [f"UUID={info['UUID']} / {case.fs} noatime 0 {pass_of(case.fs)}"]
+        return
+    found = osdef.table(image)
+    assert found["label"] == {"msdos": "dos", "gpt": "gpt"}[case.style]
+    parts = osdef.partitions(image)
+    assert [p["number"] for p in parts] == list(range(1, len(case.expect) + 1))
+    roles = dict(zip(case.expect, parts))
+    for p in parts:
+        assert p["start"] % MIB == 0 and p["size"] % MIB == 0, "not aligned to 1 MiB"
+    for a, b in zip(parts, parts[1:]):
+        assert a["start"] + a["size"] <= b["start"]
+    info = {role: osdef.probe(image, p["start"], p["size"]) for role, p in roles.items()}
+    assert info["root"]["TYPE"] == case.fs and info["root"]["LABEL"] == "root"
+    assert roles["root"]["type"] in LINUX
+    if case.boot:
+        assert roles["boot"]["size"] == case.boot * MIB
+        assert info["boot"]["TYPE"] == "ext4" and info["boot"]["LABEL"] == "boot"
+    if case.swap == "yes":
+        want = int(case.swap_size or case.maxmem)
+        assert roles["swap"]["size"] == want * MIB and roles["swap"]["type"] in SWAP
+        assert info["swap"]["TYPE"] == "swap"
+    # The root takes the rest.
+    end = (image.stat().st_size // MIB - (1 if case.style == "gpt" else 0)) * MIB
+    assert max(p["start"] + p["size"] for p in parts) == end
+    root = roles["root"]
+    with osdef.mounted(image, tmp / "check-root", root["start"], root["size"], case.fs) as target:
+        fstab_lines = active_lines(target / "etc/fstab")
+        if case.boot:
+            boot = roles["boot"]
+            # /boot on the root filesystem is an empty mount point: the kernel is on /boot's.
+            assert sorted(os.listdir(target / "boot")) == []
+            with osdef.mounted(image, target / "boot", boot["start"], boot["size"]):
+                assert stage.compare(built.tree, target, ignore={"etc/fstab"}) == []
+        else:
+            assert stage.compare(built.tree, target, ignore={"etc/fstab"}) == []
+    want_fstab = [f"UUID={info['root']['UUID']} / {case.fs} noatime 0 {pass_of(case.fs)}"]
+    if case.boot:
+        want_fstab.append(f"UUID={info['boot']['UUID']} /boot ext4 noatime 0 2")
+    if case.swap == "yes":
+        want_fstab.append(f"UUID={info['swap']['UUID']} none swap sw 0 0")
+    assert fstab_lines == want_fstab
+
+
+def pass_of(fs: str) -> int:
+    return 0 if fs == "btrfs" else 1
+
+
+def active_lines(fstab: Path) -> list[str]:
+    return [
+        re.sub(r"\s+", " ", line.strip())
+        for line in fstab.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_layouts(
+    name: str,
+    no_leaks: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    stages: dict,
+) -> None:
+    case = CASES[name]
+    built = stages[case.flavour, case.compression]
+    image = sparse(no_leaks / "disk.img", case.size_mib)
+    status, log = run_create(
+        no_leaks,
+        monkeypatch,
+        image,
+        built.tarball,
+        capfd,
+        env={"INSTANCE_HV_root_path": case.root_path, "INSTANCE_BE_maxmem": case.maxmem},
+        partition_style=case.style,
+        filesystem=case.fs,
+        boot_size=case.boot,
+        swap=case.swap,
+        swap_size=case.swap_size,
+    )
+    assert status == 0, log
+    assert "write fstab done" in log
+    check_installed(no_leaks, image, case, built)
+
+
+def test_filesystem_parameter_wins(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 320)
+    confdir = osdef.configure(no_leaks / "conf", stage4_file=built.tarball, filesystem="ext4")
+    osdef.point_paths_at(confdir, monkeypatch)
+    assert osdef.create(ganeti_environ(image, OSP_FILESYSTEM="btrfs")) == 0, capfd.readouterr()
+    part = osdef.partitions(image)[0]
+    assert osdef.probe(image, part["start"], part["size"])["TYPE"] == "btrfs"
+
+
+def test_block_device(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    """A block device (a loop device standing in for an LV) is used as is and left as found."""
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "lv.img", 400)
+    lv = Path(str(sh.losetup("--show", "--find", str(image))).strip())
+    try:
+        status, log = run_create(
+            no_leaks, monkeypatch, lv, built.tarball, capfd, boot_size=64, swap="yes", swap_size=32
+        )
+        assert status == 0, log
+        assert disks.kernel_partitions(lv) == {}, "partitions we added are still known"
+        assert slices_of(lv) == []
+    finally:
+        sh.losetup("--detach", str(lv))
+    check_installed(
+        no_leaks,
+        image,
+        Case(
+            "msdos",
+            "ext4",
+            400,
+            boot=64,
+            swap="yes",
+            swap_size="32",
+            expect=("root", "boot", "swap"),
+        ),
+        built,
+    )
+
+
+def slices_of(device: Path) -> list[str]:
+    """Loop devices backed by ``device`` (the per-partition fallback)."""
+    out = str(sh.losetup("-a", "--noheadings", "-O", "NAME,BACK-FILE", "--raw"))
+    return [line for line in out.splitlines() if line.split(" ", 1)[-1] == str(device)]
+
+
+def test_partition_loop_fallback(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    """Where neither the kernel nor partx can give partitions (dm, DRBD), loop slices do."""
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 400)
+    monkeypatch.setattr(disks, "_kernel_nodes", lambda device, wanted, stack: None)
+    sliced = []
+    real_slice = disks._loop_slice
+
+    def recording_slice(device: Path, offset: int, size: int, what: str):  # type: ignore[no-untyped-def]
+        sliced.append((offset, size))
+        return real_slice(device, offset, size, what)
+
+    monkeypatch.setattr(disks, "_loop_slice", recording_slice)
+    status, log = run_create(
+        no_leaks, monkeypatch, image, built.tarball, capfd, boot_size=64, swap="yes", swap_size=32
+    )
+    assert status == 0, log
+    assert [size for _, size in sliced][1:] == [64 * MIB, 32 * MIB]
+    check_installed(
+        no_leaks,
+        image,
+        Case(
+            "msdos",
+            "ext4",
+            400,
+            boot=64,
+            swap="yes",
+            swap_size="32",
+            expect=("root", "boot", "swap"),
+        ),
+        built,
+    )
+
+
+def test_reinstall_over_populated_disk(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built = stages["openrc", "zstd"]
+    image = sparse(no_leaks / "disk.img", 500)
+    status, log = run_create(
+        no_leaks,
+        monkeypatch,
+        image,
+        built.tarball,
+        capfd,
+        partition_style="gpt",
+        filesystem="xfs",
+        boot_size=64,
+        swap="yes",
+        swap_size=64,
+    )
+    assert status == 0, log
+    old = {p["number"]: osdef.probe(image, p["start"], p["size"]) for p in osdef.partitions(image)}
+    status, log = run_create(no_leaks, monkeypatch, image, built.tarball, capfd, reinstall=True)
+    assert status == 0, log
+    assert "reinstall" in log
+    check_installed(no_leaks, image, Case("msdos", "ext4", 500), built)
+    # No trace of the old layout: no gpt backup header, no old filesystem signatures.
+    assert "gpt" not in str(sh.wipefs("--no-act", str(image)))
+    part = osdef.partitions(image)[0]
+    assert osdef.probe(image, part["start"], part["size"])["UUID"] != old[1]["UUID"]
+
+
+def test_reinstall_over_whole_disk_filesystem(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    """From style none (a filesystem signature at offset 0) back to a partition table."""
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 320)
+    sh.Command("mkfs.xfs")("-q", str(image))
+    status, log = run_create(
+        no_leaks, monkeypatch, image, built.tarball, capfd, reinstall=True, swap="yes", swap_size=16
+    )
+    assert status == 0, log
+    assert osdef.probe(image).get("PTTYPE") == "dos" and "TYPE" not in osdef.probe(image)
+    check_installed(
+        no_leaks,
+        image,
+        Case("msdos", "ext4", 320, swap="yes", swap_size="16", expect=("root", "swap")),
+        built,
+    )
+
+
+def test_too_small_disk(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 200)
+    status, log = run_create(no_leaks, monkeypatch, image, built.tarball, capfd)
+    assert status == 1
+    last = log.strip().splitlines()[-1]
+    assert "has 200 MiB but this layout needs at least 256 MiB" in last, log
+    assert osdef.table(image) == {} and osdef.probe(image) == {}, "the disk was touched"
+
+
+def test_swap_leaving_root_too_little(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 400)
+    status, log = run_create(
+        no_leaks, monkeypatch, image, built.tarball, capfd, filesystem="xfs", swap="yes"
+    )  # swap = maxmem 512 MiB
+    assert status == 1
+    assert "has 400 MiB but this layout needs at least 813 MiB" in log.strip().splitlines()[-1]
+
+
+def test_disk_in_use_is_refused(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 320)
+    sh.Command("mkfs.ext4")("-q", str(image))
+    with osdef.mounted(image, no_leaks / "busy"):
+        status, log = run_create(no_leaks, monkeypatch, image, built.tarball, capfd, reinstall=True)
+        assert status == 1
+        assert "is in use" in log.strip().splitlines()[-1], log
+    assert osdef.probe(image)["TYPE"] == "ext4", "a disk in use was modified"
+
+
+def test_an_idle_loop_device_of_the_file_is_named(
+    no_leaks: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    stages: dict,
+) -> None:
+    """A loop device left on the image (e.g. by a killed run) is reported, not touched."""
+    built = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 320)
+    stale = str(sh.losetup("--show", "--find", str(image))).strip()
+    try:
+        status, log = run_create(no_leaks, monkeypatch, image, built.tarball, capfd)
+        assert status == 0, log
+        assert f"is also attached to {stale}" in log
+        assert stale in str(sh.losetup("--list", "--noheadings", "-O", "NAME"))
+    finally:
+        sh.losetup("--detach", stale)

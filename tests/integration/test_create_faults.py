@@ -1,0 +1,178 @@
+"""create when things go wrong: a step fails, SIGTERM arrives mid-unpack.  Afterwards
+nothing of ours is attached or mounted, the last log line says what happened, and a
+reinstall over the half-finished disk works."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from test_create import MIB, Case, check_installed, run_create, sparse
+
+from support import REPO, ganeti_environ, leaks, osdef, stage
+
+pytestmark = pytest.mark.root
+
+
+def evil_stage(path: Path, kind: str) -> Path:
+    """A stage with one member that would land outside the target."""
+    with tarfile.open(path, "w:xz") as tar:
+        for name in ("./etc", "./etc/gentoo-release"):
+            info = tarfile.TarInfo(name)
+            if name == "./etc":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                data = b"Gentoo Base System release 2.17\n"
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(
+            {"dotdot": "./etc/../../escaped", "absolute": "/escaped"}.get(kind, "./etc/hardlink")
+        )
+        if kind == "hardlink":
+            info.type, info.linkname = tarfile.LNKTYPE, "../../../etc/shadow"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "hardlink"])
+def test_escaping_member_fails_the_unpack_step(
+    kind: str, no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    image = sparse(no_leaks / "disk.img", 320)
+    bad = evil_stage(no_leaks / "evil.tar.xz", kind)
+    status, log = run_create(no_leaks, monkeypatch, image, bad, capfd, boot_size=32)
+    assert status == 1
+    lines = log.strip().splitlines()
+    assert "unpack stage failed" in lines[-2], log
+    assert (
+        "ERROR: create:" in lines[-1]
+        and "refusing" in lines[-1]
+        and "outside the target" in lines[-1]
+    )
+    assert not (no_leaks / "escaped").exists() and not (no_leaks.parent / "escaped").exists()
+    # Nothing was extracted: the check comes before tar.
+    part = osdef.partitions(image)[0]
+    with osdef.mounted(image, no_leaks / "look", part["start"], part["size"]) as root:
+        assert sorted(os.listdir(root)) == ["boot", "lost+found"]
+
+
+def write_slow_xz(bindir: Path, markers: Path) -> None:
+    """An ``xz`` that lists normally but, under tar, hands over 64 KiB and then hangs."""
+    bindir.mkdir()
+    script = bindir / "xz"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -dc "*|*" --list "*) exec /usr/bin/xz "$@" ;; esac\n'
+        "cd /\n"
+        f'echo $$ > "{markers}/xz.pid"\n'
+        '/usr/bin/xz "$@" | head -c 65536\n'
+        f'touch "{markers}/started"\n'
+        "exec sleep 600\n"
+    )
+    script.chmod(0o755)
+
+
+def wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "create ended before the unpack started"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_sigterm_mid_unpack_releases_everything_and_reinstall_works(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built: stage.Stage = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 400)
+    confdir = osdef.configure(
+        no_leaks / "conf", stage4_file=built.tarball, boot_size=64, swap="yes", swap_size=32
+    )
+    markers = no_leaks / "markers"
+    markers.mkdir()
+    write_slow_xz(no_leaks / "bin", markers)
+    env = ganeti_environ(image, DEBUG_LEVEL="1")
+    env.update(
+        PATH=f"{no_leaks / 'bin'}:{env['PATH']}",
+        PYTHONPATH=f"{REPO / 'python'}:{REPO / 'tests'}",
+        TMPDIR=str(confdir / "tmp"),
+    )
+    logfile = no_leaks / "create.log"
+    with open(logfile, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "support.osdef", str(confdir)],
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(markers / "started", process)
+        assert leaks(no_leaks), "nothing attached or mounted mid-unpack?"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        pid_file = markers / "xz.pid"
+        if pid_file.exists():  # the hanging decompressor outlives tar by design
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    log = logfile.read_text()
+    assert "+ " in log and "tar --extract" in log, log  # it was killed while tar ran
+    assert (
+        log.strip()
+        .splitlines()[-1]
+        .endswith("create: interrupted by SIGTERM; everything it made was released")
+    ), log
+    assert leaks(no_leaks) == []
+    # The disk now holds a half-finished install; a reinstall must work over it.
+    status, log = run_create(
+        no_leaks,
+        monkeypatch,
+        image,
+        built.tarball,
+        capfd,
+        reinstall=True,
+        boot_size=64,
+        swap="yes",
+        swap_size=32,
+    )
+    assert status == 0, log
+    check_installed(
+        no_leaks,
+        image,
+        Case(
+            "msdos",
+            "ext4",
+            400,
+            boot=64,
+            swap="yes",
+            swap_size="32",
+            expect=("root", "boot", "swap"),
+        ),
+        built,
+    )
+
+
+def test_missing_stage_touches_nothing(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    image = sparse(no_leaks / "disk.img", 320)
+    status, log = run_create(no_leaks, monkeypatch, image, no_leaks / "nope.tar.xz", capfd)
+    assert status == 1
+    assert "STAGE4_FILE" in log.strip().splitlines()[-1]
+    assert "attach disk" not in log
+    assert image.stat().st_blocks == 0 and image.stat().st_size == 320 * MIB

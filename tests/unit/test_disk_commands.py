@@ -1,0 +1,363 @@
+"""The commands disks, filesystems, mounts and unpack run, with the tools faked."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from gentoobootstrap import disks, filesystems, layout, mounts, runner, unpack
+from gentoobootstrap.errors import CommandError, DiskError, StageError, ToolNotFoundError
+from gentoobootstrap.settings import Settings
+
+MIB = layout.MIB
+
+
+@pytest.fixture(autouse=True)
+def plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo what an earlier cli.main did to the library's logger, so caplog sees the records."""
+    logger = logging.getLogger("gentoobootstrap")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
+
+
+@pytest.fixture(autouse=True)
+def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tools resolve to /fake/NAME; /dev/... paths count as block devices."""
+    monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
+    monkeypatch.setattr(runner, "have_tool", lambda name: name in ("xz", "zstd", "gzip", "bzip2"))
+    monkeypatch.setattr(disks, "is_block_device", lambda path: str(path).startswith("/dev/"))
+    monkeypatch.setattr(disks, "kernel_partitions", lambda device: {})
+
+
+def test_attach_a_file_on_a_loop_device_and_detach_it(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    fp.register(
+        ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
+    )
+    fp.register(["/fake/losetup", "--detach", "/dev/loop7"])
+    with disks.attach(image) as device:
+        assert device == Path("/dev/loop7")
+        assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop7"]) == 0
+    assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop7"]) == 1
+
+
+def test_a_block_device_is_used_as_is(fp) -> None:  # type: ignore[no-untyped-def]
+    with disks.attach(Path("/dev/vg/lv")) as device:
+        assert device == Path("/dev/vg/lv")
+    assert len(fp.calls) == 0
+
+
+def test_a_failing_detach_does_not_hide_the_original_error(fp, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    fp.register(
+        ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
+    )
+    fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
+    with (
+        pytest.raises(DiskError, match="original"),
+        caplog.at_level(logging.ERROR),
+        disks.attach(image),
+    ):
+        raise DiskError("original")
+    assert "could not release loop7" in caplog.text
+
+
+def test_a_failing_detach_after_success_is_an_error(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    fp.register(
+        ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
+    )
+    fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
+    with pytest.raises(CommandError, match="busy"), disks.attach(image):
+        pass
+
+
+def test_write_table_feeds_sfdisk_the_layout(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    plan = layout.plan(dataclasses.replace(Settings(), swap=True, swap_size=64), 1024 * MIB)
+    fed = []
+    fp.register(["/fake/blockdev", "--getss", "/dev/loop7"], stdout="512\n")
+    fp.register(
+        [
+            "/fake/sfdisk",
+            "--quiet",
+            "--no-reread",
+            "--no-tell-kernel",
+            "--wipe",
+            "always",
+            "/dev/loop7",
+        ],
+        stdin_callable=fed.append,
+    )
+    disks.write_table(Path("/dev/loop7"), plan)
+    assert fed == [plan.sfdisk_script()]
+
+
+def test_wipe_erases_old_partitions_then_the_disk(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(
+        disks, "kernel_partitions", lambda device: {1: (Path("/dev/vda1"), MIB, 10 * MIB)}
+    )
+    fp.register(["/fake/wipefs", "--all", "--force", "/dev/vda1"])
+    fp.register(["/fake/wipefs", "--all", "--force", "/dev/vda"])
+    disks.wipe(Path("/dev/vda"))
+    assert [c[-1] for c in fp.calls] == ["/dev/vda1", "/dev/vda"]
+
+
+def test_partitions_fall_back_to_one_loop_device_each(fp) -> None:  # type: ignore[no-untyped-def]
+    """No kernel partitions and partx refused (device-mapper, DRBD): loop slices."""
+    wanted = layout.plan(dataclasses.replace(Settings(), boot_size=64), 1024 * MIB).partitions
+    device = "/dev/drbd0"
+    fp.register(["/fake/blockdev", "--rereadpt", device], returncode=22)
+    fp.register(["/fake/partx", "--update", device], returncode=1, stderr="partx: failed\n")
+    for n, p in enumerate(wanted):
+        fp.register(
+            [
+                "/fake/losetup",
+                "--show",
+                "--find",
+                "--offset",
+                str(p.start),
+                "--sizelimit",
+                str(p.size),
+                device,
+            ],
+            stdout=f"/dev/loop{n + 10}\n",
+        )
+    fp.register(["/fake/losetup", "--detach", "/dev/loop11"])
+    fp.register(["/fake/losetup", "--detach", "/dev/loop10"])
+    with disks.partitions(Path(device), wanted) as nodes:
+        assert nodes == {1: Path("/dev/loop10"), 2: Path("/dev/loop11")}
+    detaches = [c[-1] for c in fp.calls if "--detach" in c]
+    assert detaches == ["/dev/loop11", "/dev/loop10"]  # reverse order
+
+
+def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    wanted = layout.plan(Settings(), 1024 * MIB).partitions
+    state: dict[int, tuple[Path, int, int]] = {}
+    monkeypatch.setattr(disks, "kernel_partitions", lambda device: dict(state))
+    fp.register(["/fake/blockdev", "--rereadpt", "/dev/loop3"])
+
+    def add(process) -> None:  # type: ignore[no-untyped-def]
+        state[1] = (Path("/dev/loop3p1"), wanted[0].start, wanted[0].size)
+
+    fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
+    fp.register(["/fake/partx", "--delete", "/dev/loop3"])
+    with disks.partitions(Path("/dev/loop3"), wanted) as nodes:
+        assert nodes == {1: Path("/dev/loop3p1")}
+        assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 0
+    assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 1
+
+
+def test_partitions_the_kernel_found_are_used_and_left(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    wanted = layout.plan(Settings(), 1024 * MIB).partitions
+    known = {1: (Path("/dev/vda1"), wanted[0].start, wanted[0].size)}
+    monkeypatch.setattr(disks, "kernel_partitions", lambda device: known)
+    with disks.partitions(Path("/dev/vda"), wanted) as nodes:
+        assert nodes == {1: Path("/dev/vda1")}
+    assert len(fp.calls) == 0
+
+
+@pytest.mark.parametrize(
+    ("fstype", "argv"),
+    [
+        ("ext4", ["/fake/mkfs.ext4", "-q", "-F", "-L", "root"]),
+        ("ext2", ["/fake/mkfs.ext2", "-q", "-F", "-L", "root"]),
+        ("xfs", ["/fake/mkfs.xfs", "-q", "-f", "-L", "root"]),
+        ("btrfs", ["/fake/mkfs.btrfs", "-q", "-f", "-L", "root"]),
+        ("swap", ["/fake/mkswap", "-L", "root"]),
+    ],
+)
+def test_make_filesystem_and_read_its_uuid(fp, fstype: str, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    fp.register([*argv, "/dev/loop0p1"])
+    fp.register(
+        ["/fake/blkid", "--probe", "--match-tag", "UUID", "--output", "value", "/dev/loop0p1"],
+        stdout="0a1b2c3d-0000-4000-8000-000000000001\n",
+    )
+    assert filesystems.make(Path("/dev/loop0p1"), fstype, "root") == (
+        "0a1b2c3d-0000-4000-8000-000000000001"
+    )
+
+
+def test_xfs_labels_are_cut_to_12_characters(fp) -> None:  # type: ignore[no-untyped-def]
+    fp.register(["/fake/mkfs.xfs", "-q", "-f", "-L", "gentoo-rootf", "/dev/x"])
+    fp.register([fp.any()], stdout="u\n")
+    filesystems.make(Path("/dev/x"), "xfs", "gentoo-rootfs-long")
+
+
+def test_missing_mkfs_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.undo()
+    monkeypatch.setattr(runner, "tool_path", lambda: str(tmp_path))
+    with pytest.raises(ToolNotFoundError, match=r"mkfs\.xfs not found: install xfsprogs"):
+        filesystems.make(Path("/dev/x"), "xfs", "root")
+
+
+def test_no_uuid_is_an_error(fp) -> None:  # type: ignore[no-untyped-def]
+    fp.register([fp.any()], returncode=2)
+    with pytest.raises(DiskError, match="no filesystem UUID"):
+        filesystems.uuid_of(Path("/dev/x"))
+
+
+def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
+    original = "# /etc/fstab: static file system information.\n#/dev/ROOT / ext4 noatime 0 1\n\n"
+    entries = [
+        filesystems.fstab_entry("R", "/", "ext4"),
+        filesystems.fstab_entry("B", "/boot", "ext4"),
+        filesystems.fstab_entry("S", "none", "swap"),
+    ]
+    text = filesystems.fstab_text(entries, original)
+    assert text.startswith("# /etc/fstab: static file system information.\n#/dev/ROOT")
+    active = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    assert active == [
+        ["UUID=R", "/", "ext4", "noatime", "0", "1"],
+        ["UUID=B", "/boot", "ext4", "noatime", "0", "2"],
+        ["UUID=S", "none", "swap", "sw", "0", "0"],
+    ]
+    assert filesystems.fstab_entry("R", "/", "btrfs").passno == 0
+
+
+def test_a_busy_umount_is_retried_then_lazy(fp, monkeypatch: pytest.MonkeyPatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(mounts, "is_mountpoint", lambda path: True)
+    monkeypatch.setattr(mounts.time, "sleep", lambda s: None)
+    fp.register(
+        ["/fake/umount", "/mnt/x"],
+        returncode=32,
+        stderr="target is busy\n",
+        occurrences=mounts.UMOUNT_ATTEMPTS,
+    )
+    fp.register(["/fake/umount", "--lazy", "/mnt/x"])
+    with caplog.at_level(logging.WARNING):
+        mounts.umount(Path("/mnt/x"))
+    assert fp.call_count(["/fake/umount", "/mnt/x"]) == mounts.UMOUNT_ATTEMPTS
+    assert "unmounting it lazily" in caplog.text
+
+
+def test_a_failed_mount_needs_no_umount(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fp.register(["/fake/mount", "/dev/x", str(tmp_path)], returncode=32, stderr="bad fs\n")
+    with pytest.raises(CommandError, match="bad fs"), mounts.mount(Path("/dev/x"), tmp_path):
+        pass
+    assert len(fp.calls) == 1
+
+
+def test_mount_unmounts_after_an_error(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fp.register(["/fake/mount", "--types", "xfs", "--options", "ro", "/dev/x", str(tmp_path)])
+    fp.register(["/fake/umount", str(tmp_path)])
+    with (
+        pytest.raises(RuntimeError),
+        mounts.mount(Path("/dev/x"), tmp_path, fstype="xfs", options=["ro"]),
+    ):
+        raise RuntimeError
+    assert fp.call_count(["/fake/umount", str(tmp_path)]) == 1
+
+
+# --- unpack -------------------------------------------------------------------------------
+
+
+def tar_with(path: Path, *members: tarfile.TarInfo) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for m in members:
+            tar.addfile(m, io.BytesIO(b"x" * m.size) if m.isreg() else None)
+    return path
+
+
+def member(name: str, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    if link:
+        info.type, info.linkname = tarfile.LNKTYPE, link
+    else:
+        info.size = 1
+    return info
+
+
+@pytest.mark.parametrize(
+    ("names", "bad"),
+    [
+        ([member("./etc/passwd"), member("/etc/shadow")], "/etc/shadow"),
+        ([member("./a/../../b")], "./a/../../b"),
+        ([member("./a"), member("./b", link="../../etc/shadow")], "../../etc/shadow"),
+    ],
+)
+def test_members_escaping_the_target_are_refused(
+    tmp_path: Path, names: list[tarfile.TarInfo], bad: str
+) -> None:
+    stage = tar_with(tmp_path / "s.tar", *names)
+    with pytest.raises(StageError, match=f"refusing .*{bad!r}"):
+        unpack.check_members(stage)
+
+
+def test_safe_members_pass_and_absolute_symlinks_are_fine(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("./etc/mtab")
+    link.type, link.linkname = tarfile.SYMTYPE, "/proc/self/mounts"
+    stage = tar_with(
+        tmp_path / "s.tar", member("./etc/passwd"), link, member("./bin/gunzip", link="./bin/gzip")
+    )
+    assert unpack.check_members(stage) == 3
+
+
+def test_not_a_tar_is_a_stage_error(tmp_path: Path) -> None:
+    (tmp_path / "s.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(StageError):
+        unpack.check_members(tmp_path / "s.tar")
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\xfd7zXZ\x00\x00", "xz"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"BZh91AY", "bzip2"),
+        (b"\x1f\x8b\x08", "gzip"),
+        (b"./\x00\x00", "none"),
+    ],
+)
+def test_compression_from_the_first_bytes(tmp_path: Path, head: bytes, kind: str) -> None:
+    (tmp_path / "stage").write_bytes(head + b"\0" * 16)
+    assert unpack.compression(tmp_path / "stage") == kind
+
+
+def test_extract_as_the_handbook_says(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stage = tmp_path / "stage3.tar.xz"
+    stage.write_bytes(b"\xfd7zXZ\x00" + b"\0" * 10)
+    fp.register(
+        [
+            "/fake/tar",
+            "--extract",
+            f"--file={stage}",
+            f"--directory={tmp_path}",
+            "--use-compress-program=/fake/xz -T0",
+            "--numeric-owner",
+            "--same-owner",
+            "--preserve-permissions",
+            "--xattrs",
+            "--xattrs-include=*.*",
+            "--acls",
+        ]
+    )
+    unpack.extract(stage, tmp_path)
+
+
+def test_multithreaded_decompressors_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "have_tool", lambda name: name in ("pigz", "gzip", "lbzip2"))
+    assert unpack.decompressor("gzip") == ["/fake/pigz"]
+    assert unpack.decompressor("bzip2") == ["/fake/lbzip2"]
+    monkeypatch.setattr(runner, "have_tool", lambda name: False)
+    with pytest.raises(ToolNotFoundError, match="zstd not found: install zstd"):
+        unpack.decompressor("zstd")
+
+
+def test_release_logs_only_while_failing(caplog) -> None:  # type: ignore[no-untyped-def]
+    def boom() -> None:
+        raise DiskError("stuck")
+
+    with caplog.at_level(logging.ERROR):
+        disks.release("thing", boom, failing=True)
+    assert "could not release thing: stuck" in caplog.text
+    with pytest.raises(DiskError), contextlib.suppress(KeyError):
+        disks.release("thing", boom, failing=False)

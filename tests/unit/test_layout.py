@@ -1,0 +1,144 @@
+"""layout.plan: pure partition plans from the settings and the disk size."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from gentoobootstrap import layout
+from gentoobootstrap.errors import ConfigError, DiskError
+from gentoobootstrap.settings import Settings
+
+MIB = layout.MIB
+GIB = 1024 * MIB
+
+
+def settings(**changes: object) -> Settings:
+    return dataclasses.replace(Settings(), **changes)
+
+
+def roles(plan: layout.Layout) -> list[tuple[int, str, int, int]]:
+    return [(p.number, p.role, p.start // MIB, p.size // MIB) for p in plan.partitions]
+
+
+def test_default_is_one_msdos_root_partition_from_1mib_to_the_end() -> None:
+    plan = layout.plan(Settings(), 4 * GIB, root_path="/dev/vda1")
+    assert plan.style == "msdos"
+    assert roles(plan) == [(1, "root", 1, 4095)]
+    assert plan.root.fstype == "ext4" and plan.root.mountpoint == "/"
+
+
+def test_boot_and_swap_follow_root_when_root_path_is_partition_1() -> None:
+    plan = layout.plan(
+        settings(boot_size=128, swap=True, swap_size=512), 4 * GIB, root_path="/dev/vda1"
+    )
+    assert roles(plan) == [(1, "root", 1, 3455), (2, "boot", 3456, 128), (3, "swap", 3584, 512)]
+    assert plan.role("boot").fstype == layout.BOOT_FILESYSTEM  # type: ignore[union-attr]
+    assert plan.role("swap").fstype == "swap"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("root_path", "expected"),
+    [
+        ("/dev/vda2", [(1, "boot"), (2, "root"), (3, "swap")]),
+        ("/dev/sda3", [(1, "boot"), (2, "swap"), (3, "root")]),
+        ("/dev/xvda1", [(1, "root"), (2, "boot"), (3, "swap")]),
+        ("/dev/nvme0n1p2", [(1, "boot"), (2, "root"), (3, "swap")]),
+        ("", [(1, "root"), (2, "boot"), (3, "swap")]),
+        ("UUID=1234", [(1, "root"), (2, "boot"), (3, "swap")]),
+        ("/dev/vdb2", [(1, "root"), (2, "boot"), (3, "swap")]),  # not the first disk
+    ],
+)
+def test_root_goes_on_the_partition_root_path_names(
+    root_path: str, expected: list[tuple[int, str]]
+) -> None:
+    plan = layout.plan(
+        settings(boot_size=64, swap=True, swap_size=256), 2 * GIB, root_path=root_path
+    )
+    assert [(p.number, p.role) for p in plan.partitions] == expected
+    # Contiguous, aligned, in number order, ending at the disk's end.
+    start = MIB
+    for p in plan.partitions:
+        assert p.start == start and p.size % MIB == 0
+        start += p.size
+    assert start == 2 * GIB
+
+
+def test_root_path_beyond_the_layout_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"INSTANCE_HV_root_path: /dev/vda3 names partition 3"):
+        layout.plan(settings(swap=True, swap_size=64), GIB, root_path="/dev/vda3")
+
+
+def test_gpt_keeps_the_last_mib_for_its_backup_table() -> None:
+    plan = layout.plan(settings(partition_style="gpt"), GIB)
+    assert roles(plan) == [(1, "root", 1, 1022)]
+
+
+def test_style_none_puts_root_on_the_whole_disk() -> None:
+    plan = layout.plan(settings(partition_style="none", filesystem="xfs"), GIB)
+    assert roles(plan) == [(0, "root", 0, 1024)]
+    with pytest.raises(ValueError):
+        plan.sfdisk_script()
+
+
+@pytest.mark.parametrize("change", [{"swap": True, "swap_size": 64}, {"boot_size": 64}])
+def test_style_none_refuses_swap_and_boot(change: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match="PARTITION_STYLE=none"):
+        layout.plan(settings(partition_style="none", **change), GIB)
+
+
+def test_swap_defaults_to_maxmem() -> None:
+    plan = layout.plan(settings(swap=True), 2 * GIB, maxmem_mib=768)
+    assert plan.role("swap").size == 768 * MIB  # type: ignore[union-attr]
+
+
+def test_swap_without_size_or_maxmem_names_swap_size() -> None:
+    with pytest.raises(ConfigError, match="SWAP_SIZE"):
+        layout.plan(settings(swap=True), 2 * GIB, maxmem_mib=None)
+
+
+def test_too_small_disk_names_found_and_needed_sizes() -> None:
+    with pytest.raises(DiskError) as e:
+        layout.plan(settings(filesystem="xfs", swap=True, swap_size=512), 600 * MIB)
+    message = str(e.value)
+    assert "has 600 MiB" in message and "needs at least 813 MiB" in message
+    assert "swap 512 MiB" in message and "root 300 MiB (xfs)" in message
+
+
+def test_never_below_256_mb() -> None:
+    with pytest.raises(DiskError, match="has 255 MiB but this layout needs at least 256 MiB"):
+        layout.plan(Settings(), 255 * MIB)
+    with pytest.raises(DiskError, match="needs at least 256 MiB"):
+        layout.plan(settings(partition_style="none"), 200 * MIB)
+    assert layout.plan(Settings(), 256 * MIB).root.size == 255 * MIB
+
+
+def test_stage_size_raises_the_root_minimum() -> None:
+    with pytest.raises(DiskError, match=r"root 1500 MiB \(ext4\)"):
+        layout.plan(Settings(), GIB, min_root_mib=1500)
+
+
+def test_small_boot_is_refused() -> None:
+    with pytest.raises(ConfigError, match="BOOT_SIZE: 8 MiB is below the minimum"):
+        layout.plan(settings(boot_size=8), GIB)
+
+
+def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
+    plan = layout.plan(settings(boot_size=64, swap=True, swap_size=64), GIB)
+    assert plan.sfdisk_script() == (
+        "label: dos\nunit: sectors\n\n"
+        "1: start=2048, size=1832960, type=L\n"
+        "2: start=1835008, size=131072, type=L, bootable\n"
+        "3: start=1966080, size=131072, type=S\n"
+    )
+    gpt = layout.plan(settings(partition_style="gpt"), GIB)
+    assert (
+        gpt.sfdisk_script(4096)
+        == "label: gpt\nunit: sectors\n\n1: start=256, size=261632, type=L\n"
+    )
+
+
+def test_describe() -> None:
+    plan = layout.plan(settings(swap=True, swap_size=64), GIB)
+    assert plan.describe() == "msdos: 1 root ext4 959 MiB, 2 swap 64 MiB"
