@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from lab import Lab, LabUnavailable, cluster, skip_reason
 
+from support import stage
+from support.install import InstalledOS, install
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = skip_reason()
@@ -38,3 +41,43 @@ def lab(ganeti_lab: Lab) -> Iterator[Lab]:
     ganeti_lab.remove_instances()
     ganeti_lab.test_stack.close()
     assert not left, f"left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def test_stage(tmp_path_factory: pytest.TempPathFactory) -> stage.Stage:
+    return stage.build(tmp_path_factory.mktemp("stage"))
+
+
+@pytest.fixture(scope="session")
+def gentoobootstrap(
+    ganeti_lab: Lab,
+    source_copy: Path,
+    test_stage: stage.Stage,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[InstalledOS]:
+    """Our OS, installed from this checkout into a prefix of its own, visible to Ganeti.
+
+    Variants: ``default`` installs the test stage; ``lab2`` lays the disk out
+    differently (gpt, /boot, swap, ext3); ``broken`` has a truncated stage, so its
+    create fails half way (after partitioning, while unpacking).
+    """
+    installed = install(tmp_path_factory.mktemp("gentoobootstrap"), source_copy)
+    tarball = str(test_stage.tarball)
+    truncated = test_stage.tarball.with_name("truncated-" + test_stage.tarball.name)
+    data = test_stage.tarball.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    installed.add_variant("default", {"STAGE4_FILE": tarball})
+    installed.add_variant(
+        "lab2",
+        {
+            "STAGE4_FILE": tarball,
+            "PARTITION_STYLE": "gpt",
+            "BOOT_SIZE": "64",
+            "SWAP": "yes",
+            "SWAP_SIZE": "32",
+            "FILESYSTEM": "ext3",
+        },
+    )
+    installed.add_variant("broken", {"STAGE4_FILE": str(truncated)})
+    with ganeti_lab.os_definition("gentoobootstrap", installed.os_dir):
+        yield installed

@@ -144,10 +144,11 @@ def mounts(pid: str = "self") -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def mounted(device: str, where: Path, fstype: str) -> Iterator[Path]:
+def mounted(device: str, where: Path, fstype: str, writable: bool = False) -> Iterator[Path]:
     # Read-only without replaying a journal: the disk belongs to a stopped instance.
     options = {"ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,norecovery"}.get(fstype, "ro")
-    where.mkdir(parents=True, exist_ok=True)
+    if writable:
+        options = "rw"
     run(["mount", "-t", fstype, "-o", options, device, str(where)])
     try:
         yield where
@@ -183,34 +184,34 @@ def filesystem_type(device: str) -> str:
 
 @dataclass(frozen=True)
 class Guest:
-    """A read-only view of an installed guest disk."""
+    """A read-only view of an installed guest disk: every filesystem on it, mounted."""
 
-    root: Path
-    filesystem: str
+    root: Path  # the filesystem that holds /etc
+    filesystems: dict[int, tuple[str, Path]]  # partition number (0: whole disk) -> type, mount
     partitions: list[Partition]
+
+    def fstype(self, mount: Path) -> str:
+        return next(t for t, m in self.filesystems.values() if m == mount)
 
 
 @contextlib.contextmanager
-def guest_disk(disk: Path, workdir: Path) -> Iterator[Guest]:
-    """Mount the guest's root filesystem of ``disk`` (file or block device) read-only.
-
-    The root is the partition (or the whole disk) whose filesystem holds /etc.
-    """
+def guest_disk(disk: Path, workdir: Path, writable: bool = False) -> Iterator[Guest]:
+    """Mount every filesystem of ``disk`` (a file or block device), read-only unless asked."""
     table = partitions(disk)
-    spans = [(p.start, p.size) for p in table] or [(0, 0)]
+    spans = [(p.number, p.start, p.size) for p in table] or [(0, 0, 0)]
     with contextlib.ExitStack() as stack:
-        for start, size in spans:
-            device = stack.enter_context(loop_device(disk, True, start, size))
+        filesystems = {}
+        for number, start, size in spans:
+            device = stack.enter_context(loop_device(disk, not writable, start, size))
             fstype = filesystem_type(device)
             if fstype in ("", "swap"):
                 continue
-            where = Path(tempfile.mkdtemp(dir=workdir, prefix="guest-"))
-            where.rmdir()
-            mount = stack.enter_context(mounted(device, where, fstype))
-            if (mount / "etc").is_dir():
-                yield Guest(mount, fstype, table)
-                return
-        raise AssertionError(f"no filesystem with /etc on {disk} (partitions: {table})")
+            where = Path(tempfile.mkdtemp(dir=workdir, prefix=f"guest-{number}-"))
+            mount = stack.enter_context(mounted(device, where, fstype, writable))
+            filesystems[number] = (fstype, mount)
+        roots = [m for _, m in filesystems.values() if (m / "etc").is_dir()]
+        assert len(roots) == 1, f"{disk}: no single filesystem with /etc: {filesystems} {table}"
+        yield Guest(roots[0], filesystems, table)
 
 
 # --- the node's state ---------------------------------------------------------------------------
@@ -449,18 +450,34 @@ class Lab:
             if re.sub(r"p\d+$", "", source) in devices or target.startswith(str(self.workdir))
         ]
 
+    def leaked_partitions(self) -> list[str]:
+        """Partition devices the kernel still has for our disks (BLKPG/partx, --partscan)."""
+        devices = set(self.leaked_loops()) | {str(p.resolve()) for p in self.adopt_dir.glob("*")}
+        found = []
+        for device in sorted(devices):
+            base = Path(device).name
+            found += [f"/dev/{p.name}" for p in Path("/sys/block", base).glob(f"{base}p*")]
+        return found
+
     def leaks(self) -> list[str]:
-        """Everything of our disks still attached or mounted."""
-        return [f"{d} ({back})" for d, back in self.leaked_loops().items()] + [
-            f"{source} mounted on {target} (mount namespace of {pid})"
-            for pid, source, target in self.leaked_mounts()
-        ]
+        """Everything of our disks still attached, partitioned in the kernel, or mounted."""
+        return (
+            [f"{d} ({back})" for d, back in self.leaked_loops().items()]
+            + [f"partition {p}" for p in self.leaked_partitions()]
+            + [
+                f"{source} mounted on {target} (mount namespace of {pid})"
+                for pid, source, target in self.leaked_mounts()
+            ]
+        )
 
     def release_leaks(self) -> None:
         """Undo leaked mounts and loop devices of our disks so that later tests start clean."""
         for pid, _, target in reversed(self.leaked_mounts()):
             enter = [] if pid == "self" else ["nsenter", "--target", pid, "--mount"]
             run([*enter, "umount", "--lazy", target], check=False)
+        for partition in self.leaked_partitions():
+            disk, number = re.fullmatch(r"(/dev/loop\d+)p(\d+)", partition).groups()  # type: ignore[union-attr]
+            run(["partx", "--delete", "--nr", number, disk], check=False)
         for device in self.leaked_loops():
             run(["losetup", "--detach", device], check=False)
 
