@@ -82,6 +82,10 @@ class VerificationError(StageError):
     """A download failed its checksum or signature check."""
 
 
+class GuestError(GentooBootstrapError):
+    """The unpacked stage cannot be configured as asked (a file or service it lacks)."""
+
+
 class HookError(GentooBootstrapError):
     """A customization hook failed."""
 

@@ -179,6 +179,7 @@ def spawn(
     *,
     stdin: Redirect = None,
     stdout: Redirect = None,
+    stderr: Redirect = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[Path] = None,
     redact: Sequence[str] = (),
@@ -186,7 +187,8 @@ def spawn(
     """Start ``argv`` for streaming (binary pipes); on leaving, wait for it and check it.
 
     If the body raises, the child is terminated and reaped.  stderr goes to a
-    temporary file so a chatty child can never block on a full pipe.
+    temporary file so a chatty child can never block on a full pipe (or to
+    ``stderr`` when given: then the caller keeps it, and the error carries none).
     """
     args = _resolve(argv)
     log.debug("%s", _render(args, redact))
@@ -195,7 +197,7 @@ def spawn(
             args,
             stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=stdout,
-            stderr=errfile,
+            stderr=errfile if stderr is None else stderr,
             env=environment(env),
             cwd=cwd,
         )

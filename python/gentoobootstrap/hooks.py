@@ -1,0 +1,262 @@
+"""Customization hooks: the executables in CUSTOMIZE_DIR, run with run-parts(8) rules.
+
+The rules are the seed README's, implemented here so they hold whether or not
+``run-parts`` is installed: a hook's name consists entirely of ASCII letters,
+digits, underscores and hyphens (so ``grub.sh`` or ``hosts~`` are skipped),
+hooks run in lexical (C locale, byte) order, and only executable regular
+files (or links to them) run.  Each hook gets Ganeti's environment plus
+``TARGET``, ``BLOCKDEV``, ``ROOT_DEV``, ``BOOT_DEV``, ``SWAP_DEV`` and every
+resolved setting, its stdin closed, with ``/proc``, ``/sys``, ``/dev`` and
+``/dev/pts`` mounted in ``TARGET`` for hooks that chroot.
+
+A hook that fails stops create, naming the hook and its last output lines.
+A hook that leaves a process behind in ``TARGET`` (a daemon started in a
+chroot, a shell left in a directory) would keep the filesystem busy and the
+disk attached: such processes are found through ``/proc`` and killed, with a
+warning, before anything is unmounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from gentoobootstrap import runner, settings
+from gentoobootstrap.context import Context
+from gentoobootstrap.errors import CommandError, HookError
+from gentoobootstrap.guestroot import GuestRoot
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+#: Output lines of a failed hook shown in the error message.
+ERROR_LINES = 3
+#: How long a left-over process gets to exit after SIGTERM, then after SIGKILL.
+KILL_TIMEOUT = 5.0
+
+#: What is mounted in TARGET for hooks: (guest path, mount arguments).
+CHROOT_MOUNTS = (
+    ("/proc", ("-t", "proc", "proc")),
+    ("/sys", ("--bind", "/sys")),
+    ("/dev", ("--bind", "/dev")),
+    ("/dev/pts", ("--bind", "/dev/pts")),
+)
+
+
+def find(directory: Path) -> list[Path]:
+    """The hooks in ``directory`` to run, in order (none when it does not exist)."""
+    if not directory.is_dir():
+        return []
+    hooks, misnamed, not_executable = [], [], []
+    for name in sorted(os.listdir(directory), key=os.fsencode):
+        path = directory / name
+        if not _NAME.fullmatch(name):
+            if path.is_file():
+                misnamed.append(name)
+        elif path.is_file() and os.access(path, os.X_OK):
+            hooks.append(path)
+        elif path.is_file():
+            not_executable.append(name)
+    if misnamed:
+        log.info(
+            "hooks: skipped (names may hold only letters, digits, _ and -): %s", " ".join(misnamed)
+        )
+    if not_executable:
+        log.info("hooks: not executable, not run: %s", " ".join(not_executable))
+    return hooks
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def environment(ctx: Context) -> dict[str, str]:
+    """Ganeti's variables, every setting (upper-case, as in the files), and the devices."""
+    env = ctx.env.hook_environment()
+    for d in settings.declarations():
+        env[d.key] = _value(getattr(ctx.settings, d.field))
+    env.update(
+        TARGET=_value(ctx.target),
+        BLOCKDEV=_value(ctx.disk),
+        ROOT_DEV=_value(ctx.root_dev),
+        BOOT_DEV=_value(ctx.boot_dev),
+        SWAP_DEV=_value(ctx.swap_dev),
+    )
+    return env
+
+
+def run_hooks(ctx: Context) -> None:
+    """The create step: run CUSTOMIZE_DIR's hooks with the chroot mounts in place."""
+    assert ctx.target is not None, "the root filesystem must be mounted"
+    hooks = find(ctx.settings.customize_dir)
+    if not hooks:
+        log.info("hooks: none to run in %s", ctx.settings.customize_dir)
+        return
+    with chroot_mounts(ctx.target):
+        run_parts(hooks, environment(ctx), ctx.target)
+
+
+def run_parts(hooks: Sequence[Path], env: Mapping[str, str], target: Path) -> None:
+    """Run ``hooks`` in order; stop at the first that fails.  Leaves no process in ``target``."""
+    with contextlib.ExitStack() as stack:
+        # Also on a failure or a signal: nothing a hook started may keep TARGET busy.
+        stack.callback(_release, target)
+        for hook in hooks:
+            run_hook(hook, env)
+            kill_holders(target, f"hook {hook.name}")
+
+
+def run_hook(hook: Path, env: Mapping[str, str]) -> None:
+    """Run one hook; its output (stdout and stderr, interleaved) goes to the log."""
+    log.info("hook %s ...", hook.name)
+    start = time.monotonic()
+    failure: Optional[CommandError] = None
+    with tempfile.TemporaryFile() as out:
+        try:
+            # A file, not a pipe: a process the hook leaves behind may keep it open.
+            with runner.spawn([hook], stdout=out, stderr=out, env=env):
+                pass
+        except CommandError as e:
+            failure = e
+        except OSError as e:  # not a script with #! nor a binary for this machine
+            raise HookError(f"hook {hook} cannot be run: {e.strerror}") from None
+        out.seek(0)
+        lines = out.read().decode(errors="replace").splitlines()
+    for line in lines:
+        log.info("%s: %s", hook.name, line)
+    if failure is not None:
+        shown = [line.strip() for line in lines if line.strip()][-ERROR_LINES:]
+        message = f"hook {hook} failed with exit status {failure.returncode}"
+        if shown:
+            message += ": " + " | ".join(shown)
+        raise HookError(message)
+    log.info("hook %s done (%.1fs)", hook.name, time.monotonic() - start)
+
+
+# -- the chroot mounts -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def chroot_mounts(target: Path) -> Iterator[None]:
+    """/proc, /sys, /dev and /dev/pts in ``target``, unmounted in reverse order on leaving."""
+    root = GuestRoot(target)
+    with contextlib.ExitStack() as stack:
+        for guest_path, args in CHROOT_MOUNTS:
+            # Resolved inside the guest: a stage's /dev symlink cannot aim a mount at the node.
+            stack.enter_context(mount(args, root.mkdir(guest_path)))
+        yield
+
+
+@contextlib.contextmanager
+def mount(args: Sequence[str], where: Path) -> Iterator[Path]:
+    """``mount ARGS WHERE`` for the duration; a busy unmount is logged and done lazily."""
+    runner.run(["mount", *args, str(where)])
+    try:
+        yield where
+    finally:
+        try:
+            runner.run(["umount", str(where)])
+        except CommandError as e:
+            log.warning("umount %s: %s; detaching it lazily", where, e)
+            runner.run(["umount", "--lazy", str(where)])
+
+
+# -- processes left behind ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    command: str
+    uses: str  # what of the process is in TARGET: root, cwd, exe, an open file, a mapping
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def holders(target: Path, proc: Path = Path("/proc")) -> list[Holder]:
+    """Processes whose root, cwd, executable, open files or mappings lie under ``target``."""
+    top = os.path.realpath(target)
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        uses = _uses(entry, top)
+        if uses:
+            try:
+                command = (entry / "comm").read_text().strip()
+            except OSError:
+                continue  # gone meanwhile
+            found.append(Holder(int(entry.name), command, uses))
+    return found
+
+
+def _uses(entry: Path, top: str) -> Optional[str]:
+    try:
+        for link in ("root", "cwd", "exe"):
+            with contextlib.suppress(FileNotFoundError):
+                if _under(os.readlink(entry / link), top):
+                    return link
+        for fd in (entry / "fd").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if _under(os.readlink(fd), top):
+                    return "an open file"
+        for line in (entry / "maps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and _under(fields[5], top):
+                return "a mapped file"
+    except (PermissionError, ProcessLookupError, FileNotFoundError):
+        pass  # a kernel thread, or it exited while we looked
+    return None
+
+
+def _release(target: Path) -> None:
+    """kill_holders while unwinding: a failure is logged, not raised over the first error."""
+    try:
+        kill_holders(target, "a hook")
+    except HookError as e:
+        log.error("%s", e)
+
+
+def kill_holders(target: Path, who: str) -> None:
+    """Kill what still uses ``target`` (SIGTERM, then SIGKILL), with a warning for each."""
+    found = holders(target)
+    if not found:
+        return
+    for h in found:
+        log.warning(
+            "%s left process %d (%s) using %s in %s: killing it",
+            who,
+            h.pid,
+            h.command,
+            h.uses,
+            target,
+        )
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for h in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(h.pid, sig)
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while time.monotonic() < deadline:
+            found = holders(target)
+            if not found:
+                return
+            time.sleep(0.05)
+    raise HookError(
+        f"{who} left processes in {target} that do not die: "
+        + ", ".join(f"{h.pid} ({h.command})" for h in found)
+    )

@@ -1,0 +1,98 @@
+"""The guest's init system, told from the stage itself, and services enabled by symlinks.
+
+Enabling is done the way ``rc-update add`` and ``systemctl enable`` do it —
+runlevel links and ``[Install]`` links — without running any guest binary, so
+it works on any node whatever its distribution or architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from gentoobootstrap.errors import GuestError
+from gentoobootstrap.guestroot import GuestRoot
+
+Init = Literal["openrc", "systemd"]
+
+#: Where systemd looks for unit files, most specific first.
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+def detect(root: GuestRoot) -> Init:
+    """``systemd`` when the guest's /sbin/init is systemd, ``openrc`` for sysvinit/openrc-init."""
+    init = root.path("/sbin/init")
+    if init.name == "systemd" and init.exists():
+        return "systemd"
+    if any(root.exists(p) for p in ("/sbin/openrc", "/etc/runlevels", "/etc/inittab")):
+        return "openrc"
+    raise GuestError(
+        f"cannot tell the stage's init system: {root.top} has no /sbin/init that is systemd "
+        "and no OpenRC (/sbin/openrc, /etc/runlevels, /etc/inittab); is it a Gentoo stage?"
+    )
+
+
+def unit_file(root: GuestRoot, unit: str) -> Optional[str]:
+    """The guest path of ``unit``'s file (``foo@bar.service`` → ``foo@.service``), or None."""
+    name = unit
+    if "@" in unit:
+        prefix, _, rest = unit.partition("@")
+        name = f"{prefix}@.{rest.rpartition('.')[2]}"
+    for directory in UNIT_DIRS:
+        for candidate in (f"{directory}/{unit}", f"{directory}/{name}"):
+            if root.path(candidate).is_file():
+                return candidate
+    return None
+
+
+def has_service(root: GuestRoot, init: Init, name: str) -> bool:
+    if init == "openrc":
+        return root.path(f"/etc/init.d/{name}").is_file()
+    return unit_file(root, name if "." in name else f"{name}.service") is not None
+
+
+def _install_section(path: Path) -> dict[str, list[str]]:
+    """The ``[Install]`` keys of a unit file; keys may repeat (configparser would refuse)."""
+    try:
+        values: dict[str, list[str]] = {}
+        section = ""
+        for raw in path.read_text(errors="replace").splitlines():
+            line = raw.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+            elif section == "Install" and "=" in line and not line.startswith(("#", ";")):
+                key, _, value = line.partition("=")
+                values.setdefault(key.strip(), []).extend(value.split())
+        return values
+    except OSError as e:
+        raise GuestError(f"cannot read unit file {path}: {e.strerror}") from None
+
+
+def enable(root: GuestRoot, init: Init, name: str, runlevel: str = "default") -> None:
+    """Enable service ``name`` (an OpenRC script, or a systemd unit; ``.service`` implied)."""
+    if init == "openrc":
+        if not root.path(f"/etc/init.d/{name}").is_file():
+            raise GuestError(f"the stage has no OpenRC service {name} (/etc/init.d/{name})")
+        root.symlink(f"/etc/runlevels/{runlevel}/{name}", f"/etc/init.d/{name}")
+    else:
+        _enable_unit(root, name if "." in name else f"{name}.service", set())
+
+
+def _enable_unit(root: GuestRoot, unit: str, seen: set[str]) -> None:
+    if unit in seen:
+        return
+    seen.add(unit)
+    found = unit_file(root, unit)
+    if found is None:
+        raise GuestError(f"the stage has no systemd unit {unit} (looked in {', '.join(UNIT_DIRS)})")
+    install = _install_section(root.path(found))
+    instance = unit.partition("@")[2].rpartition(".")[0]
+    for key in ("WantedBy", "RequiredBy"):
+        suffix = ".wants" if key == "WantedBy" else ".requires"
+        for target in install.get(key, []):
+            target = target.replace("%i", instance)
+            root.symlink(f"/etc/systemd/system/{target}{suffix}/{unit}", found)
+    for alias in install.get("Alias", []):
+        root.symlink(f"/etc/systemd/system/{alias}", found)
+    for also in install.get("Also", []):
+        _enable_unit(root, also, seen)

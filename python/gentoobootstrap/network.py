@@ -1,0 +1,128 @@
+"""The guest's network: which address each NIC gets, written for netifrc and systemd-networkd.
+
+``NETWORK=none`` leaves only ``lo`` (the original tool's promise);
+``dhcp`` asks DHCP on every NIC; ``ganeti`` gives a NIC on a Ganeti network
+its static ``NIC_n_IP`` with the network's subnet and gateway (and an IPv6
+address from the network's IPv6 prefix and the NIC's MAC, EUI-64, with the
+IPv6 gateway), and DHCP to NICs that are on no Ganeti network.
+
+Interface names: NIC *n* is ``eth<n>``, pinned to its MAC by a systemd
+``.link`` file that udev applies (both Gentoo flavours use systemd's udev).
+Ganeti gives NICs PCI slots in NIC order, so the kernel's own ``eth<n>``
+names already agree; the ``.link`` file only stops udev's "predictable"
+renaming (``enp0s4``) and keeps the name tied to the MAC.  networkd's
+``.network`` files match by MAC as well, so they hold whatever the name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gentoobootstrap.osenv import Nic
+
+log = logging.getLogger(__name__)
+
+HEADER = "# Written by ganeti-instance-gentoobootstrap from the instance's NICs (NETWORK={mode}).\n"
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What one NIC of the guest is configured with."""
+
+    name: str
+    mac: str
+    dhcp: bool  # DHCPv4 (IPv6 router advertisements are always accepted)
+    addresses: tuple[str, ...] = ()  # CIDR, IPv4 before IPv6
+    gateways: tuple[str, ...] = ()
+
+
+def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
+    """The SLAAC address of ``mac`` in a /64 ``prefix`` (RFC 4291 appendix A)."""
+    octets = bytes(int(x, 16) for x in mac.split(":"))
+    ident = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:6]
+    address = int(prefix.network_address) | int.from_bytes(ident, "big")
+    return ipaddress.IPv6Interface((address, prefix.prefixlen))
+
+
+def _static(nic: Nic) -> tuple[list[str], list[str]]:
+    """Addresses and gateways of a NIC on a Ganeti network."""
+    addresses: list[str] = []
+    gateways: list[str] = []
+    ip = ipaddress.ip_address(nic.ip) if nic.ip else None
+    if nic.subnet and ip is not None and ip.version == 4:
+        subnet4 = ipaddress.IPv4Network(nic.subnet, strict=False)
+        if ip in subnet4:
+            addresses.append(f"{ip}/{subnet4.prefixlen}")
+            if nic.gateway:
+                gateways.append(nic.gateway)
+        else:
+            log.warning("NIC %d: IP %s is outside its network's subnet %s", nic.index, ip, subnet4)
+    if nic.subnet6:
+        subnet6 = ipaddress.IPv6Network(nic.subnet6, strict=False)
+        address6 = None
+        if ip is not None and ip.version == 6 and ip in subnet6:
+            address6 = ipaddress.IPv6Interface((ip, subnet6.prefixlen))
+        elif subnet6.prefixlen == 64 and nic.mac:
+            address6 = eui64(subnet6, nic.mac)
+        if address6 is not None:
+            addresses.append(str(address6))
+            if nic.gateway6:
+                gateways.append(nic.gateway6)
+    return addresses, gateways
+
+
+def plan(nics: Sequence[Nic], mode: str) -> list[Interface]:
+    """The interfaces of ``NETWORK=mode`` for the instance's NICs."""
+    if mode == "none":
+        return []
+    interfaces = []
+    for nic in nics:
+        name = f"eth{nic.index}"
+        if mode == "dhcp" or not nic.network_name:
+            interfaces.append(Interface(name, nic.mac, dhcp=True))
+            continue
+        addresses, gateways = _static(nic)
+        has_ipv4 = any(":" not in a for a in addresses)
+        interfaces.append(Interface(name, nic.mac, not has_ipv4, tuple(addresses), tuple(gateways)))
+    return interfaces
+
+
+def netifrc(interfaces: Sequence[Interface], mode: str) -> str:
+    """``/etc/conf.d/net`` for OpenRC's netifrc (entries of a setting one a line)."""
+    lines = [HEADER.format(mode=mode).rstrip("\n")]
+    for i in interfaces:
+        config = (["dhcp"] if i.dhcp else []) + list(i.addresses)
+        lines.append(f'config_{i.name}="' + "\n".join(config) + '"')
+        if i.gateways:
+            routes = "\n".join(f"default via {g}" for g in i.gateways)
+            lines.append(f'routes_{i.name}="{routes}"')
+    return "\n".join(lines) + "\n"
+
+
+def networkd(interface: Interface, mode: str) -> str:
+    """A systemd-networkd ``.network`` file for ``interface``, matched by MAC."""
+    match = f"PermanentMACAddress={interface.mac}" if interface.mac else f"Name={interface.name}"
+    lines = [
+        HEADER.format(mode=mode).rstrip("\n"),
+        "[Match]",
+        match,
+        "",
+        "[Network]",
+        f"DHCP={'ipv4' if interface.dhcp else 'no'}",
+        "IPv6AcceptRA=yes",
+    ]
+    lines += [f"Address={a}" for a in interface.addresses]
+    lines += [f"Gateway={g}" for g in interface.gateways]
+    return "\n".join(lines) + "\n"
+
+
+def link(interface: Interface) -> str:
+    """A systemd ``.link`` file naming the NIC with ``interface.mac`` ``interface.name``."""
+    return (
+        "# Written by ganeti-instance-gentoobootstrap: Ganeti NIC "
+        f"{interface.name[3:]} is {interface.name}.\n"
+        f"[Match]\nPermanentMACAddress={interface.mac}\n\n[Link]\nName={interface.name}\n"
+    )

@@ -1,0 +1,108 @@
+"""Which address each NIC gets, with and without Ganeti networks, IPv4 and IPv6."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from gentoobootstrap import network
+from gentoobootstrap.network import Interface
+from gentoobootstrap.osenv import Nic
+
+MAC = "aa:00:00:12:34:56"
+
+
+def test_eui64_is_rfc4291() -> None:
+    prefix = ipaddress.IPv6Network("2001:db8::/64")
+    assert str(network.eui64(prefix, "52:54:00:12:34:56")) == "2001:db8::5054:ff:fe12:3456/64"
+
+
+@pytest.mark.parametrize(
+    ("nic", "expected"),
+    [
+        # No Ganeti network: DHCP, even with an IP (nothing says its prefix or gateway).
+        (Nic(0, MAC), Interface("eth0", MAC, True)),
+        (Nic(0, MAC, ip="203.0.113.5", mode="routed"), Interface("eth0", MAC, True)),
+        # IPv4 network.
+        (
+            Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1"),
+            Interface("eth0", MAC, False, ("192.0.2.10/24",), ("192.0.2.1",)),
+        ),
+        # No gateway: address only.
+        (
+            Nic(1, MAC, "10.1.2.3", network_name="n", subnet="10.0.0.0/8"),
+            Interface("eth1", MAC, False, ("10.1.2.3/8",)),
+        ),
+        # On a network but no IP from its pool: DHCP.
+        (
+            Nic(0, MAC, network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1"),
+            Interface("eth0", MAC, True),
+        ),
+        # IPv4 and IPv6: EUI-64 in the /64.
+        (
+            Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
+                gateway="192.0.2.1", subnet6="2001:db8:1::/64", gateway6="2001:db8:1::1"),
+            Interface("eth0", MAC, False,
+                      ("192.0.2.10/24", "2001:db8:1:0:a800:ff:fe12:3456/64"),
+                      ("192.0.2.1", "2001:db8:1::1")),
+        ),
+        # An IPv6 NIC IP in the network's IPv6 subnet is used as it is.
+        (
+            Nic(0, MAC, "2001:db8:2::10", network_name="n", subnet6="2001:db8:2::/48",
+                gateway6="2001:db8:2::1"),
+            Interface("eth0", MAC, True, ("2001:db8:2::10/48",), ("2001:db8:2::1",)),
+        ),
+        # IPv6 prefix not a /64 and no IPv6 IP: left to router advertisements.
+        (
+            Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
+                subnet6="2001:db8:3::/56", gateway6="2001:db8:3::1"),
+            Interface("eth0", MAC, False, ("192.0.2.10/24",)),
+        ),
+    ],
+)  # fmt: skip
+def test_plan_ganeti(nic: Nic, expected: Interface) -> None:
+    assert network.plan([nic], "ganeti") == [expected]
+
+
+def test_plan_none_and_dhcp() -> None:
+    nics = [Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24"), Nic(1, "")]
+    assert network.plan(nics, "none") == []
+    assert network.plan(nics, "dhcp") == [
+        Interface("eth0", MAC, True),
+        Interface("eth1", "", True),
+    ]
+
+
+def test_ip_outside_the_subnet_falls_back_to_dhcp(caplog: pytest.LogCaptureFixture) -> None:
+    nic = Nic(0, MAC, "198.51.100.7", network_name="n", subnet="192.0.2.0/24")
+    assert network.plan([nic], "ganeti") == [Interface("eth0", MAC, True)]
+    assert "outside its network's subnet" in caplog.text
+
+
+def test_renderings() -> None:
+    static = Interface("eth0", MAC, False, ("192.0.2.10/24",), ("192.0.2.1",))
+    dhcp = Interface("eth1", "", True)
+    assert network.netifrc([static, dhcp], "ganeti").splitlines()[1:] == [
+        'config_eth0="192.0.2.10/24"',
+        'routes_eth0="default via 192.0.2.1"',
+        'config_eth1="dhcp"',
+    ]
+    assert network.networkd(static, "ganeti").splitlines()[1:] == [
+        "[Match]",
+        f"PermanentMACAddress={MAC}",
+        "",
+        "[Network]",
+        "DHCP=no",
+        "IPv6AcceptRA=yes",
+        "Address=192.0.2.10/24",
+        "Gateway=192.0.2.1",
+    ]
+    assert "Name=eth1" in network.networkd(dhcp, "dhcp")  # no MAC: matched by name
+    assert network.link(static).splitlines()[1:] == [
+        "[Match]",
+        f"PermanentMACAddress={MAC}",
+        "",
+        "[Link]",
+        "Name=eth0",
+    ]
