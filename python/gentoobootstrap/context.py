@@ -30,4 +30,5 @@ class Context:
     swap_dev: Optional[Path] = None
     target: Optional[Path] = None  # where the root filesystem is mounted
     stage: Optional[Path] = None  # the verified stage tarball to unpack
+    snapshot: Optional[Path] = None  # the verified portage snapshot, if SNAPSHOT asks for one
     layout: Optional[Layout] = None  # the partitions planned for (or found on) the disk

@@ -10,11 +10,14 @@ anything touches the disk.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 from gentoobootstrap import disks, filesystems, layout, log, mounts, stages, unpack
 from gentoobootstrap.context import Context
-from gentoobootstrap.errors import GentooBootstrapError, OSEnvError
+from gentoobootstrap.errors import ConfigError, GentooBootstrapError, OSEnvError, StageError
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
@@ -28,6 +31,14 @@ ROOT_EXTRA_MIB = 64
 def obtain_stage(ctx: Context) -> None:
     ctx.stage = stages.obtain(ctx.settings)
     logger.info("stage: %s", ctx.stage)
+
+
+def obtain_snapshot(ctx: Context) -> None:
+    """The verified portage snapshot (SNAPSHOT), and PORTAGE_CONFDIR checked, before the disk."""
+    ctx.snapshot = stages.obtain_snapshot(ctx.settings)
+    confdir = ctx.settings.portage_confdir
+    if confdir is not None and not confdir.is_dir():
+        raise ConfigError(f"{confdir} is not a directory", key="PORTAGE_CONFDIR")
 
 
 def attach_disk(ctx: Context) -> None:
@@ -98,6 +109,39 @@ def unpack_stage(ctx: Context) -> None:
     unpack.extract(ctx.stage, ctx.target)
 
 
+def unpack_snapshot(ctx: Context) -> None:
+    """The ebuild tree at /var/db/repos/gentoo (old snapshots have a top-level portage/)."""
+    if ctx.snapshot is None:
+        return
+    assert ctx.target is not None
+    unpack.check_members(ctx.snapshot)
+    repos = ctx.target / "var" / "db" / "repos"
+    repos.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=repos, prefix=".snapshot-"))
+    unpack.extract(ctx.snapshot, scratch)
+    tops = list(scratch.iterdir())
+    if len(tops) != 1 or not tops[0].is_dir():
+        raise StageError(f"{ctx.snapshot}: expected one top-level gentoo/ or portage/ directory")
+    tree = repos / "gentoo"
+    if tree.exists():  # a stage ships it empty; the snapshot replaces it
+        shutil.rmtree(tree)
+    tops[0].rename(tree)
+    scratch.rmdir()
+
+
+def copy_portage_config(ctx: Context) -> None:
+    """PORTAGE_CONFDIR over the guest's /etc/portage."""
+    if ctx.settings.portage_confdir is None:
+        return
+    assert ctx.target is not None
+    shutil.copytree(
+        ctx.settings.portage_confdir,
+        ctx.target / "etc" / "portage",
+        symlinks=True,
+        dirs_exist_ok=True,
+    )
+
+
 def write_fstab(ctx: Context) -> None:
     assert ctx.target is not None and ctx.layout is not None
     entries = []
@@ -116,12 +160,15 @@ def write_fstab(ctx: Context) -> None:
 #: write_fstab (hooks see ctx.disk as BLOCKDEV, ctx.target as TARGET and the devices).
 STEPS: tuple[Callable[[Context], None], ...] = (
     obtain_stage,
+    obtain_snapshot,
     attach_disk,
     check_disk,
     partition_disk,
     make_filesystems,
     mount_filesystems,
     unpack_stage,
+    unpack_snapshot,
+    copy_portage_config,
     write_fstab,
 )
 

@@ -1,26 +1,382 @@
-"""Obtain the stage to install: for now only a local ``STAGE4_FILE``.
+"""Obtain the verified stage (stage3, stage4 or catalyst build) and portage snapshot.
 
-The stages work (download, verification, cache) replaces this module; its
-interface stays ``obtain(settings) -> Path``: a verified local tarball.
+``obtain()`` returns the local tarball create unpacks; ``obtain_snapshot()`` the
+portage snapshot (or None).  Both go through the cache (:mod:`gentoobootstrap.cache`):
+downloaded once per node under the entry's lock, verified per ``VERIFY`` before
+they enter the cache, reused for ``CLEAN_CACHE`` days, and used from the cache
+with a warning when the mirror cannot be reached.
+
+A verified tarball is kept recompressed with zstd when zstd is installed: the
+tar stream (so everything unpacked) is byte for byte the verified one, but it
+decompresses many times faster than xz, and unpacking dominates create.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from gentoobootstrap.errors import StageError
+from gentoobootstrap import cache, download, runner, verification
+from gentoobootstrap.config import node_arch
+from gentoobootstrap.download import DownloadError
+from gentoobootstrap.errors import StageError, VerificationError
+from gentoobootstrap.log import complete_step
 from gentoobootstrap.settings import Settings
+from gentoobootstrap.verification import Keyring
+
+log = logging.getLogger(__name__)
+
+_RELATIVE_PATH = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
+#: Compressed tarball suffix → the command that writes its tar stream to stdout.
+_DECOMPRESS = {
+    ".xz": ["xz", "-dc", "-T0"],
+    ".bz2": ["bzip2", "-dc"],
+    ".gz": ["gzip", "-dc"],
+    ".zst": ["zstd", "-dcq"],
+}
 
 
 def obtain(settings: Settings) -> Path:
-    """The local stage tarball to unpack, checked to exist before anything touches the disk."""
-    if not settings.stage4_file:
-        raise StageError(
-            "STAGE4_FILE is empty: set it to a local stage tarball in the variant's settings"
-        )
-    if "://" in settings.stage4_file:
-        raise StageError(f"STAGE4_FILE: downloading {settings.stage4_file} is not supported yet")
-    path = Path(settings.stage4_file)
-    if not path.is_file():
-        raise StageError(f"STAGE4_FILE: {path} does not exist or is not a file")
+    """The verified local stage tarball to unpack: STAGE4_FILE if set, else the newest stage3."""
+    if settings.stage4_file:
+        return _stage4(settings)
+    return _stage3(settings)
+
+
+def obtain_snapshot(settings: Settings) -> Optional[Path]:
+    """The verified portage snapshot tarball (SNAPSHOT), or None when SNAPSHOT is empty."""
+    if not settings.snapshot:
+        return None
+    name = f"gentoo-{settings.snapshot}.tar.xz"
+    url = f"{settings.mirror}/snapshots/{name}"
+    entry = cache.entry(settings.cache_dir, "snapshot", settings.snapshot)
+    dated = settings.snapshot != "latest"  # a dated snapshot never changes
+    with entry.locked(), _keyring(settings) as ring:
+        usable = _usable(entry, settings)
+        if usable and (dated or usable.fresh(settings.clean_cache)):
+            log.info("Using the cached snapshot %s (checked %s)", name, _ago(usable.checked_at))
+            return entry.path / usable.file
+        try:
+            # The signature identifies the snapshot: unchanged signature, unchanged snapshot.
+            signature = download.read_optional(url + ".gpgsig", proxy=settings.proxy)
+            identity = _identity(name, signature)
+            if usable and usable.name == identity:
+                entry.touch()
+                return entry.path / usable.file
+            with entry.workdir() as work:
+                tarball = download.download(url, work / name, proxy=settings.proxy)
+                _verify_snapshot(settings, ring, tarball, name, signature)
+                return _store(entry, settings, tarball, url, identity)
+        except DownloadError as e:
+            return _fallback(e, usable, entry)
+
+
+@dataclass(frozen=True)
+class _Source:
+    url: str
+    name: str  # the tarball's basename
+
+
+def _stage3(settings: Settings) -> Path:
+    arch = settings.arch or node_arch()
+    flavor = settings.stage3_flavor
+    base = f"{settings.mirror}/releases/{arch}/autobuilds"
+    latest_url = f"{base}/latest-stage3-{arch}-{flavor}.txt"
+    entry = cache.entry(settings.cache_dir, "stage3", f"{arch}-{flavor}")
+    with entry.locked(), _keyring(settings) as ring:
+        usable = _usable(entry, settings)
+        if usable and usable.fresh(settings.clean_cache):
+            log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
+            return entry.path / usable.file
+        try:
+            relative, signed = _latest(latest_url, settings, ring)
+            source = _Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
+            if usable and usable.name == source.name:
+                log.info("The cached %s is still the newest", source.name)
+                entry.touch()
+                return entry.path / usable.file
+            if usable and not signed and source.name < usable.name:
+                log.warning(
+                    "The unsigned %s names %s, older than the cached %s; keeping the cached one",
+                    latest_url,
+                    source.name,
+                    usable.name,
+                )
+                return entry.path / usable.file
+            return _fill(entry, settings, ring, source, source.name)
+        except DownloadError as e:
+            return _fallback(e, usable, entry)
+
+
+def _latest(url: str, settings: Settings, ring: Optional[Keyring]) -> tuple[str, bool]:
+    """The dated relative path the latest file names, and whether its signature was checked."""
+    data = download.read(url, proxy=settings.proxy)
+    signed = verification.is_clearsigned(data)
+    if signed and ring is not None:
+        data = verification.verify_clearsigned(ring, data, url.rsplit("/", 1)[-1])
+    elif signed:
+        data = verification.unsigned_body(data)
+    elif ring is not None:
+        log.warning("%s is not signed (an old mirror?); the stage's own signatures decide", url)
+    return parse_latest(data.decode(errors="replace"), url), signed and ring is not None
+
+
+def parse_latest(text: str, url: str = "the latest file") -> str:
+    """The relative path of the newest stage in a latest-stage3-*.txt body."""
+    paths = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", "-----", "Hash:")):
+            continue
+        if fields[0].endswith((".tar.xz", ".tar.bz2")):
+            paths.append(fields[0])
+    if not paths:
+        raise StageError(f"{url} names no stage tarball")
+    path = paths[-1]
+    if not _RELATIVE_PATH.fullmatch(path) or ".." in path.split("/"):
+        raise StageError(f"{url} names {path!r}, which is not a relative path on the mirror")
     return path
+
+
+def _stage4(settings: Settings) -> Path:
+    spec = settings.stage4_file
+    local = not re.match(r"[a-z]+://", spec)
+    if local and not Path(spec).exists():
+        _build_with_catalyst(settings, Path(spec))
+    url = Path(spec).as_uri() if local else spec
+    source = _Source(url, url.rsplit("/", 1)[-1])
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    entry = cache.entry(settings.cache_dir, "stage4", key)
+    with entry.locked(), _keyring(settings) as ring:
+        usable = _usable(entry, settings)
+        if local:
+            # A local file is cheap to check: its size and time say whether it changed.
+            st = os.stat(spec)
+            identity = f"{source.name}@{st.st_size}-{st.st_mtime_ns}"
+            if usable and usable.name == identity:
+                return entry.path / usable.file
+            return _fill(entry, settings, ring, source, identity, local=True)
+        if usable and usable.fresh(settings.clean_cache):
+            log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
+            return entry.path / usable.file
+        try:
+            # Its DIGESTS (or signature) identifies a stage4 that has one.
+            beside = download.read_optional(url + ".DIGESTS", proxy=settings.proxy)
+            beside = beside or download.read_optional(url + ".asc", proxy=settings.proxy)
+            identity = _identity(source.name, beside)
+            if usable and beside is not None and usable.name == identity:
+                entry.touch()
+                return entry.path / usable.file
+            return _fill(entry, settings, ring, source, identity)
+        except DownloadError as e:
+            return _fallback(e, usable, entry)
+
+
+def _build_with_catalyst(settings: Settings, target: Path) -> None:
+    """Build the missing STAGE4_FILE once with ``catalyst -f CATALYST_SPEC``."""
+    spec = settings.catalyst_spec
+    if spec is None:
+        raise StageError(
+            f"STAGE4_FILE {target}: no such file (set CATALYST_SPEC to build it with catalyst)"
+        )
+    key = hashlib.sha256(str(spec).encode()).hexdigest()[:16]
+    entry = cache.entry(settings.cache_dir, "catalyst", key)
+    with entry.locked():
+        if target.exists():  # a parallel create built it while we waited
+            return
+        catalyst = runner.find_tool("catalyst")
+        if not spec.is_file():
+            raise StageError(f"CATALYST_SPEC {spec}: no such file")
+        logfile = entry.path / "catalyst.log"
+        step = complete_step(f"Building {target.name} with catalyst (log: {logfile})")
+        with step, open(logfile, "w") as out:
+            runner.run([catalyst, "-f", spec], stdout=out)
+        if not target.exists():
+            raise StageError(
+                f"catalyst -f {spec} finished but STAGE4_FILE {target} does not exist: "
+                "make the spec's target path and STAGE4_FILE agree"
+            )
+
+
+def _fill(
+    entry: cache.Entry,
+    settings: Settings,
+    ring: Optional[Keyring],
+    source: _Source,
+    identity: str,
+    *,
+    local: bool = False,
+) -> Path:
+    """Download ``source`` into the entry, verified; the small files are checked first."""
+    with entry.workdir() as work:
+        digests, signed = _digests(settings, ring, source, work)
+        asc = download.read_optional(source.url + ".asc", proxy=settings.proxy)
+        with complete_step(f"Downloading {source.url}"):
+            tarball = download.download(source.url, work / source.name, proxy=settings.proxy)
+        if digests is not None:
+            verification.check_digests(tarball, digests, source.name)
+        if ring is not None and asc is not None:
+            verification.verify_detached(ring, tarball, asc, source.name)
+            signed = True
+        _require(settings, source, signed, digests is not None, local)
+        return _store(entry, settings, tarball, source.url, identity)
+
+
+def _digests(
+    settings: Settings, ring: Optional[Keyring], source: _Source, work: Path
+) -> tuple[Optional[dict[str, dict[str, str]]], bool]:
+    """The parsed DIGESTS beside ``source`` (None if absent) and whether its signature passed.
+
+    Today's DIGESTS are clear-signed; older ones came with a detached ``.DIGESTS.asc``.
+    """
+    digests = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
+    if digests is None:
+        return None, False
+    what = f"{source.name}.DIGESTS"
+    signed = False
+    if verification.is_clearsigned(digests):
+        if ring is not None:
+            digests = verification.verify_clearsigned(ring, digests, what)
+            signed = True
+        else:
+            digests = verification.unsigned_body(digests)
+    elif ring is not None:
+        asc = download.read_optional(source.url + ".DIGESTS.asc", proxy=settings.proxy)
+        if asc is not None:
+            (work / what).write_bytes(digests)
+            verification.verify_detached(ring, work / what, asc, what)
+            signed = True
+    return verification.parse_digests(digests.decode(errors="replace")), signed
+
+
+def _require(
+    settings: Settings, source: _Source, signed: bool, digested: bool, local: bool
+) -> None:
+    """What VERIFY asks beyond what was checked already; warn about what it does not."""
+    if settings.verify == "none":
+        log.warning(
+            "VERIFY=none: %s was NOT verified; anyone between here and %s could have changed it",
+            source.name,
+            source.url,
+        )
+        return
+    if local and not signed and not digested:
+        log.info("%s has no .DIGESTS or .asc beside it; trusted as a local file", source.name)
+        return
+    if settings.verify == "signature" and not signed:
+        raise VerificationError(
+            f"{source.name}: no signature (neither a signed .DIGESTS nor a .asc beside it); "
+            "sign it or set VERIFY=checksum"
+        )
+    if not digested and settings.verify == "checksum":
+        raise VerificationError(f"{source.name}: no .DIGESTS file beside it (VERIFY=checksum)")
+    if settings.verify == "checksum":
+        log.warning(
+            "VERIFY=checksum: %s matches its DIGESTS, but no signature was checked", source.name
+        )
+
+
+def _verify_snapshot(
+    settings: Settings,
+    ring: Optional[Keyring],
+    tarball: Path,
+    name: str,
+    signature: Optional[bytes],
+) -> None:
+    if ring is not None:
+        if signature is None:
+            raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
+        verification.verify_detached(ring, tarball, signature, name)
+    elif settings.verify == "checksum":
+        log.warning("VERIFY=checksum: snapshots have no DIGESTS; %s was NOT verified", name)
+    else:
+        log.warning("VERIFY=none: the snapshot %s was NOT verified", name)
+
+
+def _store(entry: cache.Entry, settings: Settings, tarball: Path, url: str, identity: str) -> Path:
+    """Put the verified ``tarball`` into the cache entry, in its fast form."""
+    fast = fast_form(tarball)
+    moment = cache.now()
+    meta = cache.Meta(url, identity, fast.name, moment, moment, settings.verify)
+    return entry.store(fast, meta)
+
+
+def fast_form(tarball: Path) -> Path:
+    """``tarball`` recompressed with zstd beside it (the same tar stream), if zstd is here."""
+    suffix = tarball.suffix
+    if suffix == ".zst" or suffix not in _DECOMPRESS or not runner.have_tool("zstd"):
+        return tarball
+    fast = tarball.with_name(tarball.name.removesuffix(suffix) + ".zst")
+    compress = ["zstd", "-q", "-T0", "-c"]
+    size = _xz_unpacked_size(tarball) if suffix == ".xz" else None
+    if size is not None:  # recorded in the frame: create sizes the disk without decompressing
+        compress.append(f"--stream-size={size}")
+    with complete_step(f"Recompressing {tarball.name} for fast unpacking"), open(fast, "wb") as out:
+        read_end, write_end = os.pipe()
+        try:
+            with runner.spawn([*_DECOMPRESS[suffix], tarball], stdout=write_end):
+                os.close(write_end)  # the children hold the pipe: a dying one stops the other
+                write_end = -1
+                with runner.spawn(compress, stdin=read_end, stdout=out):
+                    os.close(read_end)
+                    read_end = -1
+        finally:
+            for fd in (read_end, write_end):
+                if fd >= 0:
+                    os.close(fd)
+        out.flush()
+        os.fsync(out.fileno())
+    tarball.unlink()
+    return fast
+
+
+def _xz_unpacked_size(tarball: Path) -> Optional[int]:
+    for line in runner.output(["xz", "--robot", "--list", tarball]).splitlines():
+        fields = line.split("\t")
+        if fields[0] == "totals" and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def _usable(entry: cache.Entry, settings: Settings) -> Optional[cache.Meta]:
+    meta = entry.meta
+    if meta is not None and not meta.satisfies(settings.verify):
+        log.info("The cached %s passed only VERIFY=%s; obtaining it again", meta.name, meta.verify)
+        return None
+    return meta
+
+
+def _fallback(error: DownloadError, usable: Optional[cache.Meta], entry: cache.Entry) -> Path:
+    if usable is None:
+        raise error
+    log.warning("%s; using the cached %s (checked %s)", error, usable.name, _ago(usable.checked_at))
+    return entry.path / usable.file
+
+
+def _identity(name: str, beside: Optional[bytes]) -> str:
+    """The name of a download plus a hash of its signature or DIGESTS, when there is one."""
+    if beside is None:
+        return name
+    return f"{name}@{hashlib.sha256(beside).hexdigest()[:16]}"
+
+
+def _ago(moment: float) -> str:
+    hours = (cache.now() - moment) / 3600
+    return f"{hours:.0f} hours ago" if hours < 48 else f"{hours / 24:.0f} days ago"
+
+
+@contextlib.contextmanager
+def _keyring(settings: Settings) -> Iterator[Optional[Keyring]]:
+    """The KEYRING for VERIFY=signature; None for the other modes."""
+    if settings.verify != "signature":
+        yield None
+        return
+    with verification.keyring(settings.keyring) as ring:
+        yield ring

@@ -1,0 +1,181 @@
+"""The node's cache of verified stages and snapshots under ``CACHE_DIR``.
+
+Layout::
+
+    CACHE_DIR/
+      stage3/amd64-openrc/          one entry per (arch, flavor), stage4 URL or snapshot
+        .lock                       flock'd while the entry is looked at or filled
+        meta.json                   source URL, dated name, file, verified/checked times, mode
+        stage3-amd64-openrc-20261122T170359Z.tar.zst
+      stage4/… snapshot/…
+      tmp/                          downloads in progress (removed on the way out)
+
+Only verified files are renamed into an entry, always by temp file + rename,
+and ``meta.json`` is written last, so a reader never sees a partial or
+unverified file.  The exclusive lock makes parallel creates wait for the one
+that fills the entry instead of downloading again.  The file a replaced entry
+held is kept for one more generation: a create that was handed it a moment
+before may still be unpacking it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from gentoobootstrap.errors import StageError
+
+log = logging.getLogger(__name__)
+
+#: VERIFY modes, weakest first: an entry serves a request of its own strength or less.
+STRENGTH = {"none": 0, "checksum": 1, "signature": 2}
+META = "meta.json"
+DAY = 86400.0
+
+
+def now() -> float:
+    """The clock of cache ageing (one place for tests to fake)."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Meta:
+    source: str  # URL (or path) the file was obtained from
+    name: str  # its dated name on the mirror
+    file: str  # the file in the entry directory (may be a faster form than ``name``)
+    verified_at: float
+    checked_at: float  # when the mirror last confirmed it is the newest
+    verify: str  # the VERIFY mode it passed
+    previous: str = ""  # the file it replaced, deleted on the next replacement
+
+    def fresh(self, days: int) -> bool:
+        return now() - self.checked_at < days * DAY
+
+    def satisfies(self, verify: str) -> bool:
+        return STRENGTH.get(self.verify, -1) >= STRENGTH[verify]
+
+
+@dataclass
+class Entry:
+    """One cache entry; use :meth:`locked` around every read and fill."""
+
+    root: Path  # CACHE_DIR
+    path: Path  # CACHE_DIR/KIND/KEY
+
+    @property
+    def meta(self) -> Optional[Meta]:
+        try:
+            data = json.loads((self.path / META).read_text())
+            meta = Meta(**data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as e:
+            log.warning("%s: unreadable cache metadata (%s); filling the entry again", self.path, e)
+            return None
+        if not (self.path / meta.file).is_file():
+            return None
+        return meta
+
+    @property
+    def file(self) -> Path:
+        meta = self.meta
+        if meta is None:
+            raise StageError(f"{self.path}: cache entry is empty")
+        return self.path / meta.file
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Entry]:
+        """Hold the entry's exclusive lock; parallel callers wait here."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s: waiting for another process filling this cache entry", self.path)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[Path]:
+        """A scratch directory on the cache's filesystem (so renames into the entry are atomic)."""
+        self._remove_scratch()  # left by a killed fill; we hold the lock
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp, prefix=self._scratch_prefix) as work:
+            yield Path(work)
+
+    @property
+    def _scratch_prefix(self) -> str:
+        return f"{self.path.parent.name}.{self.path.name}~"
+
+    def _remove_scratch(self) -> None:
+        for stale in (self.root / "tmp").glob(self._scratch_prefix + "*"):
+            _remove(stale)
+
+    def store(self, file: Path, meta: Meta) -> Path:
+        """Move the verified ``file`` into the entry and describe it (metadata last)."""
+        old = self.meta
+        target = self.path / meta.file
+        os.replace(file, target)
+        previous = old.file if old and old.file != meta.file else (old.previous if old else "")
+        self._write(Meta(**{**asdict(meta), "previous": previous}))
+        keep = {META, ".lock", meta.file, previous}
+        for stale in self.path.iterdir():
+            if stale.name not in keep:
+                log.info("%s: removing superseded %s", self.path, stale.name)
+                _remove(stale)
+        return target
+
+    def touch(self) -> None:
+        """Record that the mirror confirmed the entry is still the newest."""
+        meta = self.meta
+        if meta is not None:
+            self._write(Meta(**{**asdict(meta), "checked_at": now()}))
+
+    def _write(self, meta: Meta) -> None:
+        tmp = self.path / f".{META}.tmp"
+        tmp.write_text(json.dumps(asdict(meta), indent=1) + "\n")
+        os.replace(tmp, self.path / META)
+
+    def remove(self) -> None:
+        """Empty the entry (hold the lock)."""
+        self._remove_scratch()
+        for item in self.path.iterdir():
+            if item.name != ".lock":
+                _remove(item)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def entry(cache_dir: Path, kind: str, key: str) -> Entry:
+    return Entry(cache_dir, cache_dir / kind / key)
+
+
+def entries(cache_dir: Path) -> Iterator[Entry]:
+    """Every entry in the cache (with or without a file)."""
+    if not cache_dir.is_dir():
+        return
+    for kind in sorted(cache_dir.iterdir()):
+        if kind.name == "tmp" or not kind.is_dir():
+            continue
+        for path in sorted(kind.iterdir()):
+            if path.is_dir():
+                yield Entry(cache_dir, path)

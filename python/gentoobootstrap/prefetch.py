@@ -1,0 +1,124 @@
+"""``gentoobootstrap-fetch``: fill the stage cache ahead of time, list it, clean it.
+
+Run it from cron on every node so that creates never wait for a download::
+
+    gentoobootstrap-fetch                     # every variant in variants.list
+    gentoobootstrap-fetch --variant default   # one variant (repeatable)
+    gentoobootstrap-fetch --list
+    gentoobootstrap-fetch --clean --older-than 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from gentoobootstrap import cache, config, log, paths, stages
+from gentoobootstrap.errors import GentooBootstrapError, Interrupted
+from gentoobootstrap.settings import Settings
+from gentoobootstrap.signals import interrupts_as_exceptions
+
+logger = logging.getLogger("gentoobootstrap")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gentoobootstrap-fetch",
+        description="Download and verify the stages and snapshots of the variants into the cache.",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="variant to fetch for (repeatable; default: every variant in variants.list)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the cache and exit")
+    parser.add_argument("--clean", action="store_true", help="remove cache entries and exit")
+    parser.add_argument(
+        "--older-than",
+        type=int,
+        metavar="DAYS",
+        help="with --clean: only entries the mirror has not confirmed for DAYS days",
+    )
+    parser.add_argument("--debug", action="store_true", help="log every command run")
+    return parser
+
+
+def listed_variants(variants_list: Optional[Path] = None) -> list[str]:
+    variants_list = variants_list or paths.OS_PATH / "variants.list"
+    try:
+        lines = variants_list.read_text().splitlines()
+    except FileNotFoundError:
+        return ["default"]
+    return [v.strip() for v in lines if v.strip() and not v.strip().startswith("#")]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.older_than is not None and not args.clean:
+        _parser().error("--older-than needs --clean")
+    log.setup(args.debug)
+    with interrupts_as_exceptions():
+        try:
+            variants = args.variant or listed_variants()
+            all_settings = [config.load(variant) for variant in variants]
+            cache_dirs = sorted({s.cache_dir for s in all_settings})
+            if args.list:
+                for cache_dir in cache_dirs:
+                    print(listing(cache_dir))
+            elif args.clean:
+                for cache_dir in cache_dirs:
+                    clean(cache_dir, args.older_than)
+            else:
+                for variant, settings in zip(variants, all_settings):
+                    fetch(variant, settings)
+        except GentooBootstrapError as e:
+            logger.error("gentoobootstrap-fetch: %s", e)
+            return 1
+        except Interrupted as e:
+            logger.error("gentoobootstrap-fetch: %s", e)
+            return 128 + e.signum
+    return 0
+
+
+def fetch(variant: str, settings: Settings) -> None:
+    """Fill the cache with ``variant``'s stage and snapshot."""
+    stage = stages.obtain(settings)
+    logger.info("%s: stage %s", variant, stage)
+    snapshot = stages.obtain_snapshot(settings)
+    if snapshot is not None:
+        logger.info("%s: snapshot %s", variant, snapshot)
+
+
+def _when(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(moment))
+
+
+def listing(cache_dir: Path) -> str:
+    """One line per cache entry: kind/key, size, verified, last checked, VERIFY mode, source."""
+    lines = [f"# {cache_dir}"]
+    for entry in cache.entries(cache_dir):
+        meta = entry.meta
+        if meta is None:
+            continue
+        size = (entry.path / meta.file).stat().st_size / 1e6
+        lines.append(
+            f"{entry.path.parent.name}/{entry.path.name}  {meta.file}  {size:.1f} MB  "
+            f"verified {_when(meta.verified_at)}  checked {_when(meta.checked_at)}  "
+            f"VERIFY={meta.verify}  {meta.source}"
+        )
+    return "\n".join(lines)
+
+
+def clean(cache_dir: Path, older_than: Optional[int] = None) -> None:
+    """Remove every entry (or those not confirmed by the mirror for ``older_than`` days)."""
+    for entry in cache.entries(cache_dir):
+        with entry.locked():
+            meta = entry.meta
+            if older_than is not None and meta is not None and meta.fresh(older_than):
+                continue
+            logger.info("Removing %s", entry.path)
+            entry.remove()

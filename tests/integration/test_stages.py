@@ -1,0 +1,543 @@
+"""Stages end to end: real gpg, a real HTTP mirror on 127.0.0.1, a real cache directory.
+
+No root needed: nothing here touches a disk device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gentoobootstrap import cache, prefetch, stages
+from gentoobootstrap.download import DownloadError
+from gentoobootstrap.errors import StageError, ToolNotFoundError, VerificationError
+from support import REPO
+from support.mirror import SigningKey, build_mirror, make_tarball, serve, settings, signing_key
+
+STAGE3 = "stage3-amd64-openrc-20261122T170359Z"
+
+
+@pytest.fixture(scope="module")
+def key() -> Iterator[SigningKey]:
+    with signing_key() as k:
+        yield k
+
+
+@pytest.fixture(scope="module")
+def foreign_key() -> Iterator[SigningKey]:
+    with signing_key("Mallory") as k:
+        yield k
+
+
+@pytest.fixture
+def stage(tmp_path: Path) -> Path:
+    return make_tarball(tmp_path / "stage.tar.xz", size=200_000)
+
+
+@pytest.fixture
+def keyring(tmp_path: Path, key: SigningKey) -> Path:
+    return key.export(tmp_path / "gentoo-release.asc")
+
+
+@pytest.fixture
+def requests() -> list[str]:
+    return []
+
+
+def tar_stream(path: Path) -> bytes:
+    """The uncompressed tar stream of a .tar.xz/.tar.zst (what unpacking sees)."""
+    tool = "zstd" if path.suffix == ".zst" else "xz"
+    return subprocess.run([tool, "-dc", str(path)], check=True, capture_output=True).stdout
+
+
+def downloads(requests: list[str], suffix: str = ".tar.xz") -> list[str]:
+    return [r for r in requests if r.endswith(suffix)]
+
+
+def assert_clean(cache_dir: Path) -> None:
+    """Nothing unverified stays: no scratch left, no entry without metadata holds a file."""
+    assert not list((cache_dir / "tmp").iterdir()) if (cache_dir / "tmp").exists() else True
+    for entry in cache.entries(cache_dir):
+        if entry.meta is None:
+            assert {p.name for p in entry.path.iterdir()} <= {".lock"}
+
+
+def test_good_stage_is_verified_cached_and_identical(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    with serve(layout.root, requests) as url:
+        s = settings(url, tmp_path / "cache", keyring)
+        got = stages.obtain(s)
+        again = stages.obtain(s)
+    assert got == again
+    assert got.parent == tmp_path / "cache" / "stage3" / "amd64-openrc"
+    assert got.name == f"{STAGE3}.tar.zst"
+    assert tar_stream(got) == tar_stream(stage)  # the same bytes land on the disk
+    listing = subprocess.run(["zstd", "--list", "-v", str(got)], capture_output=True, text=True)
+    assert f"({len(tar_stream(stage))} B)" in listing.stdout  # create sizes root from this
+    meta = json.loads((got.parent / "meta.json").read_text())
+    assert meta["name"] == f"{STAGE3}.tar.xz"
+    assert meta["verify"] == "signature"
+    assert meta["source"] == f"{url}/releases/amd64/autobuilds/{layout.relative}"
+    assert len(downloads(requests)) == 1  # the second obtain did not ask the mirror at all
+    assert len([r for r in requests if "latest-stage3" in r]) == 1
+    assert_clean(tmp_path / "cache")
+
+
+def test_tampered_stage_is_refused_and_not_cached(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    data = bytearray(layout.stage.read_bytes())
+    data[len(data) // 2] ^= 1
+    layout.stage.write_bytes(bytes(data))
+    with serve(layout.root) as url, pytest.raises(VerificationError) as e:
+        stages.obtain(settings(url, tmp_path / "cache", keyring))
+    assert "digest mismatch" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert_clean(tmp_path / "cache")
+
+
+def test_tampered_signature_file_is_refused(
+    tmp_path: Path, key: SigningKey, foreign_key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    asc = layout.stage.with_name(layout.stage.name + ".asc")
+    asc.write_bytes(foreign_key.detach_sign(layout.stage))
+    with serve(layout.root) as url, pytest.raises(VerificationError, match="not in KEYRING"):
+        stages.obtain(settings(url, tmp_path / "cache", keyring))
+    assert_clean(tmp_path / "cache")
+
+
+def test_foreign_signer_is_refused(
+    tmp_path: Path, foreign_key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, foreign_key)
+    with serve(layout.root, requests) as url, pytest.raises(VerificationError) as e:
+        stages.obtain(settings(url, tmp_path / "cache", keyring))
+    assert "latest-stage3-amd64-openrc.txt: refused" in str(e.value)
+    assert "not in KEYRING" in str(e.value)
+    assert not downloads(requests)  # refused before the big download
+    assert_clean(tmp_path / "cache")
+
+
+def test_foreign_signed_digests_are_refused(
+    tmp_path: Path, key: SigningKey, foreign_key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, digests_key=foreign_key)
+    with serve(layout.root) as url, pytest.raises(VerificationError, match=r"\.DIGESTS: refused"):
+        stages.obtain(settings(url, tmp_path / "cache", keyring))
+
+
+def test_unsigned_latest_file_is_accepted_with_a_warning(
+    tmp_path: Path,
+    key: SigningKey,
+    stage: Path,
+    keyring: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, sign_latest=False)
+    with serve(layout.root) as url:
+        got = stages.obtain(settings(url, tmp_path / "cache", keyring))
+    assert tar_stream(got) == tar_stream(stage)
+    assert "is not signed" in caplog.text
+
+
+def test_digests_with_absolute_paths(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, absolute_paths=True)
+    assert (
+        "/var/tmp/catalyst/builds/"
+        in layout.stage.with_name(layout.stage.name + ".DIGESTS").read_text()
+    )
+    with serve(layout.root) as url:
+        got = stages.obtain(settings(url, tmp_path / "cache", keyring))
+    assert tar_stream(got) == tar_stream(stage)
+
+
+def test_mirror_down_without_cache_fails(tmp_path: Path, keyring: Path) -> None:
+    with serve(tmp_path) as url:
+        pass  # the port is free again: connections are refused
+    with pytest.raises(DownloadError, match="cannot download"):
+        stages.obtain(settings(url, tmp_path / "cache", keyring))
+
+
+def test_mirror_down_uses_the_cache_with_a_warning(
+    tmp_path: Path,
+    key: SigningKey,
+    stage: Path,
+    keyring: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    with serve(layout.root) as url:
+        s = settings(url, tmp_path / "cache", keyring, clean_cache=0)  # always asks the mirror
+        got = stages.obtain(s)
+    assert stages.obtain(s) == got
+    assert "using the cached" in caplog.text
+
+
+def age(entry_dir: Path, days: float) -> None:
+    """Pretend the mirror last confirmed the entry ``days`` ago."""
+    meta = json.loads((entry_dir / "meta.json").read_text())
+    meta["checked_at"] -= days * cache.DAY
+    (entry_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def test_cache_ageing(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    with serve(layout.root, requests) as url:
+        s = settings(url, tmp_path / "cache", keyring, clean_cache=14)
+        first = stages.obtain(s)
+        entry_dir = first.parent
+        age(entry_dir, 13)
+        assert stages.obtain(s) == first
+        assert len(requests) == 4  # latest, DIGESTS, .asc, tarball: all from the first obtain
+
+        age(entry_dir, 2)  # 15 days: ask the mirror; it still has the same stage
+        requests.clear()
+        assert stages.obtain(s) == first
+        assert [r.rsplit("/", 1)[-1] for r in requests] == ["latest-stage3-amd64-openrc.txt"]
+        assert stages.obtain(s) == first  # confirmed: fresh again
+        assert len(requests) == 1
+
+        newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+        build_mirror(layout.root, newer, key, stamp="20261129T170000Z")
+        age(entry_dir, 15)
+        second = stages.obtain(s)
+        assert second.name == "stage3-amd64-openrc-20261129T170000Z.tar.zst"
+        assert tar_stream(second) == tar_stream(newer)
+        assert first.exists()  # kept one generation for a create still unpacking it
+
+        newest = make_tarball(tmp_path / "newest.tar.xz", {"etc/newest": b"3\n"})
+        build_mirror(layout.root, newest, key, stamp="20261206T170000Z")
+        age(entry_dir, 15)
+        third = stages.obtain(s)
+        assert not first.exists()
+        assert second.exists() and third.exists()
+        assert sorted(p.name for p in entry_dir.iterdir()) == sorted(
+            [".lock", "meta.json", second.name, third.name]
+        )
+
+
+def test_stronger_verify_does_not_reuse_a_weaker_entry(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    with serve(layout.root, requests) as url:
+        s = settings(url, tmp_path / "cache", keyring, verify="checksum")
+        stages.obtain(s)
+        stages.obtain(dataclasses.replace(s, verify="signature"))
+    assert len(downloads(requests)) == 2
+
+
+def test_checksum_mode_skips_signatures_with_a_warning(
+    tmp_path: Path,
+    foreign_key: SigningKey,
+    stage: Path,
+    keyring: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, foreign_key)
+    with serve(layout.root) as url:
+        got = stages.obtain(settings(url, tmp_path / "cache", keyring, verify="checksum"))
+    assert tar_stream(got) == tar_stream(stage)
+    assert "VERIFY=checksum" in caplog.text
+
+
+def test_checksum_mode_still_refuses_a_tampered_stage(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    layout.stage.write_bytes(layout.stage.read_bytes() + b"\0")
+    with serve(layout.root) as url, pytest.raises(VerificationError, match="mismatch"):
+        stages.obtain(settings(url, tmp_path / "cache", keyring, verify="checksum"))
+    assert_clean(tmp_path / "cache")
+
+
+def test_verify_none_warns_loudly(
+    tmp_path: Path,
+    foreign_key: SigningKey,
+    stage: Path,
+    keyring: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, foreign_key)
+    with serve(layout.root) as url:
+        stages.obtain(settings(url, tmp_path / "cache", keyring, verify="none"))
+    assert any(r.levelno == logging.WARNING and "NOT verified" in r.message for r in caplog.records)
+
+
+def test_file_mirror(tmp_path: Path, key: SigningKey, stage: Path, keyring: Path) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    assert tar_stream(got) == tar_stream(stage)
+
+
+def test_broken_transfer_resumes(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    path = f"/releases/amd64/autobuilds/{layout.relative}"
+    with serve(layout.root, requests, faults={path: 50_000}) as url:
+        got = stages.obtain(settings(url, tmp_path / "cache", keyring))
+    assert tar_stream(got) == tar_stream(stage)
+    assert downloads(requests) == [path, path]
+
+
+CHILD = """
+import dataclasses, json, sys
+from pathlib import Path
+from gentoobootstrap import log, stages
+from gentoobootstrap.settings import Settings
+log.setup()
+args = json.loads(sys.argv[1])
+s = dataclasses.replace(Settings(), mirror=args["mirror"], arch="amd64",
+                        cache_dir=Path(args["cache"]), keyring=Path(args["keyring"]))
+print(stages.obtain(s))
+"""
+
+
+def test_parallel_cold_obtains_download_once(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    with serve(layout.root, requests) as url:
+        args = json.dumps(
+            {"mirror": url, "cache": str(tmp_path / "cache"), "keyring": str(keyring)}
+        )
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", CHILD, args], env=env, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        outputs = [child.communicate(timeout=120)[0].strip() for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert outputs[0] == outputs[1]
+    assert tar_stream(Path(outputs[0])) == tar_stream(stage)
+    assert len(downloads(requests)) == 1
+
+
+def test_stage4_local_file(tmp_path: Path, keyring: Path) -> None:
+    stage4 = make_tarball(tmp_path / "stage4-amd64.tar.xz", {"boot/vmlinuz": b"kernel"})
+    s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(stage4))
+    got = stages.obtain(s)
+    assert tar_stream(got) == tar_stream(stage4)
+    assert stages.obtain(s) == got
+    # A rebuilt stage4 (new size/time) replaces the cached form.
+    make_tarball(stage4, {"boot/vmlinuz": b"kernel 2"})
+    os.utime(stage4, ns=(1, 1))
+    assert tar_stream(stages.obtain(s)) == tar_stream(stage4)
+
+
+def test_stage4_local_file_checked_against_its_digests(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(layout.stage))
+    assert tar_stream(stages.obtain(s)) == tar_stream(stage)
+    layout.stage.write_bytes(layout.stage.read_bytes() + b"\0")
+    with pytest.raises(VerificationError, match="mismatch"):
+        stages.obtain(s)
+
+
+def test_stage4_url(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    with serve(layout.root, requests) as url:
+        s = settings(
+            url,
+            tmp_path / "cache",
+            keyring,
+            stage4_file=f"{url}/{layout.stage.relative_to(layout.root)}",
+        )
+        got = stages.obtain(s)
+        assert tar_stream(got) == tar_stream(stage)
+        assert stages.obtain(s) == got
+    assert len(downloads(requests)) == 1
+    assert got.parent.parent.name == "stage4"
+
+
+def test_stage4_url_without_signature_needs_verify_off(
+    tmp_path: Path, keyring: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "www").mkdir()
+    stage4 = make_tarball(tmp_path / "www" / "stage4.tar.xz")
+    with serve(tmp_path / "www") as url:
+        s = settings(url, tmp_path / "cache", keyring, stage4_file=f"{url}/stage4.tar.xz")
+        with pytest.raises(VerificationError, match="no signature"):
+            stages.obtain(s)
+        got = stages.obtain(dataclasses.replace(s, verify="none"))
+    assert tar_stream(got) == tar_stream(stage4)
+    assert "NOT verified" in caplog.text
+
+
+def test_stage4_missing_without_catalyst_spec(tmp_path: Path, keyring: Path) -> None:
+    s = settings(
+        "http://127.0.0.1:9", tmp_path / "c", keyring, stage4_file=str(tmp_path / "no.tar.xz")
+    )
+    with pytest.raises(StageError, match="set CATALYST_SPEC"):
+        stages.obtain(s)
+
+
+def test_catalyst_missing(tmp_path: Path, keyring: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gentoobootstrap.runner._SYSTEM_PATH", str(tmp_path / "nothing"))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    spec = tmp_path / "stage4.spec"
+    spec.write_text("target: stage4\n")
+    s = settings(
+        "http://127.0.0.1:9",
+        tmp_path / "cache",
+        keyring,
+        stage4_file=str(tmp_path / "stage4.tar.xz"),
+        catalyst_spec=spec,
+    )
+    with pytest.raises(ToolNotFoundError, match="catalyst not found: install dev-util/catalyst"):
+        stages.obtain(s)
+
+
+def test_catalyst_builds_the_stage4_once(
+    tmp_path: Path, keyring: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "builds" / "stage4-amd64.tar.xz"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    # A stand-in catalyst that builds the target the spec names.
+    make_tarball(tmp_path / "built.tar.xz", {"etc/built-by": b"catalyst\n"})
+    (bin_dir / "catalyst").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\nmkdir -p {target.parent}\n'
+        f"cp {tmp_path / 'built.tar.xz'} {target}\n"
+    )
+    (bin_dir / "catalyst").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    spec = tmp_path / "stage4.spec"
+    spec.write_text("target: stage4\n")
+    s = settings(
+        "http://127.0.0.1:9",
+        tmp_path / "cache",
+        keyring,
+        stage4_file=str(target),
+        catalyst_spec=spec,
+    )
+    got = stages.obtain(s)
+    assert stages.obtain(s) == got
+    assert calls.read_text() == f"-f {spec}\n"
+    assert tar_stream(got) == tar_stream(tmp_path / "built.tar.xz")
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    return make_tarball(
+        tmp_path / "snapshot.tar.xz",
+        {"gentoo/metadata/timestamp.chk": b"Sun, 22 Nov 2026 00:45:00 +0000\n"},
+    )
+
+
+def test_snapshot_verified_and_cached(
+    tmp_path: Path, key: SigningKey, stage: Path, snapshot: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+    with serve(layout.root, requests) as url:
+        s = settings(url, tmp_path / "cache", keyring, snapshot="latest")
+        got = stages.obtain_snapshot(s)
+        assert got is not None and stages.obtain_snapshot(s) == got
+    assert tar_stream(got) == tar_stream(snapshot)
+    assert len(downloads(requests)) == 1
+    assert stages.obtain_snapshot(dataclasses.replace(s, snapshot="")) is None
+
+
+def test_snapshot_with_foreign_signature_is_refused(
+    tmp_path: Path,
+    key: SigningKey,
+    foreign_key: SigningKey,
+    stage: Path,
+    snapshot: Path,
+    keyring: Path,
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+    assert layout.snapshot is not None
+    gpgsig = layout.snapshot.with_name(layout.snapshot.name + ".gpgsig")
+    gpgsig.write_bytes(foreign_key.detach_sign(layout.snapshot))
+    with serve(layout.root) as url, pytest.raises(VerificationError, match="not in KEYRING"):
+        stages.obtain_snapshot(settings(url, tmp_path / "cache", keyring, snapshot="latest"))
+    assert_clean(tmp_path / "cache")
+
+
+def test_snapshot_tampered_is_refused(
+    tmp_path: Path, key: SigningKey, stage: Path, snapshot: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+    assert layout.snapshot is not None
+    layout.snapshot.write_bytes(layout.snapshot.read_bytes() + b"\0")
+    with serve(layout.root) as url, pytest.raises(VerificationError, match="bad signature"):
+        stages.obtain_snapshot(settings(url, tmp_path / "cache", keyring, snapshot="latest"))
+
+
+def test_prefetch_fills_lists_and_cleans(
+    tmp_path: Path,
+    key: SigningKey,
+    stage: Path,
+    snapshot: Path,
+    keyring: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+    conf = tmp_path / "conf"
+    (conf / "variants").mkdir(parents=True)
+    (tmp_path / "variants.list").write_text("default\n")
+    monkeypatch.setattr("gentoobootstrap.paths.DEFAULTS_FILE", conf / "defaults")
+    monkeypatch.setattr("gentoobootstrap.paths.VARIANTS_DIR", conf / "variants")
+    monkeypatch.setattr("gentoobootstrap.paths.OS_PATH", tmp_path)
+    # main() would point the library's log at stderr for good and hide it from caplog
+    monkeypatch.setattr("gentoobootstrap.log.setup", lambda debug=False: None)
+    cache_dir = tmp_path / "cache"
+    with serve(layout.root) as url:
+        (conf / "variants" / "default.conf").write_text(
+            f'MIRROR="{url}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\n'
+            'SNAPSHOT="latest"\nARCH="amd64"\n'
+        )
+        assert prefetch.main([]) == 0
+    assert prefetch.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"stage3/amd64-openrc  {STAGE3}.tar.zst" in listed
+    assert "snapshot/latest  gentoo-latest.tar.zst" in listed
+    assert prefetch.main(["--clean", "--older-than", "1"]) == 0
+    assert len(list(cache.entries(cache_dir))) == 2
+    assert all(e.meta is not None for e in cache.entries(cache_dir))
+    assert prefetch.main(["--clean"]) == 0
+    assert all(e.meta is None for e in cache.entries(cache_dir))
+    assert prefetch.main(["--variant", "nope"]) == 1
+
+
+def test_extracted_stage_matches(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    """GNU tar unpacks the cached form to exactly the verified stage's files."""
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    (tmp_path / "a").mkdir()
+    subprocess.run(["tar", "-xpf", str(got), "-C", str(tmp_path / "a")], check=True)
+    with tarfile.open(stage) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                assert (tmp_path / "a" / member.name).read_bytes() == extracted.read()
