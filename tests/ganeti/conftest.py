@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lab import Lab, LabUnavailable, cluster, skip_reason
 
-from support import stage
+from support import mirror, stage
 from support.install import InstalledOS, install
 
 
@@ -57,20 +57,29 @@ def gentoobootstrap(
 ) -> Iterator[InstalledOS]:
     """Our OS, installed from this checkout into a prefix of its own, visible to Ganeti.
 
-    Variants: ``default`` installs the test stage; ``lab2`` lays the disk out
-    differently (gpt, /boot, swap, ext3); ``broken`` has a truncated stage, so its
-    create fails half way (after partitioning, while unpacking).
+    Variants: ``default`` downloads the test stage as a stage3 from a signed
+    ``file://`` mirror (127.0.0.1 inside the lab's namespace is not ours) and
+    verifies it; ``lab2`` installs it as a local STAGE4_FILE and lays the disk out
+    differently (gpt, /boot, swap, ext3); ``broken`` has a stage with a member
+    outside the target, refused while unpacking: its create fails half way.
     """
-    installed = install(tmp_path_factory.mktemp("gentoobootstrap"), source_copy)
-    tarball = str(test_stage.tarball)
-    truncated = test_stage.tarball.with_name("truncated-" + test_stage.tarball.name)
-    data = test_stage.tarball.read_bytes()
-    truncated.write_bytes(data[: len(data) // 2])
-    installed.add_variant("default", {"STAGE4_FILE": tarball})
+    workdir = tmp_path_factory.mktemp("gentoobootstrap")
+    installed = install(workdir, source_copy)
+    with mirror.signing_key() as key:
+        layout = mirror.build_mirror(workdir / "mirror", test_stage.tarball, key)
+        keyring = key.export(workdir / "keys.asc")
+    hostile = mirror.make_tarball(
+        workdir / "hostile-stage.tar.xz",
+        {"etc/gentoo-release": b"Gentoo Base System release 2.17\n", "../outside": b"x\n"},
+    )
+    installed.add_variant(
+        "default", {"MIRROR": layout.root.as_uri(), "KEYRING": str(keyring), "ARCH": "amd64"}
+    )
     installed.add_variant(
         "lab2",
         {
-            "STAGE4_FILE": tarball,
+            "STAGE4_FILE": str(test_stage.tarball),
+            "VERIFY": "none",
             "PARTITION_STYLE": "gpt",
             "BOOT_SIZE": "64",
             "SWAP": "yes",
@@ -78,6 +87,6 @@ def gentoobootstrap(
             "FILESYSTEM": "ext3",
         },
     )
-    installed.add_variant("broken", {"STAGE4_FILE": str(truncated)})
+    installed.add_variant("broken", {"STAGE4_FILE": str(hostile), "VERIFY": "none"})
     with ganeti_lab.os_definition("gentoobootstrap", installed.os_dir):
         yield installed
