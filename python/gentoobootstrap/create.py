@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from gentoobootstrap import disks, filesystems, layout, log, mounts, stages, unpack
+from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import ConfigError, GentooBootstrapError, OSEnvError, StageError
 from gentoobootstrap.osenv import OSEnv
@@ -156,8 +156,8 @@ def write_fstab(ctx: Context) -> None:
 
 
 #: What create does, in order.  The stages work adds its snapshot/portage-config steps
-#: after unpack_stage; the guest work adds configure_guest and then run_hooks after
-#: write_fstab (hooks see ctx.disk as BLOCKDEV, ctx.target as TARGET and the devices).
+#: after unpack_stage.  Hooks run last: they see the configured guest, ctx.disk as
+#: BLOCKDEV, ctx.target as TARGET and the devices.
 STEPS: tuple[Callable[[Context], None], ...] = (
     obtain_stage,
     obtain_snapshot,
@@ -170,6 +170,8 @@ STEPS: tuple[Callable[[Context], None], ...] = (
     unpack_snapshot,
     copy_portage_config,
     write_fstab,
+    guest.configure_guest,
+    hooks.run_hooks,
 )
 
 

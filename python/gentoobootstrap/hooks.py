@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import runner, settings
+from gentoobootstrap import mounts, runner, settings
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import CommandError, HookError
 from gentoobootstrap.guestroot import GuestRoot
@@ -43,13 +43,8 @@ ERROR_LINES = 3
 #: How long a left-over process gets to exit after SIGTERM, then after SIGKILL.
 KILL_TIMEOUT = 5.0
 
-#: What is mounted in TARGET for hooks: (guest path, mount arguments).
-CHROOT_MOUNTS = (
-    ("/proc", ("-t", "proc", "proc")),
-    ("/sys", ("--bind", "/sys")),
-    ("/dev", ("--bind", "/dev")),
-    ("/dev/pts", ("--bind", "/dev/pts")),
-)
+#: What is mounted in TARGET for hooks (guest path, node source): proc, then binds.
+CHROOT_MOUNTS = (("/proc", "proc"), ("/sys", "/sys"), ("/dev", "/dev"), ("/dev/pts", "/dev/pts"))
 
 
 def find(directory: Path) -> list[Path]:
@@ -154,24 +149,14 @@ def chroot_mounts(target: Path) -> Iterator[None]:
     """/proc, /sys, /dev and /dev/pts in ``target``, unmounted in reverse order on leaving."""
     root = GuestRoot(target)
     with contextlib.ExitStack() as stack:
-        for guest_path, args in CHROOT_MOUNTS:
+        for guest_path, source in CHROOT_MOUNTS:
             # Resolved inside the guest: a stage's /dev symlink cannot aim a mount at the node.
-            stack.enter_context(mount(args, root.mkdir(guest_path)))
+            where = root.mkdir(guest_path)
+            if source == "proc":
+                stack.enter_context(mounts.mount("proc", where, fstype="proc"))
+            else:
+                stack.enter_context(mounts.bind(Path(source), where))
         yield
-
-
-@contextlib.contextmanager
-def mount(args: Sequence[str], where: Path) -> Iterator[Path]:
-    """``mount ARGS WHERE`` for the duration; a busy unmount is logged and done lazily."""
-    runner.run(["mount", *args, str(where)])
-    try:
-        yield where
-    finally:
-        try:
-            runner.run(["umount", str(where)])
-        except CommandError as e:
-            log.warning("umount %s: %s; detaching it lazily", where, e)
-            runner.run(["umount", "--lazy", str(where)])
 
 
 # -- processes left behind ---------------------------------------------------------------------

@@ -68,12 +68,16 @@ def test_escaping_member_fails_the_unpack_step(
 
 
 def write_slow_xz(bindir: Path, markers: Path) -> None:
-    """An ``xz`` that lists normally but, under tar, hands over 64 KiB and then hangs."""
+    """An ``xz`` that works for tar's listing but, under tar's extraction (its second
+    run), hands over 64 KiB and then hangs."""
     bindir.mkdir()
     script = bindir / "xz"
     script.write_text(
         "#!/bin/sh\n"
-        'case " $* " in *" -dc "*|*" --list "*) exec /usr/bin/xz "$@" ;; esac\n'
+        'case " $* " in *" --list "*) exec /usr/bin/xz "$@" ;; esac\n'
+        f'if [ ! -e "{markers}/listed" ]; then\n'
+        f'    touch "{markers}/listed"; exec /usr/bin/xz "$@"\n'
+        "fi\n"
         "cd /\n"
         f'echo $$ > "{markers}/xz.pid"\n'
         '/usr/bin/xz "$@" | head -c 65536\n'

@@ -12,6 +12,7 @@ import sh
 
 from gentoobootstrap import hooks
 from support import REPO
+from support.loopdisk import loop_device
 
 needs_grub = pytest.mark.skipif(
     shutil.which("grub-install") is None or not Path("/usr/lib/grub/i386-pc").is_dir(),
@@ -26,24 +27,14 @@ def wait_for(path: Path) -> None:
         time.sleep(0.05)
 
 
-def attached(loop: Path, image: Path) -> bool:
-    try:
-        return str(image) in (Path("/sys/block") / loop.name / "loop/backing_file").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.fixture
 def disk(no_leaks: Path) -> Iterator[tuple[Path, Path, Path]]:
     """A 64 MiB msdos-partitioned loop disk, its ext4 partition mounted: (disk, part, mnt)."""
     image, mnt = no_leaks / "disk.img", no_leaks / "mnt"
     sh.truncate("-s", "64M", str(image))
     sh.sfdisk("--quiet", str(image), _in="label: dos\nstart=2048, type=83\n")
-    loop = Path(str(sh.losetup("--find", "--show", "--partscan", str(image))).strip())
-    part = Path(f"{loop}p1")
-    try:
-        if not part.exists():
-            sh.partx("--add", str(loop))
+    with loop_device(image, partitions=True) as loop:
+        part = Path(f"{loop}p1")
         wait_for(part)
         sh.Command("mkfs.ext4")("-q", "-F", str(part))
         mnt.mkdir()
@@ -52,13 +43,6 @@ def disk(no_leaks: Path) -> Iterator[tuple[Path, Path, Path]]:
             yield loop, part, mnt
         finally:
             sh.umount(str(mnt))
-    finally:
-        sh.losetup("--detach", str(loop))
-        # The kernel lets go of a loop device asynchronously once its last user closes it.
-        deadline = time.monotonic() + 10
-        while attached(loop, image):
-            assert time.monotonic() < deadline, f"{loop} stays attached"
-            time.sleep(0.05)
 
 
 @pytest.mark.root

@@ -14,6 +14,8 @@ from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.settings import Settings
 from support import ganeti_environ, mounts_under
+from support.logs import plain_logging  # noqa: F401 (autouse)
+from support.loopdisk import loop_device
 
 BUSYBOX = shutil.which("busybox")
 
@@ -30,9 +32,10 @@ def mounted(no_leaks: Path) -> Iterator[Path]:
     sh.truncate("-s", "64M", str(image))
     sh.Command("mkfs.ext4")("-q", "-F", str(image))
     target.mkdir()
-    sh.mount("-o", "loop", str(image), str(target))
-    yield target
-    sh.umount(str(target))  # fails (and the test with it) if anything still holds it
+    with loop_device(image) as loop:
+        sh.mount(str(loop), str(target))
+        yield target
+        sh.umount(str(target))  # fails (and the test with it) if anything still holds it
 
 
 def make_ctx(tmp_path: Path, target: Path) -> Context:
@@ -60,8 +63,9 @@ def test_hooks_chroot_and_leave_a_daemon(
         ' > "$TARGET/seen"\n',
     )
     # A daemon in the chroot, and a shell sitting in the /dev bind mount with a pts open.
-    hook(d, "20-daemon", 'chroot "$TARGET" /bin/sleep 300 </dev/null >/dev/null 2>&1 &\n')
-    hook(d, "30-sitter", '(cd "$TARGET/dev" && exec sleep 300 <"$TARGET/dev/ptmx") &\n')
+    started = 'until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done\n'
+    hook(d, "20-daemon", 'chroot "$TARGET" /bin/sleep 300 </dev/null >/dev/null 2>&1 &\n' + started)
+    hook(d, "30-sitter", '(cd "$TARGET/dev" && exec sleep 300 <"$TARGET/dev/ptmx") &\n' + started)
 
     hooks.run_hooks(make_ctx(tmp_path, mounted))
 

@@ -14,6 +14,7 @@ from gentoobootstrap import hooks
 from gentoobootstrap.errors import HookError
 from support import REPO
 from support.guesttree import HOSTS, TREES, openrc_tree
+from support.logs import plain_logging  # noqa: F401 (autouse)
 
 EXAMPLES = REPO / "examples" / "hooks"
 

@@ -16,6 +16,7 @@ from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.settings import Settings
 from support import ganeti_environ
 from support.guesttree import INITTAB, TREES, openrc_tree, systemd_tree
+from support.logs import plain_logging  # noqa: F401 (autouse)
 
 HASH = "$6$saltsalt$0Bx8RjvKr9ZMa0aTEmeC0G5xcFr6r0j9KcZRm7DQ1k1Z0yTj9QxvK5HLNUoZHj/7E0.Ns4"
 KEY = (

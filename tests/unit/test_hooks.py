@@ -12,6 +12,7 @@ from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.settings import Settings
 from support import ganeti_environ
+from support.logs import plain_logging  # noqa: F401 (autouse)
 
 
 def hook(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
@@ -139,7 +140,9 @@ def test_a_process_left_in_target_is_killed(
     target.mkdir()
     (target / "held").write_text("x\n")
     d = tmp_path / "hooks"
-    hook(d, "daemon", f'{how}\necho $! > "$PIDFILE"\n')
+    # Exit only once the process runs sleep (so holds TARGET): else the final sweep kills it.
+    started = 'until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done\n'
+    hook(d, "daemon", f'{how}\n{started}echo $! > "$PIDFILE"\n')
     pidfile = tmp_path / "pid"
     hooks.run_parts(hooks.find(d), {"TARGET": str(target), "PIDFILE": str(pidfile)}, target)
     pid = int(pidfile.read_text())

@@ -9,6 +9,7 @@ import pytest
 from gentoobootstrap import network
 from gentoobootstrap.network import Interface
 from gentoobootstrap.osenv import Nic
+from support.logs import plain_logging  # noqa: F401 (autouse)
 
 MAC = "aa:00:00:12:34:56"
 
