@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
 from gentoobootstrap.context import Context
@@ -53,8 +53,15 @@ def attach_disk(ctx: Context) -> None:
 def check_disk(ctx: Context) -> None:
     assert ctx.disk is not None and ctx.stage is not None
     disks.check_unused(ctx.disk, ctx.env.disks[0].path)
-    stage_bytes = unpack.unpacked_size(ctx.stage)
-    min_root = int(stage_bytes * ROOT_HEADROOM) // layout.MIB + ROOT_EXTRA_MIB if stage_bytes else 0
+    plan_disk(ctx, unpack.unpacked_size(ctx.stage))
+
+
+def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:
+    """Plan the layout for ``ctx.disk``, its root big enough for ``content_bytes`` when known."""
+    assert ctx.disk is not None
+    min_root = (
+        int(content_bytes * ROOT_HEADROOM) // layout.MIB + ROOT_EXTRA_MIB if content_bytes else 0
+    )
     root_path = ctx.env.hv.get("root_path", "")
     ctx.layout = layout.plan(
         ctx.settings,

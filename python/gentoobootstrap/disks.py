@@ -267,12 +267,15 @@ def _matches(known: dict[int, tuple[Path, int, int]], wanted: Sequence[Partition
 
 
 @contextlib.contextmanager
-def partitions(device: Path, wanted: Sequence[Partition]) -> Iterator[dict[int, Path]]:
+def partitions(
+    device: Path, wanted: Sequence[Partition], *, readonly: bool = False
+) -> Iterator[dict[int, Path]]:
     """Device nodes for the partitions ``wanted`` of ``device``: number -> node.
 
     Uses the kernel's partitions when they match the table, else adds them with
     ``partx`` (deleted again on leaving), else attaches one loop device per
-    partition.  Partition number 0 (style none) is the whole device.
+    partition (read-only with ``readonly``).  Partition number 0 (style none)
+    is the whole device.
     """
     if len(wanted) == 1 and wanted[0].number == 0:
         yield {0: device}
@@ -283,7 +286,7 @@ def partitions(device: Path, wanted: Sequence[Partition]) -> Iterator[dict[int, 
             nodes = {}
             for p in wanted:
                 nodes[p.number] = stack.enter_context(
-                    _loop_slice(device, p.start, p.size, f"partition {p.number}")
+                    _loop_slice(device, p.start, p.size, f"partition {p.number}", readonly)
                 )
         for number, node in nodes.items():
             wait_for(lambda node=node: is_block_device(node), f"{node} to appear")  # type: ignore[misc]
@@ -329,21 +332,14 @@ def _partx_delete(device: Path) -> None:
 
 
 @contextlib.contextmanager
-def _loop_slice(device: Path, offset: int, size: int, what: str) -> Iterator[Path]:
-    loop = Path(
-        runner.output(
-            [
-                "losetup",
-                "--show",
-                "--find",
-                "--offset",
-                str(offset),
-                "--sizelimit",
-                str(size),
-                device,
-            ]
-        )
-    )
+def _loop_slice(
+    device: Path, offset: int, size: int, what: str, readonly: bool = False
+) -> Iterator[Path]:
+    argv: list[str | Path] = ["losetup", "--show", "--find"]
+    if readonly:
+        argv.append("--read-only")
+    argv += ["--offset", str(offset), "--sizelimit", str(size), device]
+    loop = Path(runner.output(argv))
     log.debug("%s of %s is %s", what, device, loop)
     failing = False
     try:

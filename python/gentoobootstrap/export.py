@@ -1,11 +1,149 @@
-"""``export``: not implemented yet."""
+"""``export``: one disk of the instance as a stream on stdout.
+
+Disk 0 becomes the instance's tree (root with /boot mounted in it) as the
+stream :mod:`gentoobootstrap.stream` describes, read from filesystems mounted
+read-only; any other disk is copied raw.  Stdout carries only the data: the
+stream goes to a private copy of the real stdout and fd 1 points at stderr
+meanwhile, so no stray print (ours, a library's or a child's) can corrupt it.
+"""
 
 from __future__ import annotations
 
-from gentoobootstrap.errors import GentooBootstrapError
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+from gentoobootstrap import instancedisk, log, runner, stream
+from gentoobootstrap.errors import OSEnvError, StreamError
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+#: Per-filesystem entries that belong to the filesystem, not the guest.
+FILESYSTEM_ENTRIES = ("./lost+found", "./boot/lost+found")
+
+
+@contextlib.contextmanager
+def data_stdout() -> Iterator[int]:
+    """The real stdout as a private fd for the data; fd 1 is stderr until the block ends."""
+    sys.stdout.flush()
+    data = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield data
+    finally:
+        sys.stdout.flush()
+        os.dup2(data, 1)
+        os.close(data)
+
+
+def report_size(env: OSEnv, size: int) -> None:
+    """Tell Ganeti the expected stream size on EXP_SIZE_FD (its progress and ETA use it)."""
+    if env.exp_size_fd is None:
+        return
+    try:
+        stream.write_all(env.exp_size_fd, f"{size}\n".encode())
+        os.close(env.exp_size_fd)
+    except OSError as e:
+        logger.warning("cannot write the expected size to EXP_SIZE_FD=%d: %s", env.exp_size_fd, e)
+
+
+def used_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def export_files(env: OSEnv, source: Path, out: int) -> None:
+    """The instance's tree on disk ``source`` as our tar stream on ``out``."""
+    with contextlib.ExitStack() as stack:
+        with log.complete_step("open the instance disk read-only"):
+            opened = instancedisk.open_disk(
+                stack, source, readonly=True, root_path=env.hv.get("root_path", "")
+            )
+        size = used_bytes(opened.target)
+        fstypes = f"root:{opened.root_fstype}"
+        if opened.boot is not None:
+            size += used_bytes(opened.target / "boot")
+            fstypes += f" boot:{opened.boot_fstype}"
+        uuids = " ".join(f"{role}:{u}" for role, found in opened.uuids().items() for u in found)
+        report_size(env, size)
+        header = {
+            "format": stream.FORMAT_VERSION,
+            "size": str(size),
+            "instance": env.instance_name,
+            "fstypes": fstypes,
+            "uuids": uuids,
+        }
+        argv: list[str | Path] = [
+            "tar",
+            "--create",
+            "--file=-",
+            f"--directory={opened.target}",
+            *stream.TAR_CREATE,
+            *stream.header_options(header),
+            "--anchored",
+            *(f"--exclude={entry}" for entry in FILESYSTEM_ENTRIES),
+            "--warning=no-file-ignored",  # sockets: tar cannot store them, nor should it
+            ".",
+        ]
+        with log.complete_step(f"stream the files ({size / (1 << 20):.1f} MiB in use)"):
+            count, digest = _run_tar(argv, out)
+            stream.write_all(out, stream.end_block(count, digest))
+        logger.info("%d bytes sent, SHA-256 %s", count + stream.BLOCK, digest)
+
+
+def _run_tar(argv: list[str | Path], out: int) -> tuple[int, str]:
+    read_fd, write_fd = os.pipe()
+    stream.enlarge_pipe(read_fd)
+    try:
+        with runner.spawn(argv, stdout=write_fd):
+            os.close(write_fd)
+            write_fd = -1
+            try:
+                return stream.copy_out(read_fd, out)
+            except BrokenPipeError:
+                raise StreamError("the reader of the stream went away (stdout closed)") from None
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def export_raw(env: OSEnv, source: Path, out: int) -> None:
+    """Disk ``source`` byte for byte on ``out``."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        report_size(env, size)
+        with log.complete_step(f"stream disk {env.disk_index} raw ({size >> 20} MiB)"):
+            offset = 0
+            try:
+                while offset < size:
+                    sent = os.sendfile(out, fd, offset, min(size - offset, 1 << 30))
+                    if not sent:
+                        raise StreamError(f"{source} ended after {offset} of {size} bytes")
+                    offset += sent
+            except BrokenPipeError:
+                raise StreamError("the reader of the stream went away (stdout closed)") from None
+    finally:
+        os.close(fd)
+
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    raise GentooBootstrapError("export is not implemented yet")
+    if argv:
+        raise OSEnvError("argv", f"export takes no arguments, got {' '.join(argv)!r}")
+    source: Optional[Path] = env.device
+    assert source is not None and env.disk_index is not None
+    if not source.exists():
+        raise OSEnvError("EXPORT_DEVICE", f"{source} does not exist")
+    with data_stdout() as out:
+        if env.disk_index == 0:
+            export_files(env, source, out)
+        else:
+            export_raw(env, source, out)
+    logger.info("disk %d of %s is exported", env.disk_index, env.instance_name)

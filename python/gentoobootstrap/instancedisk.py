@@ -1,0 +1,165 @@
+"""Open an installed instance disk: find its root filesystem and its /boot, and mount them.
+
+Export opens a snapshot read-only (a read-only loop device for a file, and
+mount options that never write: ``ro,noload`` for an ext3/4 journal that needs
+recovery, ``ro,norecovery`` for XFS, ``ro,rescue=nologreplay`` for btrfs);
+rename opens the instance's disk read-write.  The root is the filesystem that
+holds ``/etc/fstab`` (the one ``root_path`` names is tried first), and /boot is
+the partition the root's fstab names for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from gentoobootstrap import disks, filesystems, fstab, layout, mounts, runner
+from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.layout import Partition
+
+log = logging.getLogger(__name__)
+
+#: Filesystems an instance's root or /boot may have.
+MOUNTABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs")
+
+#: Read-only mount options to try in turn; the later ones never write to the device.
+READONLY_OPTIONS = {
+    "ext2": (("ro",),),
+    "ext3": (("ro",), ("ro", "noload")),
+    "ext4": (("ro",), ("ro", "noload")),
+    "xfs": (("ro", "norecovery"),),
+    "btrfs": (("ro",), ("ro", "rescue=nologreplay")),
+}
+
+
+@dataclass
+class InstanceDisk:
+    """An opened instance disk: its devices and where its tree is mounted."""
+
+    disk: Path
+    target: Path
+    root: Path
+    root_fstype: str
+    boot: Optional[Path] = None
+    boot_fstype: str = ""
+    swaps: list[Path] = field(default_factory=list)
+
+    def uuids(self) -> dict[str, list[str]]:
+        """role -> UUIDs of the filesystems and swaps found (for the stream header)."""
+        found: dict[str, list[str]] = {"root": [filesystems.uuid_of(self.root)]}
+        if self.boot is not None:
+            found["boot"] = [filesystems.uuid_of(self.boot)]
+        swaps = []
+        for swap in self.swaps:
+            with contextlib.suppress(DiskError):
+                swaps.append(filesystems.uuid_of(swap))
+        if swaps:
+            found["swap"] = swaps
+        return found
+
+
+def _mount_ro(stack: contextlib.ExitStack, device: Path, target: Path, fstype: str) -> None:
+    """Mount ``device`` read-only on ``target``, falling back to options that never write."""
+    attempts = READONLY_OPTIONS[fstype]
+    for i, options in enumerate(attempts):
+        try:
+            stack.enter_context(mounts.mount(device, target, fstype=fstype, options=options))
+            if i:
+                log.warning(
+                    "%s needs journal recovery; mounted with %s (the snapshot is read as it is)",
+                    device,
+                    ",".join(options),
+                )
+            return
+        except CommandError:
+            if i == len(attempts) - 1:
+                raise
+
+
+def open_disk(
+    stack: contextlib.ExitStack,
+    source: Path,
+    *,
+    readonly: bool,
+    root_path: str = "",
+    with_boot: bool = True,
+) -> InstanceDisk:
+    """Attach ``source``, find root and /boot, mount them (rw unless ``readonly``) on ``stack``.
+
+    Without ``with_boot`` only the root is mounted.
+    """
+    disk = stack.enter_context(disks.attach(source, readonly=readonly))
+    disks.check_unused(disk, source)
+    style, found = disks.read_table(disk)
+    if style == "none" or not found:
+        found = [Partition(0, "", 0, disks.size_of(disk))]
+    nodes = stack.enter_context(disks.partitions(disk, found, readonly=readonly))
+    types = {number: filesystems.fstype_of(node) for number, node in nodes.items()}
+    log.debug("filesystems on %s: %s", source, types)
+    wanted = layout.root_partition_number(root_path)
+    candidates = sorted(
+        (n for n, kind in types.items() if kind in MOUNTABLE), key=lambda n: (n != wanted, n)
+    )
+    target = stack.enter_context(mounts.temporary_directory())
+    root_number = None
+    for number in candidates:
+        probe = contextlib.ExitStack()
+        with probe:
+            _mount_ro(probe, nodes[number], target, types[number])
+            if (target / "etc" / "fstab").is_file() or (target / "etc" / "os-release").exists():
+                stack.enter_context(probe.pop_all())
+                root_number = number
+                break
+    if root_number is None:
+        kinds = ", ".join(f"{n}: {k or 'nothing'}" for n, k in sorted(types.items())) or "none"
+        raise DiskError(
+            f"no installed system found on {source}: no filesystem holds /etc/fstab "
+            f"(partitions: {kinds})"
+        )
+    if not readonly:
+        runner.run(["mount", "-o", "remount,rw", target])
+    opened = InstanceDisk(
+        disk, target, nodes[root_number], types[root_number],
+        swaps=[nodes[n] for n, kind in sorted(types.items()) if kind == "swap"],
+    )  # fmt: skip
+    log.info("root: %s (%s) on %s", opened.root, opened.root_fstype, source)
+    boot_number = (
+        _boot_partition(GuestRoot(target), nodes, types, root_number) if with_boot else None
+    )
+    if boot_number is not None:
+        opened.boot, opened.boot_fstype = nodes[boot_number], types[boot_number]
+        boot = target / "boot"
+        if readonly:
+            _mount_ro(stack, opened.boot, boot, opened.boot_fstype)
+        else:
+            stack.enter_context(mounts.mount(opened.boot, boot, fstype=opened.boot_fstype))
+        log.info("/boot: %s (%s)", opened.boot, opened.boot_fstype)
+    return opened
+
+
+def _boot_partition(
+    root: GuestRoot, nodes: dict[int, Path], types: dict[int, str], root_number: int
+) -> Optional[int]:
+    """The partition the guest's fstab mounts on /boot; None when /boot is on the root."""
+    entry = fstab.lookup(root.read_text("/etc/fstab") or "", "/boot")
+    if entry is None:
+        return None
+    source = fstab.normal_source(entry.source)
+    others = {n: node for n, node in nodes.items() if n != root_number and types[n] in MOUNTABLE}
+    number = fstab.first_disk_partition(source)
+    if number is not None and number in others:
+        return number
+    tag, _, value = source.partition("=")
+    if tag in ("UUID", "LABEL"):
+        for n, node in others.items():
+            probe = filesystems.uuid_of(node) if tag == "UUID" else filesystems.label_of(node)
+            if probe == value:
+                return n
+    raise DiskError(
+        f"the guest's /etc/fstab mounts /boot from {entry.source}, which is no filesystem on "
+        "this disk: fix its fstab, or its /boot would be missing from the result"
+    )
