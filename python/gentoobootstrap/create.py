@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import ConfigError, GentooBootstrapError, OSEnvError, StageError
+from gentoobootstrap.layout import Partition
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
@@ -85,14 +86,25 @@ def partition_disk(ctx: Context) -> None:
     if ctx.layout.style != "none":
         disks.write_table(ctx.disk, ctx.layout)
     nodes = ctx.stack.enter_context(disks.partitions(ctx.disk, ctx.layout.partitions))
-    for p in ctx.layout.partitions:
-        setattr(ctx, f"{p.role}_dev", nodes[p.number])
+    roles = {p.role: nodes[p.number] for p in ctx.layout.partitions}
+    ctx.root_dev, ctx.boot_dev, ctx.swap_dev = roles["root"], roles.get("boot"), roles.get("swap")
+
+
+def _devices(ctx: Context) -> list[tuple[Partition, Path]]:
+    """The planned partitions with their devices: root, then /boot, then swap."""
+    assert ctx.layout is not None
+    devices = {"root": ctx.root_dev, "boot": ctx.boot_dev, "swap": ctx.swap_dev}
+    return [
+        (p, device)
+        for role, device in devices.items()
+        for p in ctx.layout.partitions
+        if p.role == role and device is not None
+    ]
 
 
 def make_filesystems(ctx: Context) -> None:
     assert ctx.layout is not None
-    for p in ctx.layout.partitions:
-        device = getattr(ctx, f"{p.role}_dev")
+    for p, device in _devices(ctx):
         if ctx.layout.style != "none":
             disks.wipe(device)  # a new partition may start where an old filesystem did
         uuid = filesystems.make(device, p.fstype, p.role)
@@ -151,11 +163,10 @@ def copy_portage_config(ctx: Context) -> None:
 
 def write_fstab(ctx: Context) -> None:
     assert ctx.target is not None and ctx.layout is not None
-    entries = []
-    for p in sorted(ctx.layout.partitions, key=lambda p: ("root", "boot", "swap").index(p.role)):
-        device = getattr(ctx, f"{p.role}_dev")
-        uuid = filesystems.uuid_of(device)
-        entries.append(filesystems.fstab_entry(uuid, p.mountpoint or "none", p.fstype))
+    entries = [
+        filesystems.fstab_entry(filesystems.uuid_of(device), p.mountpoint or "none", p.fstype)
+        for p, device in _devices(ctx)
+    ]
     fstab = ctx.target / "etc" / "fstab"
     original = fstab.read_text() if fstab.is_file() else ""
     fstab.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +204,9 @@ def run_steps(ctx: Context, steps: tuple[Callable[[Context], None], ...] = STEPS
             except GentooBootstrapError:
                 logger.error("%s failed; releasing the disk", name)
                 raise
+        # Unmounting writes the page cache out: a step of its own, worth its duration.
+        with log.complete_step("release disk"):
+            ctx.stack.close()
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:

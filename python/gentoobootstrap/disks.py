@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from gentoobootstrap import runner
-from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.errors import CommandError, DiskError, Interrupted
 from gentoobootstrap.layout import Layout, Partition
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ def release(what: str, action: Callable[[], object], failing: bool) -> None:
     """
     try:
         action()
+    except Interrupted:
+        # The signal cut the release short; signals are ignored from now on, so finish it.
+        log.warning("interrupted while releasing %s; finishing that first", what)
+        release(what, action, failing=True)
+        raise
     except Exception as e:
         if not failing:
             raise

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from gentoobootstrap import disks, filesystems, layout, mounts, runner, unpack
-from gentoobootstrap.errors import CommandError, DiskError, StageError, ToolNotFoundError
+from gentoobootstrap.errors import (
+    CommandError,
+    DiskError,
+    Interrupted,
+    StageError,
+    ToolNotFoundError,
+)
 from gentoobootstrap.settings import Settings
 
 MIB = layout.MIB
@@ -373,3 +379,17 @@ def test_release_logs_only_while_failing(caplog) -> None:  # type: ignore[no-unt
     assert "could not release thing: stuck" in caplog.text
     with pytest.raises(DiskError), contextlib.suppress(KeyError):
         disks.release("thing", boom, failing=False)
+
+
+def test_an_interrupted_release_is_finished_then_the_interrupt_goes_on(caplog) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    def umount() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Interrupted(15, "SIGTERM")
+
+    with caplog.at_level(logging.WARNING), pytest.raises(Interrupted):
+        disks.release("the mount on /x", umount, failing=False)
+    assert len(calls) == 2
+    assert "interrupted while releasing the mount on /x" in caplog.text
