@@ -489,8 +489,12 @@ def cluster(workdir: Path) -> Iterator[Lab]:
     if reason:
         raise LabUnavailable(reason)
     lab = Lab(workdir)
-    hostname = socket.gethostname().split(".")[0]
-    lab.node = f"{hostname}.{DOMAIN}"
+    # Ganeti names the node socket.getfqdn(): the machine's host name, resolved in the
+    # namespace's /etc/hosts, where it is an alias of the node's name in the lab's domain.
+    hostname = socket.gethostname()
+    short = hostname.split(".")[0]
+    lab.node = f"{short}.{DOMAIN}"
+    aliases = " ".join(dict.fromkeys((short, hostname)))
     # SIGTERM and SIGHUP interrupt like Ctrl-C, so the teardown below runs; nothing
     # interrupts the teardown itself.
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -510,7 +514,7 @@ def cluster(workdir: Path) -> Iterator[Lab]:
                 stack.enter_context(
                     network_namespace(
                         lab.namespace,
-                        {NODE_IP: f"{lab.node} {hostname}", CLUSTER_IP: f"{CLUSTER} cluster"},
+                        {NODE_IP: f"{lab.node} {aliases}", CLUSTER_IP: f"{CLUSTER} cluster"},
                     )
                 )
                 stack.callback(_stop_daemons, lab)
@@ -526,6 +530,7 @@ def cluster(workdir: Path) -> Iterator[Lab]:
                     CLUSTER,
                 )
                 stack.callback(lab.gnt, "cluster", "destroy", "--yes-do-it", check=False)
+                lab.node = lab.gnt("node", "list", "--no-headers", "-o", "name").stdout.strip()
                 stack.callback(lab.test_stack.close)
                 stack.callback(lab.remove_instances)
                 yield lab
