@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NAMESPACE = "gntlab-gentoobootstrap"
@@ -45,6 +48,8 @@ STATE_DIRS = (Path("/etc/ganeti"), Path("/var/lib/ganeti"))
 RUN_DIR = Path("/run/ganeti")
 DAEMON_UTIL = "/usr/lib/ganeti/daemon-util"
 LOCK_FILE = Path("/run/lock/gentoobootstrap-ganeti-lab.lock")
+#: What a running lab changed on the node, kept until its teardown is complete.
+RECORD_DIR = Path("/var/tmp/gentoobootstrap-ganeti-lab")
 COMMAND_TIMEOUT = 900  # seconds; a create has no timeout in Ganeti, CI should not hang
 
 
@@ -90,7 +95,8 @@ def skip_reason() -> Optional[str]:
         return "the Ganeti lab needs root"
     if not shutil.which("gnt-cluster", path=PATH):
         return "Ganeti is not installed (apt-get install ganeti socat fdisk e2fsprogs)"
-    if Path("/var/lib/ganeti/config.data").exists():
+    killed_lab = (RECORD_DIR / "record.json").exists()  # recover() undoes it
+    if Path("/var/lib/ganeti/config.data").exists() and not killed_lab:
         return "this machine already belongs to a Ganeti cluster; the lab needs a node of its own"
     return None
 
@@ -237,22 +243,79 @@ def exclusive_lab() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def preserved(directories: Sequence[Path], backup: Path) -> Iterator[None]:
-    """Put ``directories`` back as they were (contents, owners, modes) afterwards."""
-    existed = {}
-    for directory in directories:
-        existed[directory] = directory.exists()
-        if existed[directory]:
-            copy = backup / directory.relative_to("/")
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            run(["cp", "-a", str(directory), str(copy)])
+def node_state_kept(workdir: Path) -> Iterator[None]:
+    """Put the node's Ganeti state back as it was (contents, owners, modes) afterwards.
+
+    The copy and a record of what the lab changes live in RECORD_DIR, outside the
+    test's temporary directory, so that :func:`recover` can undo a lab that was
+    killed (SIGKILL, a power cut) before the next one starts.
+    """
+    record = {
+        "workdir": str(workdir),
+        "existed": [str(d) for d in (*STATE_DIRS, RUN_DIR) if d.exists()],
+    }
+    shutil.rmtree(RECORD_DIR, ignore_errors=True)  # without record.json: nothing changed yet
+    try:
+        for directory in STATE_DIRS:
+            if directory.exists():
+                copy = RECORD_DIR / directory.relative_to("/")
+                copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                run(["cp", "-a", str(directory), str(copy)])
+        (RECORD_DIR / "record.json").write_text(json.dumps(record))
+    except BaseException:
+        shutil.rmtree(RECORD_DIR, ignore_errors=True)
+        raise
     try:
         yield
     finally:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
-            if existed[directory]:
-                run(["cp", "-a", str(backup / directory.relative_to("/")), str(directory)])
+        _restore_node_state(record)
+
+
+def _restore_node_state(record: dict[str, object]) -> None:
+    existed = record["existed"]
+    assert isinstance(existed, list)
+    for directory in STATE_DIRS:
+        shutil.rmtree(directory, ignore_errors=True)
+        if str(directory) in existed:
+            run(["cp", "-a", str(RECORD_DIR / directory.relative_to("/")), str(directory)])
+    if str(RUN_DIR) not in existed:
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+    shutil.rmtree(RECORD_DIR)
+
+
+def note(kind: str, path: Path) -> None:
+    """Add ``path`` to the running lab's record (what :func:`recover` would remove)."""
+    if RECORD_DIR.is_dir():
+        with open(RECORD_DIR / kind, "a") as f:
+            f.write(f"{path}\n")
+
+
+def recover() -> bool:
+    """Undo what a killed lab left behind (its record says what); True if there was one."""
+    record_file = RECORD_DIR / "record.json"
+    if not record_file.exists():
+        return False
+    record = json.loads(record_file.read_text())
+    workdir = Path(record["workdir"])
+    lab = Lab(workdir)
+    if Path("/run/netns", NAMESPACE).exists():
+        _stop_daemons(lab)
+        run(["ip", "netns", "delete", NAMESPACE], check=False)
+    held = [str(p.resolve()) for p in lab.adopt_dir.glob("*")]
+    for device in [*lab.leaked_loops(), *held]:
+        run(["losetup", "--detach", device], check=False)
+    for path in (lab.adopt_dir, Path("/etc/netns", NAMESPACE)):
+        shutil.rmtree(path, ignore_errors=True)
+    made = RECORD_DIR / "made"
+    for line in reversed(made.read_text().splitlines() if made.exists() else []):
+        path = Path(line)
+        with contextlib.suppress(OSError):  # already gone, or no longer empty: not ours
+            if path.is_symlink():
+                path.unlink()
+            else:
+                path.rmdir()
+    _restore_node_state(record)
+    return True
 
 
 @contextlib.contextmanager
@@ -261,6 +324,7 @@ def created(path: Path) -> Iterator[Path]:
     made = []
     for directory in reversed([path, *path.parents]):
         if not directory.exists():
+            note("made", directory)
             directory.mkdir()
             made.append(directory)
     try:
@@ -277,7 +341,7 @@ def created(path: Path) -> Iterator[Path]:
 def network_namespace(name: str, hosts: dict[str, str]) -> Iterator[None]:
     """A namespace with lo, a bridge with carrier (a veth pair) and its own /etc/hosts."""
     if Path("/run/netns", name).exists():
-        raise LabUnavailable(f"network namespace {name} exists: an earlier lab was killed")
+        raise LabUnavailable(f"network namespace {name} exists, but not made by a lab")
     r = run(["ip", "netns", "add", name], check=False)
     if r.returncode != 0:
         raise LabUnavailable(f"cannot create a network namespace: {r.stderr.strip()}")
@@ -399,6 +463,7 @@ class Lab:
         """Make the OS definition in ``directory`` visible to Ganeti as ``name``."""
         with created(OS_SEARCH_DIR):
             link = OS_SEARCH_DIR / name
+            note("made", link)
             link.symlink_to(directory)
             try:
                 yield link
@@ -505,12 +570,12 @@ def cluster(workdir: Path) -> Iterator[Lab]:
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(exclusive_lab())
+                if recover():
+                    log.warning("cleaned up what a killed Ganeti lab had left on this node")
                 reason = skip_reason()  # again, under the lock
                 if reason:
                     raise LabUnavailable(reason)
-                stack.enter_context(preserved(STATE_DIRS, workdir / "node-state"))
-                if not RUN_DIR.exists():
-                    stack.callback(shutil.rmtree, RUN_DIR, ignore_errors=True)
+                stack.enter_context(node_state_kept(workdir))
                 stack.enter_context(
                     network_namespace(
                         lab.namespace,
