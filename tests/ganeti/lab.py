@@ -26,10 +26,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def skip_reason() -> Optional[str]:
     return None
 
 
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
     """Poll ``condition`` (bounded) until it is true."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -271,9 +271,8 @@ def node_state_kept(workdir: Path) -> Iterator[None]:
         _restore_node_state(record)
 
 
-def _restore_node_state(record: dict[str, object]) -> None:
+def _restore_node_state(record: Mapping[str, Any]) -> None:
     existed = record["existed"]
-    assert isinstance(existed, list)
     for directory in STATE_DIRS:
         shutil.rmtree(directory, ignore_errors=True)
         if str(directory) in existed:
@@ -385,7 +384,7 @@ class Lab:
     storage_dir: Path = field(init=False)
     adopt_dir: Path = field(init=False)
     #: What one test made (adopted block devices); closed after its instances are removed.
-    test_stack: contextlib.ExitStack[None] = field(default_factory=contextlib.ExitStack)
+    test_stack: contextlib.ExitStack[Optional[bool]] = field(default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
         self.storage_dir = self.workdir / "file-storage"
@@ -416,7 +415,6 @@ class Lab:
         disk: str = "size=1G",
         params: Optional[dict[str, str]] = None,
         check: bool = True,
-        extra: Sequence[str] = (),
     ) -> Result:
         argv = [
             *("instance", "add", "-o", os_name, "-t", template, "--disk", f"0:{disk}"),
@@ -425,11 +423,7 @@ class Lab:
         ]
         for key, value in (params or {}).items():
             argv += ["-O", f"{key}={value}"]
-        return self.gnt(*argv, *extra, name, check=check)
-
-    def instance_field(self, name: str, fieldname: str) -> str:
-        out = self.gnt("instance", "list", "--no-headers", "-o", fieldname, name).stdout
-        return out.strip()
+        return self.gnt(*argv, name, check=check)
 
     def disk_path(self, name: str) -> Path:
         """The instance's disk 0 as the node sees it (file or adopted block device)."""
