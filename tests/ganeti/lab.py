@@ -577,7 +577,7 @@ def cluster(workdir: Path) -> Iterator[Lab]:
                     )
                 )
                 stack.callback(_stop_daemons, lab)
-                lab.storage_dir.mkdir(mode=0o750)
+                lab.storage_dir.mkdir(mode=0o750, parents=True)
                 with open("/etc/ganeti/file-storage-paths", "a") as f:  # restored afterwards
                     f.write(f"{lab.storage_dir}\n")
                 lab.gnt(
