@@ -92,6 +92,23 @@ def test_info_lists_every_parameter_with_its_description(
         assert f"{parameter.name}: {parameter.help}" in out
 
 
+def test_cluster_verify_finds_nothing_wrong_with_our_os_or_its_instances(
+    lab: Lab, gentoobootstrap: InstalledOS
+) -> None:
+    lab.add_instance(name("verify1"), f"{OS}+default")
+
+    r = lab.gnt("cluster", "verify", check=False)
+
+    # This machine is no real node: no /proc/sysrq-trigger, no sshd.  Nothing else may show.
+    known = ("node setup error: The procfs filesystem", "ssh communication with node")
+    problems = [
+        line
+        for line in r.stdout.splitlines()
+        if re.search(r"- (ERROR|WARNING):", line) and not any(k in line for k in known)
+    ]
+    assert problems == [], r.stdout
+
+
 # --- create ------------------------------------------------------------------------------------
 
 
