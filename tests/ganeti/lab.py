@@ -415,6 +415,7 @@ class Lab:
         disk: str = "size=1G",
         params: Optional[dict[str, str]] = None,
         check: bool = True,
+        secret: Optional[dict[str, str]] = None,
     ) -> Result:
         argv = [
             *("instance", "add", "-o", os_name, "-t", template, "--disk", f"0:{disk}"),
@@ -423,6 +424,8 @@ class Lab:
         ]
         for key, value in (params or {}).items():
             argv += ["-O", f"{key}={value}"]
+        if secret:  # Ganeti keeps these out of its config and job logs; so must we
+            argv += ["--os-parameters-secret", ",".join(f"{k}={v}" for k, v in secret.items())]
         return self.gnt(*argv, name, check=check)
 
     def disk_path(self, name: str) -> Path:

@@ -152,6 +152,27 @@ def test_add_with_the_filesystem_parameter_makes_xfs(
     installed_guest(lab, name("xfs1"), test_stage, "xfs")
 
 
+def test_os_parameters_reach_the_guest_and_a_secret_one_stays_out_of_the_log(
+    lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
+) -> None:
+    password = "$6$labsalt$U7v4Fb0tSecretHashForTheLab"
+    since = time.time()
+    lab.add_instance(
+        name("params1"),
+        f"{OS}+default",
+        params={"timezone": "UTC"},
+        secret={"root_password": password},
+    )
+
+    log = os_log(lab, since, "add", name("params1"))
+    assert_succeeded(log)
+    assert password not in log and "U7v4Fb0t" not in log
+    with guest_disk(lab.disk_path(name("params1")), lab.workdir) as guest:
+        assert (guest.root / "etc" / "timezone").read_text() == "UTC\n"
+        shadow = (guest.root / "etc" / "shadow").read_text()
+        assert f"root:{password}:" in shadow
+
+
 def test_verify_refuses_a_bad_filesystem_before_any_disk_is_touched(
     lab: Lab, gentoobootstrap: InstalledOS
 ) -> None:
