@@ -6,7 +6,9 @@
 # STAGE4_FILE, and runs gentoobootstrap-try on a sparse disk image.  `make try` runs it
 # with the configured paths; run by hand, the paths of the documented
 #   ./configure --prefix=/usr --localstatedir=/var --sysconfdir=/etc
-# apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.
+# apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.  The image and its log go to
+# WORK (/var/tmp/gentoobootstrap-try); the variant stays (delete variants/tryit.conf and
+# its line in variants.list to undo).
 #
 # For the real thing (the newest official stage3) try the default variant instead:
 #   gentoobootstrap-try /var/tmp/disk.img --size 8G --name test.example.com
@@ -42,6 +44,9 @@ mkdir -p "$tree"
     printf 'root:x:0:root\nportage:x:250:portage\n' > etc/group
     printf 'id:3:initdefault:\nc1:12345:respawn:/sbin/agetty 38400 tty1 linux\n#s0:12345:respawn:/sbin/agetty -L 9600 ttyS0 vt100\n' > etc/inittab
     : > etc/machine-id
+    printf '#!/sbin/openrc-run\n' > etc/init.d/net.lo
+    printf '#!/sbin/openrc-run\n' > etc/init.d/sshd
+    chmod 755 etc/init.d/net.lo etc/init.d/sshd
     ln -sf ../usr/share/zoneinfo/UTC etc/localtime
     printf 'TZif2 (not really)\n' > usr/share/zoneinfo/UTC
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if any(item.iter_markers(name) for name in ("root", "ganeti", "boot")):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def library_logger() -> Iterator[None]:
+    """Undo what cli.main's log.setup() does to the library's logger (a handler on the
+    test's captured stderr, no propagation), so caplog works in every later test."""
+    logger = logging.getLogger("gentoobootstrap")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
