@@ -17,7 +17,14 @@ from typing import Callable, Optional
 
 from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
 from gentoobootstrap.context import Context
-from gentoobootstrap.errors import ConfigError, GentooBootstrapError, OSEnvError, StageError
+from gentoobootstrap.errors import (
+    CommandError,
+    ConfigError,
+    DiskError,
+    GentooBootstrapError,
+    OSEnvError,
+    StageError,
+)
 from gentoobootstrap.layout import Partition
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
@@ -125,7 +132,15 @@ def unpack_stage(ctx: Context) -> None:
     assert ctx.stage is not None and ctx.target is not None
     members = unpack.check_members(ctx.stage)
     logger.info("%d entries checked; extracting", members)
-    unpack.extract(ctx.stage, ctx.target)
+    try:
+        unpack.extract(ctx.stage, ctx.target)
+    except CommandError as e:
+        if "No space left on device" not in e.stderr:
+            raise
+        raise DiskError(
+            f"the stage does not fit: {ctx.layout.describe() if ctx.layout else ''} is full; "
+            "give the instance a bigger disk (gnt-instance grow-disk) or lower BOOT_SIZE/SWAP_SIZE"
+        ) from None
 
 
 def unpack_snapshot(ctx: Context) -> None:

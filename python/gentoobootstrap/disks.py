@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 #: How long the kernel (or udev) may take to show a device node.
 DEVICE_TIMEOUT = 10.0
+SYS_BLOCK = Path("/sys/block")
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEVICE_TIMEOUT) -> None:
@@ -123,7 +124,7 @@ def loops_of(file: Path) -> list[Path]:
     """Loop devices whose backing file is ``file``."""
     target = os.path.realpath(file)
     found = []
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+    for backing in SYS_BLOCK.glob("loop*/loop/backing_file"):
         try:
             name = backing.read_text().strip().removesuffix(" (deleted)")
         except OSError:
@@ -140,12 +141,16 @@ def users_of(device: Path) -> list[str]:
     for node in nodes:
         with contextlib.suppress(OSError):
             numbers[_devnum(node)] = node
+    paths = {os.path.realpath(node): node for node in nodes}
     users = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            if fields[2] in numbers:
-                users.append(f"{numbers[fields[2]]} is mounted on {fields[4]}")
+            # btrfs shows an anonymous device number: match the mount source too.
+            source = fields[fields.index("-") + 2] if "-" in fields else ""
+            mounted = numbers.get(fields[2]) or paths.get(source)
+            if mounted is not None:
+                users.append(f"{mounted} is mounted on {fields[4]}")
     with open("/proc/swaps") as f:
         for line in list(f)[1:]:
             name = line.split()[0]
@@ -216,7 +221,31 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
         failing = True
         raise
     finally:
-        release(loop.name, lambda: runner.run(["losetup", "--detach", loop]), failing)
+        release(loop.name, lambda: detach(loop), failing)
+
+
+def detach(loop: Path) -> None:
+    """Detach ``loop`` and wait until it is really free.
+
+    While anyone still has it open (a probing blkid, a filesystem finishing its
+    unmount) the kernel only marks it to be cleared on the last close.
+    """
+    backing = SYS_BLOCK / loop.name / "loop" / "backing_file"
+    before = _read(backing)
+    runner.run(["losetup", "--detach", loop])
+    if before is None:
+        return
+    # Gone, or already attached anew by someone else.
+    wait_for(
+        lambda: _read(backing) != before, f"{loop} to be released (something keeps it open)", 30
+    )
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def wipe(device: Path) -> None:
@@ -353,4 +382,4 @@ def _loop_slice(
         failing = True
         raise
     finally:
-        release(loop.name, lambda: runner.run(["losetup", "--detach", loop]), failing)
+        release(loop.name, lambda: detach(loop), failing)

@@ -227,7 +227,7 @@ def test_block_device(
         assert disks.kernel_partitions(lv) == {}, "partitions we added are still known"
         assert slices_of(lv) == []
     finally:
-        sh.losetup("--detach", str(lv))
+        disks.detach(lv)
     check_installed(
         no_leaks,
         image,
@@ -359,17 +359,22 @@ def test_swap_leaving_root_too_little(
     assert "has 400 MiB but this layout needs at least 813 MiB" in log.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("fs", ["ext4", "btrfs"])
 def test_disk_in_use_is_refused(
-    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+    fs: str,
+    no_leaks: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    stages: dict,
 ) -> None:
     built = stages["openrc", "xz"]
     image = sparse(no_leaks / "disk.img", 320)
-    sh.Command("mkfs.ext4")("-q", str(image))
+    sh.Command(f"mkfs.{fs}")("-q", str(image))
     with osdef.mounted(image, no_leaks / "busy"):
         status, log = run_create(no_leaks, monkeypatch, image, built.tarball, capfd, reinstall=True)
         assert status == 1
-        assert "is in use" in log.strip().splitlines()[-1], log
-    assert osdef.probe(image)["TYPE"] == "ext4", "a disk in use was modified"
+        assert re.search(r"is in use: /dev/loop\d+ is mounted on \S+/busy", log), log
+    assert osdef.probe(image)["TYPE"] == fs, "a disk in use was modified"
 
 
 def test_an_idle_loop_device_of_the_file_is_named(
@@ -388,4 +393,4 @@ def test_an_idle_loop_device_of_the_file_is_named(
         assert f"is also attached to {stale}" in log
         assert stale in str(sh.losetup("--list", "--noheadings", "-O", "NAME"))
     finally:
-        sh.losetup("--detach", stale)
+        disks.detach(Path(stale))

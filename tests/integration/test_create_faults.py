@@ -180,3 +180,18 @@ def test_missing_stage_touches_nothing(
     assert "STAGE4_FILE" in log.strip().splitlines()[-1]
     assert "attach disk" not in log
     assert image.stat().st_blocks == 0 and image.stat().st_size == 320 * MIB
+
+
+def test_a_stage_too_big_for_the_disk_says_so(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """gzip does not tell the unpacked size up front: the disk fills up mid-unpack."""
+    work = no_leaks / "big-stage"
+    work.mkdir()
+    big = stage.build(work, compression="gzip", filler_mib=264)
+    image = sparse(no_leaks / "disk.img", 256)
+    status, log = run_create(no_leaks, monkeypatch, image, big.tarball, capfd)
+    assert status == 1
+    last = log.strip().splitlines()[-1]
+    assert "the stage does not fit: msdos: 1 root ext4 255 MiB is full" in last, log
+    assert "bigger disk" in last

@@ -121,3 +121,36 @@ def test_environment_is_ganetis(tmp_path: Path) -> None:
     assert env["INSTANCE_HV_serial_console"] == "True"
     assert env["OSP_TIMEZONE"] == "UTC" and env["INSTANCE_REINSTALL"] == "1"
     assert re.fullmatch(r"aa:00:00:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}", env["NIC_0_MAC"])
+
+
+def test_try_shows_a_whole_disk_filesystem(
+    installed_os: InstalledOS,
+    no_leaks: Path,
+    capsys: pytest.CaptureFixture[str],
+    stages: dict[tuple[str, str], stage.Stage],
+) -> None:
+    installed_os.add_variant(
+        "try-none",
+        {"STAGE4_FILE": str(stages["openrc", "zstd"].tarball), "PARTITION_STYLE": "none"},
+    )
+    status = tryit.main(
+        [
+            str(no_leaks / "disk.img"),
+            "--size",
+            "300M",
+            "--variant",
+            "try-none",
+            "--os-dir",
+            str(installed_os.os_dir),
+            "--log",
+            str(no_leaks / "create.log"),
+            "-H",
+            "root_path=/dev/vda",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "partition table: none" in out
+    assert re.search(r"whole disk: start 0 MiB, size 300 MiB, ext4, label root, UUID \S+", out)
+    assert re.search(r"UUID=\S+\t/\text4\tnoatime\t0 1", out)
+    assert "root_path" not in (no_leaks / "create.log").read_text()  # no warning: it names the disk

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap import cli, paths
+from gentoobootstrap import cli, disks, paths
 
 
 def configure(confdir: Path, **settings: object) -> Path:
@@ -91,10 +91,15 @@ def mounted(
     if fstype == "xfs":
         options += ",norecovery"
     sh.mount("-o", options, str(image), str(where))
+    loop = Path(
+        str(sh.findmnt("--noheadings", "--output", "SOURCE", "--mountpoint", str(where))).strip()
+    )
     try:
         yield where
     finally:
         sh.umount(str(where))
+        # mount's loop device is cleared on its last close, which may come a moment later.
+        disks.wait_for(lambda: loop not in disks.loops_of(image), f"{loop} of {image} to go")
 
 
 def partitions(image: Path) -> list[dict[str, int]]:

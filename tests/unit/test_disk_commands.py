@@ -35,8 +35,9 @@ def plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tools resolve to /fake/NAME; /dev/... paths count as block devices."""
+def fake_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tools resolve to /fake/NAME; /dev/... paths count as block devices; no loop is busy."""
+    monkeypatch.setattr(disks, "SYS_BLOCK", tmp_path / "sys-block")
     monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
     monkeypatch.setattr(runner, "have_tool", lambda name: name in ("xz", "zstd", "gzip", "bzip2"))
     monkeypatch.setattr(disks, "is_block_device", lambda path: str(path).startswith("/dev/"))
@@ -69,12 +70,9 @@ def test_a_failing_detach_does_not_hide_the_original_error(fp, tmp_path: Path, c
         ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
     )
     fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
-    with (
-        pytest.raises(DiskError, match="original"),
-        caplog.at_level(logging.ERROR),
-        disks.attach(image),
-    ):
-        raise DiskError("original")
+    with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
+        with disks.attach(image):
+            raise DiskError("original")
     assert "could not release loop7" in caplog.text
 
 
@@ -393,3 +391,21 @@ def test_an_interrupted_release_is_finished_then_the_interrupt_goes_on(caplog) -
         disks.release("the mount on /x", umount, failing=False)
     assert len(calls) == 2
     assert "interrupted while releasing the mount on /x" in caplog.text
+
+
+def test_detach_waits_until_the_loop_device_is_free(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """losetup --detach of a device still open only marks it; the last close frees it."""
+    backing = disks.SYS_BLOCK / "loop7" / "loop" / "backing_file"
+    backing.parent.mkdir(parents=True)
+    backing.write_text("/images/disk.img\n")
+    pauses = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:  # the last user closes it
+            backing.unlink()
+
+    monkeypatch.setattr(disks.time, "sleep", pause)
+    fp.register(["/fake/losetup", "--detach", "/dev/loop7"])
+    disks.detach(Path("/dev/loop7"))
+    assert len(pauses) == 2 and not backing.exists()

@@ -34,7 +34,8 @@ def test_the_image_is_made_sparse_grown_and_never_shrunk(tmp_path: Path) -> None
     with image.open("ab") as f:
         f.truncate(1 << 30)
     assert tryit.prepare_image(image, 2 << 30) == 2 << 30
-    assert image.read_bytes()[:1] == b"x"
+    with image.open("rb") as f:
+        assert f.read(1) == b"x"
     assert tryit.prepare_image(image, 1 << 20) == 2 << 30
     assert tryit.prepare_image(image, None) == 2 << 30
 

@@ -1,0 +1,77 @@
+"""create's step runner: steps in order, each logged; resources released in reverse order
+on success, on error and on a signal; the failing step named before the error."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gentoobootstrap import create, osenv
+from gentoobootstrap.context import Context
+from gentoobootstrap.errors import DiskError, Interrupted
+from gentoobootstrap.settings import Settings
+from support import ganeti_environ
+
+
+@pytest.fixture
+def ctx(tmp_path) -> Context:  # type: ignore[no-untyped-def]
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    return Context(osenv.parse("create", ganeti_environ(image)), Settings())
+
+
+@pytest.fixture(autouse=True)
+def plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("gentoobootstrap")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
+
+
+def steps_that(events: list[str], fail_with: BaseException | None = None):  # type: ignore[no-untyped-def]
+    def attach_disk(ctx: Context) -> None:
+        events.append("attach")
+        ctx.stack.callback(events.append, "detach")
+
+    def mount_filesystems(ctx: Context) -> None:
+        events.append("mount")
+        ctx.stack.callback(events.append, "umount")
+
+    def unpack_stage(ctx: Context) -> None:
+        events.append("unpack")
+        if fail_with is not None:
+            raise fail_with
+
+    return (attach_disk, mount_filesystems, unpack_stage)
+
+
+def test_success_releases_in_reverse_order_as_a_logged_step(ctx: Context, caplog) -> None:  # type: ignore[no-untyped-def]
+    events: list[str] = []
+    with caplog.at_level(logging.INFO):
+        create.run_steps(ctx, steps_that(events))
+    assert events == ["attach", "mount", "unpack", "umount", "detach"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "attach disk ..." and messages[-1].startswith("release disk done (")
+
+
+@pytest.mark.parametrize("error", [DiskError("disk full"), Interrupted(15, "SIGTERM")])
+def test_error_or_signal_releases_everything(ctx: Context, caplog, error: BaseException) -> None:  # type: ignore[no-untyped-def]
+    events: list[str] = []
+    with caplog.at_level(logging.INFO), pytest.raises(type(error)):
+        create.run_steps(ctx, steps_that(events, error))
+    assert events == ["attach", "mount", "unpack", "umount", "detach"]
+    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    if isinstance(error, DiskError):
+        assert failed == ["unpack stage failed; releasing the disk"]
+    assert not any("release disk" in r.getMessage() for r in caplog.records)
+
+
+def test_create_takes_no_arguments(ctx: Context) -> None:
+    with pytest.raises(Exception, match="create takes no arguments"):
+        create.main(ctx.env, ctx.settings, ["--force"])
+
+
+def test_the_stage_is_obtained_before_the_disk_is_touched() -> None:
+    names = [step.__name__ for step in create.STEPS]
+    assert names.index("obtain_stage") < names.index("attach_disk") < names.index("check_disk")
+    assert names.index("check_disk") < names.index("partition_disk")
