@@ -57,6 +57,7 @@ class Meta:
     checked_at: float  # when the mirror last confirmed it is the newest
     verify: str  # the VERIFY mode it passed
     previous: str = ""  # the file it replaced, deleted on the next replacement
+    members: int = 0  # tar members checked (none escapes the target) when it was stored
 
     def fresh(self, days: int) -> bool:
         return now() - self.checked_at < days * DAY

@@ -130,7 +130,7 @@ def mount_filesystems(ctx: Context) -> None:
 
 def unpack_stage(ctx: Context) -> None:
     assert ctx.stage is not None and ctx.target is not None
-    members = unpack.check_members(ctx.stage)
+    members = stages.checked_members(ctx.stage) or unpack.check_members(ctx.stage)
     logger.info("%d entries checked; extracting", members)
     try:
         unpack.extract(ctx.stage, ctx.target)
@@ -148,7 +148,8 @@ def unpack_snapshot(ctx: Context) -> None:
     if ctx.snapshot is None:
         return
     assert ctx.target is not None
-    unpack.check_members(ctx.snapshot)
+    if not stages.checked_members(ctx.snapshot):
+        unpack.check_members(ctx.snapshot)
     repos = ctx.target / "var" / "db" / "repos"
     repos.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=repos, prefix=".snapshot-"))

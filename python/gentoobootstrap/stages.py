@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, download, runner, verification
+from gentoobootstrap import cache, download, runner, unpack, verification
 from gentoobootstrap.config import node_arch
 from gentoobootstrap.download import DownloadError
 from gentoobootstrap.errors import StageError, VerificationError
@@ -303,9 +303,22 @@ def _verify_snapshot(
 def _store(entry: cache.Entry, settings: Settings, tarball: Path, url: str, identity: str) -> Path:
     """Put the verified ``tarball`` into the cache entry, in its fast form."""
     fast = fast_form(tarball)
+    # Checked once here, not on every create: the cached file never changes.
+    members = unpack.check_members(fast)
     moment = cache.now()
-    meta = cache.Meta(url, identity, fast.name, moment, moment, settings.verify)
+    meta = cache.Meta(url, identity, fast.name, moment, moment, settings.verify, members=members)
     return entry.store(fast, meta)
+
+
+def checked_members(tarball: Path) -> Optional[int]:
+    """How many members of a tarball :func:`obtain` returned were checked when it was cached.
+
+    None when ``tarball`` is not the current file of a cache entry (then check it).
+    """
+    meta = cache.Entry(tarball.parent.parent.parent, tarball.parent).meta
+    if meta is None or meta.file != tarball.name or meta.members <= 0:
+        return None
+    return meta.members
 
 
 def fast_form(tarball: Path) -> Path:

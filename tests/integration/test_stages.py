@@ -541,3 +541,23 @@ def test_extracted_stage_matches(
                 extracted = tar.extractfile(member)
                 assert extracted is not None
                 assert (tmp_path / "a" / member.name).read_bytes() == extracted.read()
+
+
+def test_members_are_checked_once_when_cached(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    with tarfile.open(stage) as tar:
+        assert stages.checked_members(got) == len(tar.getmembers())
+    assert stages.checked_members(stage) is None  # not a cache entry: create checks it
+
+
+def test_signed_stage_escaping_the_target_is_not_cached(
+    tmp_path: Path, key: SigningKey, keyring: Path
+) -> None:
+    evil = make_tarball(tmp_path / "evil.tar.xz", {"etc/ok": b"1", "../../etc/cron.d/x": b"2"})
+    layout = build_mirror(tmp_path / "mirror", evil, key)
+    with pytest.raises(StageError, match="outside the target"):
+        stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    assert_clean(tmp_path / "cache")
