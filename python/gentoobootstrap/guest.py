@@ -77,7 +77,9 @@ def set_hostname(root: GuestRoot, fqdn: str) -> None:
         if line.split("#", 1)[0].split()[:1] != ["127.0.1.1"]
     ]
     if not any(line.split()[:1] == ["127.0.0.1"] for line in hosts):
-        hosts += ["127.0.0.1\tlocalhost", "::1\t\tlocalhost"]
+        hosts.insert(0, "127.0.0.1\tlocalhost")
+    if not any(line.split()[:1] == ["::1"] for line in hosts):
+        hosts.append("::1\t\tlocalhost")
     names = fqdn if short == fqdn else f"{fqdn} {short}"
     at = next(i for i, line in enumerate(hosts) if line.split()[:1] == ["127.0.0.1"]) + 1
     hosts.insert(at, f"127.0.1.1\t{names}")
@@ -102,7 +104,11 @@ def enable_serial_console(root: GuestRoot, init: Init, device: Optional[str]) ->
     if device is None:
         return
     if init == "systemd":
-        initsystem.enable(root, init, f"serial-getty@{device}.service")
+        initsystem.enable(root, init, f"serial-getty@{device}.service", target="getty.target")
+    elif not root.exists("/etc/inittab") and root.exists("/etc/init.d/agetty"):
+        # openrc-init has no inittab: gettys are agetty.DEVICE services.
+        root.symlink(f"/etc/init.d/agetty.{device}", "agetty")
+        initsystem.enable(root, init, f"agetty.{device}")
     else:
         ident, command = GETTY[device]
         entry = f"{ident}:12345:respawn:{command}"

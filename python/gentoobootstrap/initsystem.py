@@ -68,31 +68,41 @@ def _install_section(path: Path) -> dict[str, list[str]]:
         raise GuestError(f"cannot read unit file {path}: {e.strerror}") from None
 
 
-def enable(root: GuestRoot, init: Init, name: str, runlevel: str = "default") -> None:
-    """Enable service ``name`` (an OpenRC script, or a systemd unit; ``.service`` implied)."""
+def enable(
+    root: GuestRoot,
+    init: Init,
+    name: str,
+    runlevel: str = "default",
+    target: str = "multi-user.target",
+) -> None:
+    """Enable service ``name`` (an OpenRC script, or a systemd unit; ``.service`` implied).
+
+    A systemd unit is linked where its ``[Install]`` section says; one without
+    that section is wanted by ``target``.
+    """
     if init == "openrc":
         if not root.path(f"/etc/init.d/{name}").is_file():
             raise GuestError(f"the stage has no OpenRC service {name} (/etc/init.d/{name})")
         root.symlink(f"/etc/runlevels/{runlevel}/{name}", f"/etc/init.d/{name}")
     else:
-        _enable_unit(root, name if "." in name else f"{name}.service", set())
+        _enable_unit(root, name if "." in name else f"{name}.service", target, set())
 
 
-def _enable_unit(root: GuestRoot, unit: str, seen: set[str]) -> None:
+def _enable_unit(root: GuestRoot, unit: str, target: str, seen: set[str]) -> None:
     if unit in seen:
         return
     seen.add(unit)
     found = unit_file(root, unit)
     if found is None:
         raise GuestError(f"the stage has no systemd unit {unit} (looked in {', '.join(UNIT_DIRS)})")
-    install = _install_section(root.path(found))
+    install = _install_section(root.path(found)) or {"WantedBy": [target]}
     instance = unit.partition("@")[2].rpartition(".")[0]
     for key in ("WantedBy", "RequiredBy"):
         suffix = ".wants" if key == "WantedBy" else ".requires"
-        for target in install.get(key, []):
-            target = target.replace("%i", instance)
-            root.symlink(f"/etc/systemd/system/{target}{suffix}/{unit}", found)
+        for wanted_by in install.get(key, []):
+            wanted_by = wanted_by.replace("%i", instance)
+            root.symlink(f"/etc/systemd/system/{wanted_by}{suffix}/{unit}", found)
     for alias in install.get("Alias", []):
         root.symlink(f"/etc/systemd/system/{alias}", found)
     for also in install.get("Also", []):
-        _enable_unit(root, also, seen)
+        _enable_unit(root, also, target, seen)

@@ -20,8 +20,12 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
+from gentoobootstrap.errors import OSEnvError
 from gentoobootstrap.osenv import Nic
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,14 @@ class Interface:
     gateways: tuple[str, ...] = ()
 
 
+def _network4(value: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(value, strict=False)
+
+
+def _network6(value: str) -> ipaddress.IPv6Network:
+    return ipaddress.IPv6Network(value, strict=False)
+
+
 def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
     """The SLAAC address of ``mac`` in a /64 ``prefix`` (RFC 4291 appendix A)."""
     octets = bytes(int(x, 16) for x in mac.split(":"))
@@ -47,13 +59,20 @@ def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
     return ipaddress.IPv6Interface((address, prefix.prefixlen))
 
 
+def _parse(nic: Nic, key: str, value: str, parse: Callable[[str], T]) -> T:
+    try:
+        return parse(value)
+    except ValueError:
+        raise OSEnvError(f"NIC_{nic.index}_{key}", f"not a valid address: {value!r}") from None
+
+
 def _static(nic: Nic) -> tuple[list[str], list[str]]:
     """Addresses and gateways of a NIC on a Ganeti network."""
     addresses: list[str] = []
     gateways: list[str] = []
-    ip = ipaddress.ip_address(nic.ip) if nic.ip else None
+    ip = _parse(nic, "IP", nic.ip, ipaddress.ip_address) if nic.ip else None
     if nic.subnet and ip is not None and ip.version == 4:
-        subnet4 = ipaddress.IPv4Network(nic.subnet, strict=False)
+        subnet4 = _parse(nic, "NETWORK_SUBNET", nic.subnet, _network4)
         if ip in subnet4:
             addresses.append(f"{ip}/{subnet4.prefixlen}")
             if nic.gateway:
@@ -61,7 +80,7 @@ def _static(nic: Nic) -> tuple[list[str], list[str]]:
         else:
             log.warning("NIC %d: IP %s is outside its network's subnet %s", nic.index, ip, subnet4)
     if nic.subnet6:
-        subnet6 = ipaddress.IPv6Network(nic.subnet6, strict=False)
+        subnet6 = _parse(nic, "NETWORK_SUBNET6", nic.subnet6, _network6)
         address6 = None
         if ip is not None and ip.version == 6 and ip in subnet6:
             address6 = ipaddress.IPv6Interface((ip, subnet6.prefixlen))

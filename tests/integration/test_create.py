@@ -13,13 +13,15 @@ import pytest
 import sh
 
 from gentoobootstrap import disks
-from support import ganeti_environ, osdef, stage
+from support import ganeti_environ, guesttree, osdef, stage
 
 pytestmark = pytest.mark.root
 
 MIB = 1 << 20
 LINUX = {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
 SWAP = {"82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
+#: What create changes in the stage on purpose: fstab, and the guest configuration.
+INSTALLED = {"etc/fstab"} | guesttree.CONFIGURED
 
 
 def sparse(path: Path, mib: int) -> Path:
@@ -114,7 +116,7 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
         info = osdef.probe(image)
         assert info["TYPE"] == case.fs and info["LABEL"] == "root"
         with osdef.mounted(image, tmp / "check-root", fstype=case.fs) as root:
-            assert stage.compare(built.tree, root, ignore={"etc/fstab"}) == []
+            assert stage.compare(built.tree, root, ignore=INSTALLED) == []
             fstab_lines = active_lines(root / "etc/fstab")
         assert fstab_lines == [f"UUID={info['UUID']} / {case.fs} noatime 0 {pass_of(case.fs)}"]
         return
@@ -148,9 +150,9 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
             # /boot on the root filesystem is an empty mount point: the kernel is on /boot's.
             assert sorted(os.listdir(target / "boot")) == []
             with osdef.mounted(image, target / "boot", boot["start"], boot["size"]):
-                assert stage.compare(built.tree, target, ignore={"etc/fstab"}) == []
+                assert stage.compare(built.tree, target, ignore=INSTALLED) == []
         else:
-            assert stage.compare(built.tree, target, ignore={"etc/fstab"}) == []
+            assert stage.compare(built.tree, target, ignore=INSTALLED) == []
     want_fstab = [f"UUID={info['root']['UUID']} / {case.fs} noatime 0 {pass_of(case.fs)}"]
     if case.boot:
         want_fstab.append(f"UUID={info['boot']['UUID']} /boot ext4 noatime 0 2")

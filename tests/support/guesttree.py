@@ -109,3 +109,23 @@ def systemd_tree(top: Path) -> Path:
 
 
 TREES = {"openrc": openrc_tree, "systemd": systemd_tree}
+
+
+#: What guest configuration changes in a stage with the default settings on KVM with a
+#: serial console (support.ganeti_environ): tests comparing the unpacked stage skip these.
+CONFIGURED = {
+    "etc",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/shadow",
+    "etc/machine-id",
+    "etc/resolv.conf",
+    "etc/inittab",
+    "etc/securetty",
+    "etc/conf.d",
+    "etc/conf.d/hostname",
+    "etc/systemd/system/getty.target.wants",
+    "etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service",
+    "etc/ssh",
+    *(f"etc/ssh/ssh_host_{k}_key{p}" for k in ("rsa", "ecdsa", "ed25519") for p in ("", ".pub")),
+}

@@ -29,6 +29,16 @@ def test_examples_ship_documented_and_not_executable() -> None:
         assert not path.stat().st_mode & 0o111, f"{path.name} must not be executable"
 
 
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs shellcheck")
+def test_examples_pass_shellcheck() -> None:
+    result = subprocess.run(
+        ["shellcheck", "--shell=sh", *sorted(map(str, EXAMPLES.iterdir()))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
+
+
 def run(tmp_path: Path, name: str, target: Path, **env: str) -> None:
     """Enable example ``name`` in a hook directory and run it as create would."""
     directory = tmp_path / "hooks"

@@ -204,6 +204,21 @@ def test_hostname_without_hosts_file(tmp_path: Path) -> None:
         "127.0.0.1\tlocalhost\n127.0.1.1\tsingle\n::1\t\tlocalhost\n"
     )
     assert not (top / "etc/conf.d").exists()
+    (top / "etc/hosts").write_text("::1 localhost\n")
+    guest.set_hostname(GuestRoot(top), "single")
+    assert (
+        top / "etc/hosts"
+    ).read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tsingle\n::1 localhost\n"
+
+
+def test_serial_console_with_openrc_init(tmp_path: Path) -> None:
+    top = openrc_tree(tmp_path / "root")
+    (top / "etc/inittab").unlink()
+    (top / "etc/init.d/agetty").write_text("#!/sbin/openrc-run\n")
+    guest.enable_serial_console(GuestRoot(top), "openrc", "ttyS0")
+    assert os.readlink(top / "etc/init.d/agetty.ttyS0") == "agetty"
+    assert os.readlink(top / "etc/runlevels/default/agetty.ttyS0") == "/etc/init.d/agetty.ttyS0"
+    assert not (top / "etc/inittab").exists()
 
 
 @pytest.mark.parametrize("init", ["openrc", "systemd"])

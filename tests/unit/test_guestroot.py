@@ -71,3 +71,11 @@ def test_enable_openrc_and_systemd(tmp_path: Path) -> None:
     }  # fmt: skip
     assert initsystem.has_service(s, "systemd", "sshd")
     assert not initsystem.has_service(s, "systemd", "nope")
+
+
+def test_a_unit_without_install_section_is_wanted_by_the_given_target(tmp_path: Path) -> None:
+    s = GuestRoot(systemd_tree(tmp_path / "s"))
+    (s.top / "usr/lib/systemd/system/serial-getty@.service").write_text("[Unit]\n")
+    initsystem.enable(s, "systemd", "serial-getty@ttyS0.service", target="getty.target")
+    link = s.top / "etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+    assert os.readlink(link) == "/usr/lib/systemd/system/serial-getty@.service"

@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from gentoobootstrap import network
+from gentoobootstrap.errors import OSEnvError
 from gentoobootstrap.network import Interface
 from gentoobootstrap.osenv import Nic
 from support.logs import plain_logging  # noqa: F401 (autouse)
@@ -107,3 +108,16 @@ def test_renderings() -> None:
         "[Link]",
         "Name=eth0",
     ]
+
+
+@pytest.mark.parametrize(
+    ("nic", "variable"),
+    [
+        (Nic(3, MAC, "192.0.2.300", network_name="n", subnet="192.0.2.0/24"), "NIC_3_IP"),
+        (Nic(0, MAC, "192.0.2.3", network_name="n", subnet="192.0.2/24x"), "NIC_0_NETWORK_SUBNET"),
+        (Nic(0, MAC, network_name="n", subnet6="2001:db8::/129"), "NIC_0_NETWORK_SUBNET6"),
+    ],
+)
+def test_malformed_addresses_name_the_variable(nic: Nic, variable: str) -> None:
+    with pytest.raises(OSEnvError, match=f"^{variable}: not a valid address"):
+        network.plan([nic], "ganeti")
