@@ -94,12 +94,13 @@ def export_files(env: OSEnv, source: Path, out: int) -> None:
         with log.complete_step(f"stream the files ({size / (1 << 20):.1f} MiB in use)"):
             count, digest = _run_tar(argv, out)
             stream.write_all(out, stream.end_block(count, digest))
-        logger.info("%d bytes sent, SHA-256 %s", count + stream.BLOCK, digest)
+        logger.info("%d bytes sent, CRC-32 %s", count + stream.BLOCK, digest)
 
 
 def _run_tar(argv: list[str | Path], out: int) -> tuple[int, str]:
     read_fd, write_fd = os.pipe()
     stream.enlarge_pipe(read_fd)
+    stream.enlarge_pipe(out)  # when stdout is a pipe (Ganeti's dd)
     try:
         with runner.spawn(argv, stdout=write_fd):
             os.close(write_fd)

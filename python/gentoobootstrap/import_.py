@@ -71,6 +71,7 @@ def restore_files(ctx: ImportContext) -> None:
     hold_back = stream.BLOCK if head.format == "gentoobootstrap" else 0
     read_fd, write_fd = os.pipe()
     stream.enlarge_pipe(write_fd)
+    stream.enlarge_pipe(STDIN)  # when stdin is a pipe
     received = None
     try:
         try:
@@ -107,12 +108,12 @@ def restore_files(ctx: ImportContext) -> None:
 def rewrite_fstab(ctx: ImportContext) -> None:
     """The imported fstab with the new disk's root, /boot and swap; every other line kept."""
     assert ctx.target is not None and ctx.layout is not None and ctx.head is not None
-    new = {}
-    for p in ctx.layout.partitions:
-        device = getattr(ctx, f"{p.role}_dev")
-        new[p.role] = filesystems.fstab_entry(
+    new = {
+        p.role: filesystems.fstab_entry(
             filesystems.uuid_of(device), p.mountpoint or "none", p.fstype
         )
+        for p, device in create._devices(ctx)
+    }
     old = {
         "UUID=" + item.split(":", 1)[1]
         for item in ctx.head.header.get("uuids", "").split()

@@ -62,9 +62,12 @@ class InstanceDisk:
         return found
 
 
-def _mount_ro(stack: contextlib.ExitStack, device: Path, target: Path, fstype: str) -> None:
-    """Mount ``device`` read-only on ``target``, falling back to options that never write."""
-    attempts = READONLY_OPTIONS[fstype]
+def _mount_ro(
+    stack: contextlib.ExitStack, device: Path, target: Path, fstype: str, snapshot: bool = True
+) -> None:
+    """Mount ``device`` read-only on ``target``; on a ``snapshot``, with options that never write
+    (else plain ``ro``, which a ``remount,rw`` can follow: XFS's norecovery could not)."""
+    attempts = READONLY_OPTIONS[fstype] if snapshot else (("ro",),)
     for i, options in enumerate(attempts):
         try:
             stack.enter_context(mounts.mount(device, target, fstype=fstype, options=options))
@@ -109,7 +112,7 @@ def open_disk(
     for number in candidates:
         probe = contextlib.ExitStack()
         with probe:
-            _mount_ro(probe, nodes[number], target, types[number])
+            _mount_ro(probe, nodes[number], target, types[number], snapshot=readonly)
             if (target / "etc" / "fstab").is_file() or (target / "etc" / "os-release").exists():
                 stack.enter_context(probe.pop_all())
                 root_number = number

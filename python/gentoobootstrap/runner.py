@@ -43,6 +43,7 @@ PACKAGES = {
     "mkfs.xfs": "xfsprogs",
     "mkswap": "util-linux",
     "partx": "util-linux",
+    "restore": "dump",
     "sfdisk": "fdisk (Debian) / util-linux (Gentoo)",
     "tar": "tar",
     "wipefs": "util-linux",

@@ -262,9 +262,9 @@ def test_partition_loop_fallback(
     sliced = []
     real_slice = disks._loop_slice
 
-    def recording_slice(device: Path, offset: int, size: int, what: str):  # type: ignore[no-untyped-def]
+    def recording_slice(device: Path, offset: int, size: int, what: str, *rest):  # type: ignore[no-untyped-def]
         sliced.append((offset, size))
-        return real_slice(device, offset, size, what)
+        return real_slice(device, offset, size, what, *rest)
 
     monkeypatch.setattr(disks, "_loop_slice", recording_slice)
     status, log = run_create(

@@ -175,13 +175,16 @@ def tree(image: Path, where: Path, *, writable: bool = False) -> Iterator[Path]:
 
 
 def detach(loop: str) -> None:
-    """Detach ``loop`` and wait until it is gone (a udev probe may hold it a moment)."""
-    sh.losetup("--detach", loop)
+    """Detach ``loop`` and wait until it is gone (a probe may hold it a moment: then the
+    kernel only marks it for clearing, so ask again)."""
     backing = Path("/sys/block") / Path(loop).name / "loop" / "backing_file"
-    deadline = time.monotonic() + 10
-    while backing.exists():
+    deadline = time.monotonic() + 20
+    while True:
+        sh.losetup("--detach", loop, _ok_code=[0, 1])
+        if not backing.exists():
+            return
         assert time.monotonic() < deadline, f"{loop} stays attached"
-        time.sleep(0.01)
+        time.sleep(0.2)
 
 
 def fstab_lines(root: Path) -> list[str]:
@@ -207,8 +210,10 @@ def add_extras(image: Path, where: Path) -> None:
 
 CASES = {
     # source → target: every filesystem on both sides, larger and smaller, /boot split and merged.
-    "ext4-to-ext4-larger": (Layout("msdos", "ext4", 400, 64, 32), Layout("msdos", "ext4", 600, 64, 32)),
-    "xfs-to-btrfs-smaller-boot-merged": (Layout("gpt", "xfs", 500, 64), Layout("msdos", "btrfs", 320, 0, 32)),
+    "ext4-to-ext4-larger":
+        (Layout("msdos", "ext4", 400, 64, 32), Layout("msdos", "ext4", 600, 64, 32)),
+    "xfs-to-btrfs-smaller-boot-merged":
+        (Layout("gpt", "xfs", 500, 64), Layout("msdos", "btrfs", 320, 0, 32)),
     "btrfs-to-xfs-boot-split": (Layout("none", "btrfs", 320), Layout("gpt", "xfs", 420, 48)),
     "ext2-to-ext3": (Layout("msdos", "ext2", 320, 32), Layout("none", "ext3", 300)),
 }  # fmt: skip
@@ -364,7 +369,10 @@ def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stage
     loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
     try:
         with open(no_leaks / "disk0.dump", "wb") as f:
-            sh.dump("-0", "-q", "-f", "-", loop, _out=f, _err=os.devnull)
+            dumped = subprocess.run(
+                ["dump", "-0", "-q", "-f", "-", loop], stdout=f, stderr=subprocess.PIPE
+            )
+            assert dumped.returncode == 0, dumped.stderr
     finally:
         sh.losetup("--detach", loop)
     layout = Layout("msdos", "xfs", 400, 32)
@@ -383,10 +391,10 @@ def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stage
 # --- rename -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def named(os_def: OS, no_leaks: Path) -> tuple[Path, Layout]:
+@pytest.fixture(params=["ext4", "xfs"])
+def named(os_def: OS, no_leaks: Path, request: pytest.FixtureRequest) -> tuple[Path, Layout]:
     """A created instance whose guest is named SOURCE_NAME (as configure_guest names it)."""
-    layout = Layout("msdos", "ext4", 320, 32)
+    layout = Layout("msdos", request.param, 400, 32)
     image = sparse(no_leaks / "disk.img", layout.size_mib)
     os_def.create(image, layout)
     with tree(image, no_leaks / "edit", writable=True) as root:
@@ -502,3 +510,49 @@ def test_sigterm_mid_export_releases_everything(os_def: OS, no_leaks: Path) -> N
     assert leaks(no_leaks) == []
     tar_pid = int((markers / "tar.pid").read_text())
     assert not Path(f"/proc/{tar_pid}").exists(), "the tar child outlived the export"
+
+
+def test_sigterm_mid_import_releases_everything(os_def: OS, exported: Path, no_leaks: Path) -> None:
+    """The stream stops half-way (the sender stalls); SIGTERM then releases the new disk."""
+    layout = Layout("gpt", "xfs", 400, 48, 32)
+    image = sparse(no_leaks / "target.img", layout.size_mib)
+    env = os_def.environ(
+        image, layout, "new.example.com", IMPORT_DEVICE=str(image), IMPORT_INDEX="0"
+    )
+    data = exported.read_bytes()
+    logfile = no_leaks / "import.log"
+    with open(logfile, "wb") as log:
+        process = subprocess.Popen(
+            [str(os_def.installed.script("import"))],
+            env=env,
+            cwd=os_def.installed.os_dir,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(data[: len(data) // 2])
+        process.stdin.flush()
+        deadline = time.monotonic() + 60
+        while "restore files ..." not in logfile.read_text():
+            assert process.poll() is None, logfile.read_text()
+            assert time.monotonic() < deadline, "the import did not start restoring"
+            time.sleep(0.02)
+        assert leaks(no_leaks), "nothing attached or mounted mid-import?"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+    text = logfile.read_text()
+    assert (
+        text.strip()
+        .splitlines()[-1]
+        .endswith("import: interrupted by SIGTERM; everything it made was released")
+    ), text
+    assert leaks(no_leaks) == []

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Export and import throughput against plain GNU tar of the same filesystem, in the same run.
+
+Run as root from the source tree:  python3 bench/bench_export_import.py [--fs ext4] [--mib 600]
+
+It makes a disk image holding a root filesystem (partition style none) filled with many
+small files and a few large ones, then times, best of ``--runs``:
+
+- baseline export: ``tar --create`` of the mounted filesystem (same options as ours) piped
+  to ``cat >/dev/null`` (a pipe: GNU tar skips reading files when writing to /dev/null);
+- our export: the ``export`` OS script (attach read-only, mount, tar, checksum, end block),
+  piped the same way;
+- baseline import: ``mkfs`` + ``mount`` + ``cat | tar --extract`` + ``umount`` onto a same-size
+  image (a pipe, as Ganeti's import gets);
+- our import: the ``import`` OS script (partition, mkfs, mount, extract, check, fstab).
+
+Runs are interleaved, best of ``--runs``.  Throughput is the filesystem's used bytes over wall
+time (ours includes starting Python, attaching, partitioning, mkfs and fstab); the ratio
+ours/tar should be >= 0.8.
+Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MIB = 1 << 20
+TAR = "--numeric-owner --xattrs --xattrs-include=*.* --acls"
+
+DRIVER = """
+import os, sys
+from pathlib import Path
+sys.path[:0] = [{python!r}, {tests!r}]
+from support import osdef
+osdef.point_paths_at(Path({conf!r}))
+from gentoobootstrap import cli
+sys.exit(cli.main(sys.argv[1], [], os.environ))
+"""
+
+
+def sh(command: str, **kwargs: object) -> None:
+    subprocess.run(command, shell=True, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def timed(command: str, env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True, env=env)
+    return time.monotonic() - start
+
+
+def fill(root: Path, mib: int) -> None:
+    """About ``mib`` MiB: a third in 4-64 KiB files, the rest in 16 MiB files."""
+    small = root / "usr/share/small"
+    small.mkdir(parents=True)
+    budget = mib * MIB // 3
+    i = 0
+    while budget > 0:
+        size = 4096 * (1 + i % 16)
+        (small / f"f{i:06d}").write_bytes(os.urandom(size))
+        budget -= size
+        i += 1
+    big = root / "var/lib/big"
+    big.mkdir(parents=True)
+    for j in range(max(1, (mib * 2 // 3) // 16)):
+        (big / f"b{j:03d}").write_bytes(os.urandom(16 * MIB))
+    os.makedirs(root / "etc", exist_ok=True)
+    (root / "etc/fstab").write_text("# fstab\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fs", default="ext4", choices=["ext2", "ext3", "ext4", "xfs", "btrfs"])
+    parser.add_argument("--mib", type=int, default=600, help="data to put on the filesystem")
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-exim-", dir="/var/tmp"))
+    try:
+        return bench(work, args.fs, args.mib, args.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(work: Path, fs: str, mib: int, runs: int) -> int:
+    disk_mib = int(mib * 1.5) + 400
+    source, target, base = work / "source.img", work / "target.img", work / "base.img"
+    for image in (source, target, base):
+        with open(image, "wb") as f:
+            f.truncate(disk_mib * MIB)
+    mnt = work / "mnt"
+    mnt.mkdir()
+    mkfs = {"xfs": "mkfs.xfs -q -f", "btrfs": "mkfs.btrfs -q -f"}.get(fs, f"mkfs.{fs} -q -F")
+    sh(f"{mkfs} {source}")
+    sh(f"mount -o loop {source} {mnt}")
+    try:
+        fill(mnt, mib)
+        st = os.statvfs(mnt)
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    finally:
+        sh(f"umount {mnt}")
+    # mount's autoclear loop device goes away asynchronously: wait, so the data is in the file.
+    sh(f"while losetup -j {source} | grep -q .; do sleep 0.1; done; sync")
+    conf = work / "conf"
+    (conf / "variants").mkdir(parents=True)
+    (conf / "tmp").mkdir()
+    (conf / "variants/default.conf").write_text(
+        f'PARTITION_STYLE="none"\nFILESYSTEM="{fs}"\nBOOT_SIZE="0"\nSWAP="no"\n'
+        f'CACHE_DIR="{conf}/cache"\n'
+    )
+    driver = work / "driver.py"
+    driver.write_text(
+        DRIVER.format(python=str(REPO / "python"), tests=str(REPO / "tests"), conf=str(conf))
+    )
+    env = {
+        "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
+        "OS_API_VERSION": "20",
+        "OS_VARIANT": "default",
+        "INSTANCE_NAME": "bench.example.com",
+        "DISK_COUNT": "1",
+        "NIC_COUNT": "0",
+        "INSTANCE_HV_root_path": "/dev/vda",
+        "TMPDIR": str(conf / "tmp"),
+    }
+    exp_env = {**env, "DISK_0_PATH": str(source), "EXPORT_DEVICE": str(source), "EXPORT_INDEX": "0"}
+    imp_env = {**env, "DISK_0_PATH": str(target), "IMPORT_DEVICE": str(target), "IMPORT_INDEX": "0"}
+    stream = work / "disk0.stream"
+    plain = work / "plain.tar"
+    py = sys.executable
+    norecovery = ",norecovery" if fs == "xfs" else ""
+    tar_create = (
+        f"mount -o loop,ro{norecovery} {source} {mnt} && "
+        f"{{ tar --create --file=- --format=posix --sparse {TAR} -C {mnt} . | cat >/dev/null; "
+        f"s=$?; umount {mnt}; exit $s; }}"
+    )
+    ours_export = f"{py} {driver} export | cat >/dev/null"
+    tar_extract = (
+        f"{mkfs} {base} && mount -o loop {base} {mnt} && "
+        f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} "
+        f"-C {mnt}; "
+        f"s=$?; umount {mnt}; exit $s; }}"
+    )
+    ours_import = f"{py} {driver} import < {stream}"
+    # The streams the imports read (and a warm page cache for every run).
+    sh(f"{py} {driver} export > {stream}", env=exp_env)
+    if os.environ.get("BENCH_SHOW"):  # every command and step with its time, once
+        sh(f"{py} {driver} export | cat >/dev/null", env={**exp_env, "DEBUG_LEVEL": "1"})
+        sh(f"{py} {driver} import < {stream}", env={**imp_env, "DEBUG_LEVEL": "1"})
+    sh(
+        f"mount -o loop,ro{norecovery} {source} {mnt} && tar --create --file={plain} "
+        f"--format=posix {TAR} -C {mnt} .; umount {mnt}"
+    )
+    results: dict[str, float] = {}
+    # Interleaved, best of ``runs``: a busy machine slows both sides alike.
+    for _ in range(runs):
+        for name, command, e in (
+            ("tar export", tar_create, env),
+            ("our export", ours_export, exp_env),
+            ("tar import", tar_extract, env),
+            ("our import", ours_import, imp_env),
+        ):
+            seconds = timed(f"{command} 2>/dev/null", e)
+            results[name] = min(seconds, results.get(name, seconds))
+    print(
+        f"filesystem {fs}, {used / MIB:.0f} MiB used, stream {stream.stat().st_size / MIB:.0f} MiB"
+    )
+    for name, seconds in results.items():
+        print(f"  {name:11s} {seconds:6.2f} s  {used / MIB / seconds:7.1f} MiB/s")
+    for op in ("export", "import"):
+        ratio = results[f"tar {op}"] / results[f"our {op}"]
+        print(f"  {op}: ours/tar throughput = {ratio:.2f} (target >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
