@@ -60,8 +60,9 @@ def gentoobootstrap(
     Variants: ``default`` downloads the test stage as a stage3 from a signed
     ``file://`` mirror (127.0.0.1 inside the lab's namespace is not ours) and
     verifies it; ``lab2`` installs it as a local STAGE4_FILE and lays the disk out
-    differently (gpt, /boot, swap, ext3); ``broken`` has a stage with a member
-    outside the target, refused while unpacking: its create fails half way.
+    differently (gpt, /boot, swap, ext3); ``hostile`` has a stage with a member
+    outside the target; ``broken`` has a hook that fails, so its create fails half
+    way (disk partitioned, stage unpacked, guest configured).
     """
     workdir = tmp_path_factory.mktemp("gentoobootstrap")
     installed = install(workdir, source_copy)
@@ -87,6 +88,19 @@ def gentoobootstrap(
             "FILESYSTEM": "ext3",
         },
     )
-    installed.add_variant("broken", {"STAGE4_FILE": str(hostile), "VERIFY": "none"})
+    installed.add_variant("hostile", {"STAGE4_FILE": str(hostile), "VERIFY": "none"})
+    failing_hooks = workdir / "failing-hooks"
+    failing_hooks.mkdir()
+    hook = failing_hooks / "50-fail"
+    hook.write_text("#!/bin/sh\necho 'this hook fails on purpose' >&2\nexit 3\n")
+    hook.chmod(0o755)
+    installed.add_variant(
+        "broken",
+        {
+            "STAGE4_FILE": str(test_stage.tarball),
+            "VERIFY": "none",
+            "CUSTOMIZE_DIR": str(failing_hooks),
+        },
+    )
     with ganeti_lab.os_definition("gentoobootstrap", installed.os_dir):
         yield installed

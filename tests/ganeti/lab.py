@@ -467,13 +467,17 @@ class Lab:
             finally:
                 link.unlink()
 
-    def os_logs(self, since: float, operation: str = "", instance: str = "") -> list[Path]:
-        """OS script logs written since ``since`` (time.time()), oldest first."""
-        found = [
-            p
-            for p in OS_LOG_DIR.glob(f"{operation}*{instance}*")
-            if p.stat().st_mtime >= int(since)
-        ]
+    def log_mark(self) -> frozenset[str]:
+        """The OS logs that exist now: :meth:`os_logs` lists those written after."""
+        return frozenset(p.name for p in OS_LOG_DIR.glob("*"))
+
+    def os_logs(self, mark: frozenset[str], operation: str = "", instance: str = "") -> list[Path]:
+        """OS script logs written since ``mark``, oldest first.
+
+        Their names have one-second resolution and mtimes lag the clock a little,
+        so the logs that did not exist at the mark are the new ones.
+        """
+        found = [p for p in OS_LOG_DIR.glob(f"{operation}-*{instance}*") if p.name not in mark]
         return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
     def leaked_loops(self) -> dict[str, str]:

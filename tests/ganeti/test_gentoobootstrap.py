@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 
 import pytest
 from lab import DOMAIN, Guest, Lab, guest_disk, partitions
@@ -28,9 +27,9 @@ def name(short: str) -> str:
     return f"{short}.{DOMAIN}"
 
 
-def os_log(lab: Lab, since: float, operation: str, instance: str) -> str:
-    """The one log of ``operation`` on ``instance`` since ``since``: checked, returned."""
-    logs = lab.os_logs(since, operation, instance)
+def os_log(lab: Lab, mark: frozenset[str], operation: str, instance: str) -> str:
+    """The one log of ``operation`` on ``instance`` written since ``mark``: checked."""
+    logs = lab.os_logs(mark, operation, instance)
     assert len(logs) == 1, f"expected one {operation} log of {instance}, found {logs}"
     text = logs[0].read_text()
     assert "Traceback" not in text, text
@@ -115,10 +114,10 @@ def test_cluster_verify_finds_nothing_wrong_with_our_os_or_its_instances(
 def test_add_on_a_file_disk_installs_the_stage(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
-    since = time.time()
+    mark = lab.log_mark()
     lab.add_instance(name("file1"), f"{OS}+default")
 
-    assert_succeeded(os_log(lab, since, "add", name("file1")))
+    assert_succeeded(os_log(lab, mark, "add", name("file1")))
     disk = lab.disk_path(name("file1"))
     assert disk.is_file()
     with guest_disk(disk, lab.workdir) as guest:
@@ -130,10 +129,10 @@ def test_add_on_a_file_disk_installs_the_stage(
 def test_add_with_a_second_variant_uses_its_layout(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
-    since = time.time()
+    mark = lab.log_mark()
     lab.add_instance(name("variant1"), f"{OS}+lab2")
 
-    assert_succeeded(os_log(lab, since, "add", name("variant1")))
+    assert_succeeded(os_log(lab, mark, "add", name("variant1")))
     with guest_disk(lab.disk_path(name("variant1")), lab.workdir) as guest:
         assert_stage_installed(guest, test_stage, "ext3")
         assert len(guest.partitions) == 3  # /boot, swap, root
@@ -145,10 +144,10 @@ def test_add_with_a_second_variant_uses_its_layout(
 def test_add_with_the_filesystem_parameter_makes_xfs(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
-    since = time.time()
+    mark = lab.log_mark()
     lab.add_instance(name("xfs1"), f"{OS}+default", params={"filesystem": "xfs"})
 
-    assert_succeeded(os_log(lab, since, "add", name("xfs1")))
+    assert_succeeded(os_log(lab, mark, "add", name("xfs1")))
     installed_guest(lab, name("xfs1"), test_stage, "xfs")
 
 
@@ -156,7 +155,7 @@ def test_os_parameters_reach_the_guest_and_a_secret_one_stays_out_of_the_log(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
     password = "$6$labsalt$U7v4Fb0tSecretHashForTheLab"
-    since = time.time()
+    mark = lab.log_mark()
     lab.add_instance(
         name("params1"),
         f"{OS}+default",
@@ -164,7 +163,7 @@ def test_os_parameters_reach_the_guest_and_a_secret_one_stays_out_of_the_log(
         secret={"root_password": password},
     )
 
-    log = os_log(lab, since, "add", name("params1"))
+    log = os_log(lab, mark, "add", name("params1"))
     assert_succeeded(log)
     assert password not in log and "U7v4Fb0t" not in log
     with guest_disk(lab.disk_path(name("params1")), lab.workdir) as guest:
@@ -176,28 +175,42 @@ def test_os_parameters_reach_the_guest_and_a_secret_one_stays_out_of_the_log(
 def test_verify_refuses_a_bad_filesystem_before_any_disk_is_touched(
     lab: Lab, gentoobootstrap: InstalledOS
 ) -> None:
-    since = time.time()
+    mark = lab.log_mark()
     r = lab.add_instance(name("ntfs1"), f"{OS}+default", params={"filesystem": "ntfs"}, check=False)
 
     assert r.returncode == 1
     message = r.stdout + r.stderr
     assert "filesystem" in message and "ext4" in message and "xfs" in message, message
     assert name("ntfs1") not in lab.instances()
-    assert lab.os_logs(since, "add", name("ntfs1")) == []
+    assert lab.os_logs(mark, "add", name("ntfs1")) == []
     assert list(lab.storage_dir.rglob("*")) == []
+
+
+def test_a_hostile_stage_is_refused_before_the_disk_is_touched(
+    lab: Lab, gentoobootstrap: InstalledOS
+) -> None:
+    mark = lab.log_mark()
+    r = lab.add_instance(name("hostile1"), f"{OS}+hostile", check=False)
+
+    assert r.returncode == 1
+    log = os_log(lab, mark, "add", name("hostile1"))
+    last = log.strip().splitlines()[-1]
+    assert "ERROR" in last and "outside the target" in last, log
+    disk = lab.disk_path(name("hostile1"))
+    assert disk.stat().st_blocks == 0  # Ganeti's sparse file: not a byte was written
 
 
 def test_blockdev_add_then_reinstall_installs_the_stage(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
     device = lab.adoptable("block1")
-    since = time.time()
+    mark = lab.log_mark()
     lab.add_instance(name("block1"), f"{OS}+default", "blockdev", f"adopt={device}")
-    assert lab.os_logs(since, "add", name("block1")) == []  # Ganeti skips create on adoption
+    assert lab.os_logs(mark, "add", name("block1")) == []  # Ganeti skips create on adoption
 
     lab.gnt("instance", "reinstall", "-f", name("block1"))
 
-    log = os_log(lab, since, "add", name("block1"))  # reinstall logs as "add" too
+    log = os_log(lab, mark, "add", name("block1"))  # reinstall logs as "add" too
     assert_succeeded(log)
     assert lab.disk_path(name("block1")) == device
     installed_guest(lab, name("block1"), test_stage, "ext4")
@@ -214,10 +227,10 @@ def test_reinstall_replaces_a_populated_disk(
     with guest_disk(disk, lab.workdir, writable=True) as guest:
         (guest.root / "root" / "left-over").write_text("from the first install\n")
 
-    since = time.time()
+    mark = lab.log_mark()
     lab.gnt("instance", "reinstall", "-f", "-O", "filesystem=xfs", name("again1"))
 
-    assert_succeeded(os_log(lab, since, "add", name("again1")))
+    assert_succeeded(os_log(lab, mark, "add", name("again1")))
     with guest_disk(disk, lab.workdir) as guest:
         assert not (guest.root / "root" / "left-over").exists()
         assert_stage_installed(guest, test_stage, "xfs")
@@ -226,22 +239,23 @@ def test_reinstall_replaces_a_populated_disk(
 def test_reinstall_after_a_create_that_failed_half_way(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
-    since = time.time()
+    mark = lab.log_mark()
     r = lab.add_instance(name("half1"), f"{OS}+broken", check=False)
 
     assert r.returncode == 1
     assert name("half1") in lab.instances()  # Ganeti keeps it, ADMIN_down
-    log = os_log(lab, since, "add", name("half1"))
+    log = os_log(lab, mark, "add", name("half1"))
     last = log.strip().splitlines()[-1]
-    assert "ERROR" in last and "outside the target" in last, log
+    assert "ERROR" in last and "50-fail" in last, log
+    assert "this hook fails on purpose" in log
     assert lab.leaks() == []
     disk = lab.disk_path(name("half1"))
     assert partitions(disk), "the create should have failed after partitioning"
 
-    since = time.time()
+    mark = lab.log_mark()
     lab.gnt("instance", "reinstall", "-f", "-o", f"{OS}+default", name("half1"))
 
-    assert_succeeded(os_log(lab, since, "add", name("half1")))
+    assert_succeeded(os_log(lab, mark, "add", name("half1")))
     installed_guest(lab, name("half1"), test_stage, "ext4")
 
 
@@ -252,14 +266,14 @@ def test_rename_runs_our_rename(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
     lab.add_instance(name("old1"), f"{OS}+default")
-    since = time.time()
+    mark = lab.log_mark()
 
     lab.gnt(
         "instance", "rename", "-f", "--no-name-check", "--no-ip-check", name("old1"), name("new1")
     )
 
     assert lab.instances() == [name("new1")]
-    assert_succeeded(os_log(lab, since, "rename", name("new1")))
+    assert_succeeded(os_log(lab, mark, "rename", name("new1")))
     with guest_disk(lab.disk_path(name("new1")), lab.workdir) as guest:
         assert (guest.root / "etc" / "hostname").read_text().strip() == "new1"
         assert_stage_installed(guest, test_stage, "ext4")
@@ -269,11 +283,11 @@ def test_export_then_import_under_a_new_name_gives_the_same_guest(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
     lab.add_instance(name("orig1"), f"{OS}+lab2")
-    since = time.time()
+    mark = lab.log_mark()
 
     lab.gnt("backup", "export", "-n", lab.node, name("orig1"))
     try:
-        export_log = os_log(lab, since, "export", name("orig1"))
+        export_log = os_log(lab, mark, "export", name("orig1"))
         assert_succeeded(export_log)
         lab.gnt(
             *("backup", "import", "-n", lab.node, "-t", "file", "--disk", "0:size=1G"),
@@ -284,10 +298,10 @@ def test_export_then_import_under_a_new_name_gives_the_same_guest(
     finally:
         lab.gnt("backup", "remove", name("orig1"), check=False)
 
-    assert_succeeded(os_log(lab, since, "import", name("copy1")))
+    assert_succeeded(os_log(lab, mark, "import", name("copy1")))
     # Ganeti runs rename after every import, from the exported name.
-    assert_succeeded(os_log(lab, since, "rename", name("copy1")))
-    [rename] = lab.os_logs(since, "rename", name("copy1"))
+    assert_succeeded(os_log(lab, mark, "rename", name("copy1")))
+    [rename] = lab.os_logs(mark, "rename", name("copy1"))
     assert rename.name.startswith(f"rename-{OS}+lab2-{name('orig1')}-{name('copy1')}-")
     with guest_disk(lab.disk_path(name("orig1")), lab.workdir) as guest:
         original = guest_snapshot(guest)

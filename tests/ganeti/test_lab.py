@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,13 +39,13 @@ def probe_os(ganeti_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def test_cluster_runs_create_on_a_file_disk_with_a_clean_environment(
     lab: Lab, probe_os: str
 ) -> None:
-    since = time.time()
+    mark = lab.log_mark()
     lab.add_instance("probe1.ganeti.lab", f"{probe_os}+other", params={"colour": "red"})
 
     disk = lab.disk_path("probe1.ganeti.lab")
     assert disk.is_file()
     assert disk.read_bytes()[:40].startswith(b"other probe1.ganeti.lab reinstall=\n")
-    [log] = lab.os_logs(since, "add", "probe1.ganeti.lab")
+    [log] = lab.os_logs(mark, "add", "probe1.ganeti.lab")
     env = dict(line.split("=", 1) for line in log.read_text().splitlines() if "=" in line)
     assert env["DISK_0_BACKEND_TYPE"] == "file:loop"
     assert env["OS_VARIANT"] == "other"
