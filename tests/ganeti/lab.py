@@ -72,13 +72,13 @@ class Result:
 
 
 def run(argv: Sequence[str], check: bool = True, timeout: float = COMMAND_TIMEOUT) -> Result:
-    """Run ``argv`` with a clean environment, stdin closed; ``check`` asserts exit status 0."""
+    """Run ``argv`` with only PATH set, stdin closed; ``check`` asserts exit status 0."""
     p = subprocess.run(
         list(argv),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env={"PATH": PATH, "LC_ALL": "C"},
+        env={"PATH": PATH},  # as `env -i PATH=...`: the daemons hand it on to OS scripts
         cwd="/",
         timeout=timeout,
         check=False,
