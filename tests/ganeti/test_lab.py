@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from lab import Lab
@@ -71,4 +70,4 @@ def test_verify_refuses_a_bad_parameter_before_any_disk_is_made(lab: Lab, probe_
     assert r.returncode != 0
     assert "bad colour" in r.stdout + r.stderr
     assert lab.instances() == []
-    assert not list(Path(lab.storage_dir).rglob("*disk0"))
+    assert not (lab.storage_dir / "probe3.ganeti.lab").exists()  # where its disk would be
