@@ -277,7 +277,7 @@ def test_rename_runs_our_rename(
         assert_stage_installed(guest, test_stage, "ext4")
 
 
-def test_export_then_import_under_a_new_name_gives_the_same_guest(
+def test_export_then_import_under_a_new_name_onto_a_bigger_disk_gives_the_same_guest(
     lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
 ) -> None:
     lab.add_instance(name("orig1"), f"{OS}+lab2")
@@ -288,7 +288,7 @@ def test_export_then_import_under_a_new_name_gives_the_same_guest(
         export_log = os_log(lab, mark, "export", name("orig1"))
         assert_succeeded(export_log)
         lab.gnt(
-            *("backup", "import", "-n", lab.node, "-t", "file", "--disk", "0:size=1G"),
+            *("backup", "import", "-n", lab.node, "-t", "file", "--disk", "0:size=2G"),
             *("--src-node", lab.node, "--src-dir", f"/var/lib/ganeti/export/{name('orig1')}"),
             *("--net", "0:mac=generate", "--no-name-check", "--no-ip-check"),
             name("copy1"),
@@ -307,6 +307,7 @@ def test_export_then_import_under_a_new_name_gives_the_same_guest(
         copy = guest_snapshot(guest)
         assert_stage_installed(guest, test_stage, "ext3")
         assert (guest.root / "etc" / "hostname").read_text().strip() == "copy1"
+        assert max(p.start + p.size for p in guest.partitions) > 2**30  # uses the bigger disk
     changed = sorted(p for p in set(original) | set(copy) if original.get(p) != copy.get(p))
     # Only what rename rewrote (the host name in /etc) may differ.
     assert [p for p in changed if p != "etc" and not p.startswith("etc/")] == []
