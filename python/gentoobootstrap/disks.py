@@ -26,7 +26,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import CommandError, DiskError, Interrupted
@@ -211,7 +211,7 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
     argv = ["losetup", "--show", "--find", "--partscan"]
     if readonly:
         argv.append("--read-only")
-    loop = Path(runner.output([*argv, path]))
+    loop = _new_loop([*argv, path], path)
     log.debug("attached %s to %s", path, loop)
     failing = False
     try:
@@ -222,6 +222,18 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
         raise
     finally:
         release(loop.name, lambda: detach(loop), failing)
+
+
+def _new_loop(argv: Sequence[Union[str, Path]], backing: Path) -> Path:
+    """Run ``losetup --show --find ...``; a signal that stops it after it attached must not
+    leak the loop device."""
+    before = set(loops_of(backing))
+    try:
+        return Path(runner.output(argv))
+    except Interrupted:
+        for loop in set(loops_of(backing)) - before:  # signals are ignored from here on
+            release(loop.name, lambda loop=loop: detach(loop), failing=True)  # type: ignore[misc]
+        raise
 
 
 def detach(loop: Path) -> None:
@@ -369,11 +381,11 @@ def _partx_delete(device: Path) -> None:
 def _loop_slice(
     device: Path, offset: int, size: int, what: str, readonly: bool = False
 ) -> Iterator[Path]:
-    argv: list[str | Path] = ["losetup", "--show", "--find"]
+    argv: list[Union[str, Path]] = ["losetup", "--show", "--find"]
     if readonly:
         argv.append("--read-only")
     argv += ["--offset", str(offset), "--sizelimit", str(size), device]
-    loop = Path(runner.output(argv))
+    loop = _new_loop(argv, device)
     log.debug("%s of %s is %s", what, device, loop)
     failing = False
     try:

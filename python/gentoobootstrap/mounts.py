@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 from gentoobootstrap import runner
 from gentoobootstrap.disks import release
-from gentoobootstrap.errors import CommandError
+from gentoobootstrap.errors import CommandError, Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,24 @@ UMOUNT_ATTEMPTS = 5
 
 def is_mountpoint(path: Path) -> bool:
     """Whether ``path`` is a mount point (from /proc/self/mountinfo, octal escapes decoded)."""
+    return _mounts_on(path) > 0
+
+
+def _mounts_on(path: Path) -> int:
     target = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4]
-            if _unescape(point) == target:
-                return True
-    return False
+        return sum(1 for line in f if _unescape(line.split()[4]) == target)
+
+
+def _run_mount(argv: Sequence[Union[str, Path]], target: Path) -> None:
+    """Run a mount command; a signal that stops it after it mounted must not leak that mount."""
+    before = _mounts_on(target)
+    try:
+        runner.run(argv)
+    except Interrupted:
+        if _mounts_on(target) > before:  # signals are ignored from here on
+            umount(target, recursive="--rbind" in argv)
+        raise
 
 
 def _unescape(field: str) -> str:
@@ -79,7 +90,7 @@ def mount(
         argv += ["--types", fstype]
     if options:
         argv += ["--options", ",".join(options)]
-    runner.run([*argv, source, target])
+    _run_mount([*argv, source, target], target)
     with _unmounting(target, recursive=False):
         yield target
 
@@ -89,7 +100,7 @@ def bind(
     source: Path, target: Path, *, recursive: bool = False, readonly: bool = False
 ) -> Iterator[Path]:
     """Bind-mount ``source`` on ``target`` (``--rbind`` with ``recursive``, e.g. /dev, /sys)."""
-    runner.run(["mount", "--rbind" if recursive else "--bind", source, target])
+    _run_mount(["mount", "--rbind" if recursive else "--bind", source, target], target)
     with _unmounting(target, recursive=recursive):
         if recursive:
             # Keep unmounts inside the target from propagating back to the node's /dev, /sys.

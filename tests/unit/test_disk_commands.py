@@ -409,3 +409,44 @@ def test_detach_waits_until_the_loop_device_is_free(fp, monkeypatch: pytest.Monk
     fp.register(["/fake/losetup", "--detach", "/dev/loop7"])
     disks.detach(Path("/dev/loop7"))
     assert len(pauses) == 2 and not backing.exists()
+
+
+def test_a_loop_device_attached_as_the_signal_came_is_detached(
+    fp,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    backing = disks.SYS_BLOCK / "loop9" / "loop" / "backing_file"
+
+    def attached_then_signalled(argv, **kwargs):  # type: ignore[no-untyped-def]
+        backing.parent.mkdir(parents=True)
+        backing.write_text(f"{image}\n")  # losetup got as far as attaching
+        raise Interrupted(15, "SIGTERM")
+
+    monkeypatch.setattr(runner, "output", attached_then_signalled)
+    fp.register(["/fake/losetup", "--detach", "/dev/loop9"], callback=lambda p: backing.unlink())
+    with pytest.raises(Interrupted), disks.attach(image):
+        pytest.fail("never reached")
+    assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop9"]) == 1
+
+
+def test_a_mount_made_as_the_signal_came_is_unmounted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mounted: list[str] = []
+    commands: list[str] = []
+    monkeypatch.setattr(mounts, "_mounts_on", lambda path: len(mounted))
+
+    def run(argv, **kwargs):  # type: ignore[no-untyped-def]
+        commands.append(str(argv[0]))
+        if argv[0] == "mount":
+            mounted.append(str(argv[-1]))  # mount got as far as mounting
+            raise Interrupted(15, "SIGTERM")
+        mounted.clear()
+
+    monkeypatch.setattr(runner, "run", run)
+    with pytest.raises(Interrupted), mounts.mount(Path("/dev/x"), tmp_path):
+        pytest.fail("never reached")
+    assert commands == ["mount", "umount"] and mounted == []
