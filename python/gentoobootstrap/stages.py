@@ -18,10 +18,11 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from gentoobootstrap import cache, download, runner, unpack, verification
 from gentoobootstrap.config import node_arch
@@ -58,7 +59,7 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
     url = f"{settings.mirror}/snapshots/{name}"
     entry = cache.entry(settings.cache_dir, "snapshot", settings.snapshot)
     dated = settings.snapshot != "latest"  # a dated snapshot never changes
-    with entry.locked(), _keyring(settings) as ring:
+    with entry.locked(), _keyring(settings) as keys:
         usable = _usable(entry, settings)
         if usable and (dated or usable.fresh(settings.clean_cache)):
             log.info("Using the cached snapshot %s (checked %s)", name, _ago(usable.checked_at))
@@ -70,9 +71,11 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
             if usable and usable.name == identity:
                 entry.touch()
                 return entry.path / usable.file
+            if signature is None and settings.verify == "signature":
+                raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
             with entry.workdir() as work:
                 tarball = download.download(url, work / name, proxy=settings.proxy)
-                _verify_snapshot(settings, ring, tarball, name, signature)
+                _verify_snapshot(settings, keys(), tarball, name, signature)
                 return _store(entry, settings, tarball, url, identity)
         except DownloadError as e:
             return _fallback(e, usable, entry)
@@ -90,13 +93,13 @@ def _stage3(settings: Settings) -> Path:
     base = f"{settings.mirror}/releases/{arch}/autobuilds"
     latest_url = f"{base}/latest-stage3-{arch}-{flavor}.txt"
     entry = cache.entry(settings.cache_dir, "stage3", f"{arch}-{flavor}")
-    with entry.locked(), _keyring(settings) as ring:
+    with entry.locked(), _keyring(settings) as keys:
         usable = _usable(entry, settings)
         if usable and usable.fresh(settings.clean_cache):
             log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
             return entry.path / usable.file
         try:
-            relative, signed = _latest(latest_url, settings, ring)
+            relative, signed = _latest(latest_url, settings, keys)
             source = _Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
             if usable and usable.name == source.name:
                 log.info("The cached %s is still the newest", source.name)
@@ -110,15 +113,16 @@ def _stage3(settings: Settings) -> Path:
                     usable.name,
                 )
                 return entry.path / usable.file
-            return _fill(entry, settings, ring, source, source.name)
+            return _fill(entry, settings, keys, source, source.name)
         except DownloadError as e:
             return _fallback(e, usable, entry)
 
 
-def _latest(url: str, settings: Settings, ring: Optional[Keyring]) -> tuple[str, bool]:
+def _latest(url: str, settings: Settings, keys: Keys) -> tuple[str, bool]:
     """The dated relative path the latest file names, and whether its signature was checked."""
     data = download.read(url, proxy=settings.proxy)
     signed = verification.is_clearsigned(data)
+    ring = keys()
     if signed and ring is not None:
         data = verification.verify_clearsigned(ring, data, url.rsplit("/", 1)[-1])
     elif signed:
@@ -147,36 +151,43 @@ def parse_latest(text: str, url: str = "the latest file") -> str:
 
 def _stage4(settings: Settings) -> Path:
     spec = settings.stage4_file
-    local = not re.match(r"[a-z]+://", spec)
-    if local and not Path(spec).exists():
-        _build_with_catalyst(settings, Path(spec))
-    url = Path(spec).as_uri() if local else spec
-    source = _Source(url, url.rsplit("/", 1)[-1])
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    if not re.match(r"[a-z]+://", spec):
+        return _local_stage4(settings, Path(spec))
+    source = _Source(spec, spec.rsplit("/", 1)[-1])
+    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
     entry = cache.entry(settings.cache_dir, "stage4", key)
-    with entry.locked(), _keyring(settings) as ring:
+    with entry.locked(), _keyring(settings) as keys:
         usable = _usable(entry, settings)
-        if local:
-            # A local file is cheap to check: its size and time say whether it changed.
-            st = os.stat(spec)
-            identity = f"{source.name}@{st.st_size}-{st.st_mtime_ns}"
-            if usable and usable.name == identity:
-                return entry.path / usable.file
-            return _fill(entry, settings, ring, source, identity, local=True)
         if usable and usable.fresh(settings.clean_cache):
             log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
             return entry.path / usable.file
         try:
             # Its DIGESTS (or signature) identifies a stage4 that has one.
-            beside = download.read_optional(url + ".DIGESTS", proxy=settings.proxy)
-            beside = beside or download.read_optional(url + ".asc", proxy=settings.proxy)
+            beside = download.read_optional(spec + ".DIGESTS", proxy=settings.proxy)
+            beside = beside or download.read_optional(spec + ".asc", proxy=settings.proxy)
             identity = _identity(source.name, beside)
             if usable and beside is not None and usable.name == identity:
                 entry.touch()
                 return entry.path / usable.file
-            return _fill(entry, settings, ring, source, identity)
+            return _fill(entry, settings, keys, source, identity)
         except DownloadError as e:
             return _fallback(e, usable, entry)
+
+
+def _local_stage4(settings: Settings, path: Path) -> Path:
+    """A local STAGE4_FILE (built by catalyst first if missing), used in place.
+
+    Checked against a .DIGESTS/.asc beside it when there is one; create checks
+    its members itself.
+    """
+    if not path.exists():
+        _build_with_catalyst(settings, path)
+    if not path.is_file():
+        raise StageError(f"STAGE4_FILE: {path} is not a file")
+    source = _Source(path.as_uri(), path.name)
+    with _keyring(settings) as keys, tempfile.TemporaryDirectory() as work:
+        _verified(settings, keys, source, Path(work), lambda: path, local=True)
+    return path
 
 
 def _build_with_catalyst(settings: Settings, target: Path) -> None:
@@ -206,31 +217,44 @@ def _build_with_catalyst(settings: Settings, target: Path) -> None:
 
 
 def _fill(
-    entry: cache.Entry,
-    settings: Settings,
-    ring: Optional[Keyring],
-    source: _Source,
-    identity: str,
-    *,
-    local: bool = False,
+    entry: cache.Entry, settings: Settings, keys: Keys, source: _Source, identity: str
 ) -> Path:
     """Download ``source`` into the entry, verified; the small files are checked first."""
     with entry.workdir() as work:
-        digests, signed = _digests(settings, ring, source, work)
-        asc = download.read_optional(source.url + ".asc", proxy=settings.proxy)
-        with complete_step(f"Downloading {source.url}"):
-            tarball = download.download(source.url, work / source.name, proxy=settings.proxy)
-        if digests is not None:
-            verification.check_digests(tarball, digests, source.name)
-        if ring is not None and asc is not None:
-            verification.verify_detached(ring, tarball, asc, source.name)
-            signed = True
-        _require(settings, source, signed, digests is not None, local)
+
+        def fetch() -> Path:
+            with complete_step(f"Downloading {source.url}"):
+                return download.download(source.url, work / source.name, proxy=settings.proxy)
+
+        tarball = _verified(settings, keys, source, work, fetch)
         return _store(entry, settings, tarball, source.url, identity)
 
 
+def _verified(
+    settings: Settings,
+    keys: Keys,
+    source: _Source,
+    work: Path,
+    fetch: Callable[[], Path],
+    *,
+    local: bool = False,
+) -> Path:
+    """``fetch()``'s tarball, checked against what sits beside ``source`` as VERIFY asks."""
+    digests, signed = _digests(settings, keys, source, work)
+    asc = download.read_optional(source.url + ".asc", proxy=settings.proxy)
+    tarball = fetch()
+    if digests is not None:
+        verification.check_digests(tarball, digests, source.name)
+    ring = keys() if asc is not None else None
+    if ring is not None and asc is not None:
+        verification.verify_detached(ring, tarball, asc, source.name)
+        signed = True
+    _require(settings, source, signed, digests is not None, local)
+    return tarball
+
+
 def _digests(
-    settings: Settings, ring: Optional[Keyring], source: _Source, work: Path
+    settings: Settings, keys: Keys, source: _Source, work: Path
 ) -> tuple[Optional[dict[str, dict[str, str]]], bool]:
     """The parsed DIGESTS beside ``source`` (None if absent) and whether its signature passed.
 
@@ -241,6 +265,7 @@ def _digests(
         return None, False
     what = f"{source.name}.DIGESTS"
     signed = False
+    ring = keys()
     if verification.is_clearsigned(digests):
         if ring is not None:
             digests = verification.verify_clearsigned(ring, digests, what)
@@ -304,7 +329,10 @@ def _store(entry: cache.Entry, settings: Settings, tarball: Path, url: str, iden
     """Put the verified ``tarball`` into the cache entry, in its fast form."""
     fast = fast_form(tarball)
     # Checked once here, not on every create: the cached file never changes.
-    members = unpack.check_members(fast)
+    try:
+        members = unpack.check_members(fast)
+    except StageError as e:  # name the download, not the scratch file that is about to go
+        raise StageError(f"{url}: {str(e).removeprefix(f'{fast}: ')}") from None
     moment = cache.now()
     meta = cache.Meta(url, identity, fast.name, moment, moment, settings.verify, members=members)
     return entry.store(fast, meta)
@@ -385,11 +413,21 @@ def _ago(moment: float) -> str:
     return f"{hours:.0f} hours ago" if hours < 48 else f"{hours / 24:.0f} days ago"
 
 
+#: Returns the imported KEYRING for VERIFY=signature, None for the other modes.
+Keys = Callable[[], Optional[Keyring]]
+
+
 @contextlib.contextmanager
-def _keyring(settings: Settings) -> Iterator[Optional[Keyring]]:
-    """The KEYRING for VERIFY=signature; None for the other modes."""
-    if settings.verify != "signature":
-        yield None
-        return
-    with verification.keyring(settings.keyring) as ring:
-        yield ring
+def _keyring(settings: Settings) -> Iterator[Keys]:
+    """KEYRING imported on first use: a cache hit or an unsigned local stage4 needs no gpg."""
+    with contextlib.ExitStack() as stack:
+        imported: list[Keyring] = []
+
+        def keys() -> Optional[Keyring]:
+            if settings.verify != "signature":
+                return None
+            if not imported:
+                imported.append(stack.enter_context(verification.keyring(settings.keyring)))
+            return imported[0]
+
+        yield keys
