@@ -34,10 +34,11 @@ def data_stdout() -> Iterator[int]:
     sys.stdout.flush()
     data = os.dup(1)
     os.dup2(2, 1)
+    python_stdout, sys.stdout = sys.stdout, sys.stderr
     try:
         yield data
     finally:
-        sys.stdout.flush()
+        sys.stdout = python_stdout
         os.dup2(data, 1)
         os.close(data)
 

@@ -556,3 +556,24 @@ def test_sigterm_mid_import_releases_everything(os_def: OS, exported: Path, no_l
         .endswith("import: interrupted by SIGTERM; everything it made was released")
     ), text
     assert leaks(no_leaks) == []
+
+
+def test_a_snapshot_whose_journal_needs_recovery_is_read_without_writing(
+    os_def: OS, no_leaks: Path
+) -> None:
+    """A snapshot of a running ext4 instance: its journal needs recovery, the loop device is
+    read-only, so the export falls back to ``ro,noload`` (and never writes to the snapshot)."""
+    layout = Layout("none", "ext4", 300)
+    image = sparse(no_leaks / "snapshot.img", layout.size_mib)
+    os_def.create(image, layout)
+    sh.debugfs("-w", "-R", "feature needs_recovery", str(image))
+    before = image.read_bytes()
+    exported = no_leaks / "disk0.stream"
+    result, _ = os_def.export(image, exported, layout)
+    assert result.returncode == 0, result.stderr
+    assert "needs journal recovery; mounted with ro,noload" in result.stderr
+    assert image.read_bytes() == before, "the export wrote to the snapshot"
+    target = sparse(no_leaks / "target.img", 320)
+    assert os_def.import_(target, exported, Layout("msdos", "ext4", 320)).returncode == 0
+    with tree(target, no_leaks / "b") as b:
+        assert (b / "etc/gentoo-release").read_text().startswith("Gentoo")

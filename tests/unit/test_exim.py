@@ -290,3 +290,15 @@ def test_a_raw_stream_larger_than_the_disk_fails(
     with pytest.raises(StreamError, match="larger than disk 1"):
         import_.import_raw(env, disk)
     assert disk.stat().st_size == 4096
+
+
+def test_stdout_carries_only_the_data(capfd: pytest.CaptureFixture[str]) -> None:
+    from gentoobootstrap import export
+
+    with export.data_stdout() as out:
+        print("a stray line")  # what a careless library might do
+        os.write(1, b"a stray write\n")
+        stream.write_all(out, b"DATA")
+    captured = capfd.readouterr()
+    assert captured.out == "DATA"
+    assert "a stray line" in captured.err and "a stray write" in captured.err
