@@ -60,21 +60,31 @@ def gentoobootstrap(
     Variants: ``default`` downloads the test stage as a stage3 from a signed
     ``file://`` mirror (127.0.0.1 inside the lab's namespace is not ours) and
     verifies it; ``lab2`` installs it as a local STAGE4_FILE and lays the disk out
-    differently (gpt, /boot, swap, ext3); ``hostile`` has a stage with a member
-    outside the target; ``broken`` has a hook that fails, so its create fails half
-    way (disk partitioned, stage unpacked, guest configured).
+    differently (gpt, /boot, swap, ext3); ``hostile`` downloads a well-signed stage3
+    with a member outside the target; ``broken`` has a hook that fails, so its create
+    fails half way (disk partitioned, stage unpacked, guest configured).
     """
     workdir = tmp_path_factory.mktemp("gentoobootstrap")
     installed = install(workdir, source_copy)
-    with mirror.signing_key() as key:
-        layout = mirror.build_mirror(workdir / "mirror", test_stage.tarball, key)
-        keyring = key.export(workdir / "keys.asc")
     hostile = mirror.make_tarball(
         workdir / "hostile-stage.tar.xz",
         {"etc/gentoo-release": b"Gentoo Base System release 2.17\n", "../outside": b"x\n"},
     )
+    with mirror.signing_key() as key:
+        good = mirror.build_mirror(workdir / "mirror", test_stage.tarball, key)
+        bad = mirror.build_mirror(workdir / "hostile-mirror", hostile, key)
+        keyring = str(key.export(workdir / "keys.asc"))
     installed.add_variant(
-        "default", {"MIRROR": layout.root.as_uri(), "KEYRING": str(keyring), "ARCH": "amd64"}
+        "default", {"MIRROR": good.root.as_uri(), "KEYRING": keyring, "ARCH": "amd64"}
+    )
+    installed.add_variant(
+        "hostile",
+        {
+            "MIRROR": bad.root.as_uri(),
+            "KEYRING": keyring,
+            "ARCH": "amd64",
+            "CACHE_DIR": str(workdir / "hostile-cache"),
+        },
     )
     installed.add_variant(
         "lab2",
@@ -88,7 +98,6 @@ def gentoobootstrap(
             "FILESYSTEM": "ext3",
         },
     )
-    installed.add_variant("hostile", {"STAGE4_FILE": str(hostile), "VERIFY": "none"})
     failing_hooks = workdir / "failing-hooks"
     failing_hooks.mkdir()
     hook = failing_hooks / "50-fail"

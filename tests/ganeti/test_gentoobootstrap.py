@@ -184,7 +184,7 @@ def test_verify_refuses_a_bad_filesystem_before_any_disk_is_touched(
     assert not (lab.storage_dir / name("ntfs1")).exists()  # where its disk would be
 
 
-def test_a_hostile_stage_is_refused_before_the_disk_is_touched(
+def test_a_signed_but_hostile_stage3_is_refused_before_the_disk_is_touched(
     lab: Lab, gentoobootstrap: InstalledOS
 ) -> None:
     mark = lab.log_mark()
