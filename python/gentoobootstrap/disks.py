@@ -370,7 +370,9 @@ def _partx_delete(device: Path) -> None:
     # Runs during unwinding: a failure is logged, never raised over the original error.
     try:
         if kernel_partitions(device):
-            runner.run(["partx", "--delete", device])
+            # partx cannot delete through a symlink such as Ganeti's /dev/disk/... adopted
+            # devices ("specified range <1:0> does not make sense"): give it the node.
+            runner.run(["partx", "--delete", device.resolve()])
     except Exception as e:
         log.error("could not remove the partitions of %s from the kernel: %s", device, e)
 
