@@ -49,6 +49,14 @@ def obtain_snapshot(ctx: Context) -> None:
         raise ConfigError(f"{confdir} is not a directory", key="PORTAGE_CONFDIR")
 
 
+def check_stage(ctx: Context) -> None:
+    """No member of the stage or snapshot may land outside the target: checked before the
+    disk is touched (a cached download was checked once, when it entered the cache)."""
+    for tarball in (ctx.stage, ctx.snapshot):
+        if tarball is not None and not stages.checked_members(tarball):
+            logger.info("%s: %d entries checked", tarball.name, unpack.check_members(tarball))
+
+
 def attach_disk(ctx: Context) -> None:
     source = ctx.env.disks[0].path
     if source is None:
@@ -130,8 +138,6 @@ def mount_filesystems(ctx: Context) -> None:
 
 def unpack_stage(ctx: Context) -> None:
     assert ctx.stage is not None and ctx.target is not None
-    members = stages.checked_members(ctx.stage) or unpack.check_members(ctx.stage)
-    logger.info("%d entries checked; extracting", members)
     try:
         unpack.extract(ctx.stage, ctx.target)
     except CommandError as e:
@@ -148,8 +154,6 @@ def unpack_snapshot(ctx: Context) -> None:
     if ctx.snapshot is None:
         return
     assert ctx.target is not None
-    if not stages.checked_members(ctx.snapshot):
-        unpack.check_members(ctx.snapshot)
     repos = ctx.target / "var" / "db" / "repos"
     repos.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=repos, prefix=".snapshot-"))
@@ -189,12 +193,13 @@ def write_fstab(ctx: Context) -> None:
     fstab.write_text(filesystems.fstab_text(entries, original))
 
 
-#: What create does, in order.  The stages work adds its snapshot/portage-config steps
-#: after unpack_stage.  Hooks run last: they see the configured guest, ctx.disk as
+#: What create does, in order: nothing touches the disk before the stage (and snapshot) are
+#: verified and checked.  Hooks run last: they see the configured guest, ctx.disk as
 #: BLOCKDEV, ctx.target as TARGET and the devices.
 STEPS: tuple[Callable[[Context], None], ...] = (
     obtain_stage,
     obtain_snapshot,
+    check_stage,
     attach_disk,
     check_disk,
     partition_disk,
