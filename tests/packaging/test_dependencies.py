@@ -36,6 +36,7 @@ TOOLS: dict[str, tuple[str, str | None]] = {
     "mkswap": ("sys-apps/util-linux", "util-linux"),
     "mount": ("sys-apps/util-linux", "mount"),
     "partx": ("sys-apps/util-linux", "util-linux"),
+    "restore": ("app-backup/dump", "dump"),
     "sfdisk": ("sys-apps/util-linux", "fdisk"),
     "tar": ("app-arch/tar", "tar"),
     "umount": ("sys-apps/util-linux", "mount"),
@@ -45,7 +46,15 @@ TOOLS: dict[str, tuple[str, str | None]] = {
     "zstd": ("app-arch/zstd", "zstd"),
 }
 #: Needed only for some settings: optfeature (Gentoo), Suggests (Debian).
-OPTIONAL = {"sys-fs/btrfs-progs", "sys-fs/xfsprogs", "dev-util/catalyst", "btrfs-progs", "xfsprogs"}
+OPTIONAL = {
+    "sys-fs/btrfs-progs",
+    "sys-fs/xfsprogs",
+    "dev-util/catalyst",
+    "app-backup/dump",
+    "btrfs-progs",
+    "xfsprogs",
+    "dump",
+}
 #: Debian's Essential packages are always installed; policy forbids depending on them.
 ESSENTIAL = {"tar", "util-linux"}
 

@@ -35,7 +35,9 @@ FLOWS = {
 
 def unpack(tarball: Path, dest: Path) -> Path:
     with tarfile.open(tarball) as archive:
-        archive.extractall(dest, filter="tar")
+        # The extraction filter came with Python 3.11.4; Debian 12 has 3.11.2.
+        filtered = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+        archive.extractall(dest, **filtered)
     top = tarball.name.removesuffix(".tar.gz")
     assert (dest / top / "configure").is_file(), "the tarball ships no configure"
     return dest / top

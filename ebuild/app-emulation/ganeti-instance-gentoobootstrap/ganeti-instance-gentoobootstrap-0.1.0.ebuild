@@ -96,4 +96,5 @@ pkg_postinst() {
 	optfeature "XFS root file systems (filesystem=xfs)" sys-fs/xfsprogs
 	optfeature "btrfs root file systems (filesystem=btrfs)" sys-fs/btrfs-progs
 	optfeature "building stage4 tarballs for variants (CATALYST_SPEC)" dev-util/catalyst
+	optfeature "importing ganeti-instance-debootstrap's dump exports" app-backup/dump
 }
