@@ -30,6 +30,10 @@ MIN_BOOT_MIB = 32
 MIN_SWAP_MIB = 16
 #: The filesystem of a separate /boot: every boot loader reads it.
 BOOT_FILESYSTEM = "ext4"
+#: gpt: a BIOS boot partition in the gap before the first MiB (after the partition
+#: entries), numbered last, so that GRUB can boot a gpt disk and root keeps its number.
+BIOS_BOOT_START = 64 << 10
+BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 
 #: First-disk partition names a hypervisor's root_path may use: /dev/vda1, /dev/sda2, /dev/xvda1.
 _FIRST_DISK_PARTITION = re.compile(
@@ -42,7 +46,7 @@ class Partition:
     """One partition (or, with style none, the whole disk as number 0); bytes."""
 
     number: int
-    role: str  # "root", "boot" or "swap"; "" when read from a disk
+    role: str  # "root", "boot", "swap" or "bios" (gpt's BIOS boot); "" when read from a disk
     start: int
     size: int
     fstype: str = ""  # filesystem to make: ext4, xfs, ..., "swap"
@@ -69,7 +73,10 @@ class Layout:
     def describe(self) -> str:
         """One line for the log: ``msdos: 1 root ext4 1023 MiB, 2 swap 512 MiB``."""
         parts = ", ".join(
-            f"{p.number} {p.role} {p.fstype + ' ' if p.fstype != 'swap' else ''}{p.size // MIB} MiB"
+            f"{p.number} BIOS boot"
+            if p.role == "bios"
+            else f"{p.number} {p.role} {p.fstype + ' ' if p.fstype != 'swap' else ''}"
+            f"{p.size // MIB} MiB"
             for p in self.partitions
         )
         return f"{self.style}: {parts}"
@@ -79,10 +86,13 @@ class Layout:
         if self.style == "none":
             raise ValueError("style none has no partition table")
         label = "dos" if self.style == "msdos" else "gpt"
-        lines = [f"label: {label}", "unit: sectors", ""]
+        lines = [f"label: {label}", "unit: sectors"]
+        if self.role("bios"):
+            lines.append(f"first-lba: {BIOS_BOOT_START // sector_size}")
+        lines.append("")
         bootable = self.role("boot") or self.root
         for p in self.partitions:
-            kind = "S" if p.role == "swap" else "L"
+            kind = {"swap": "S", "bios": BIOS_BOOT_TYPE}.get(p.role, "L")
             flag = ", bootable" if self.style == "msdos" and p is bootable else ""
             lines.append(
                 f"{p.number}: start={p.start // sector_size}, size={p.size // sector_size}, "
@@ -178,6 +188,8 @@ def plan(
             role, size, kind = next(numbered)
         partitions.append(Partition(number, role, start, size * MIB, kind))
         start += size * MIB
+    if style == "gpt":
+        partitions.append(Partition(count + 1, "bios", BIOS_BOOT_START, MIB - BIOS_BOOT_START))
     return Layout(style, tuple(partitions))
 
 

@@ -200,13 +200,26 @@ def test_boots_with_the_node_kernel(
     instance.boot(record_property, expect)
 
 
+OWN_DISK_SCENARIOS = {
+    "msdos": ({}, Expect()),
+    # gpt: GRUB's core image goes into the BIOS boot partition create makes.
+    "gpt-boot": ({"PARTITION_STYLE": "gpt", "BOOT_SIZE": "64"}, Expect(boot="/dev/vda2")),
+}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expect"), OWN_DISK_SCENARIOS.values(), ids=OWN_DISK_SCENARIOS.keys()
+)
 def test_boots_from_its_own_disk_with_the_grub_hook(
-    make_instance: Callable[..., Instance], record_property: RecordProperty
+    make_instance: Callable[..., Instance],
+    record_property: RecordProperty,
+    settings: dict[str, str],
+    expect: Expect,
 ) -> None:
     # No kernel_path: the BIOS boots GRUB from the disk, GRUB the stage's own kernel.
-    instance = make_instance(None, hooks=(GRUB_HOOK,))
+    instance = make_instance(None, settings, hooks=(GRUB_HOOK,))
     instance.create()
-    instance.boot(record_property, Expect())
+    instance.boot(record_property, expect)
 
 
 def test_boots_after_reinstall(

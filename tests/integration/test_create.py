@@ -20,6 +20,7 @@ pytestmark = pytest.mark.root
 MIB = 1 << 20
 LINUX = {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
 SWAP = {"82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
+BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 #: What create changes in the stage on purpose: fstab, and the guest configuration.
 INSTALLED = {"etc/fstab"} | guesttree.CONFIGURED
 
@@ -123,6 +124,10 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
     found = osdef.table(image)
     assert found["label"] == {"msdos": "dos", "gpt": "gpt"}[case.style]
     parts = osdef.partitions(image)
+    if case.style == "gpt":  # a BIOS boot partition for GRUB, numbered last, before 1 MiB
+        *parts, bios = parts
+        assert bios["number"] == len(case.expect) + 1 and bios["type"] == BIOS_BOOT
+        assert bios["start"] + bios["size"] <= MIB
     assert [p["number"] for p in parts] == list(range(1, len(case.expect) + 1))
     roles = dict(zip(case.expect, parts))
     for p in parts:

@@ -72,7 +72,15 @@ def test_root_path_beyond_the_layout_is_refused_naming_the_setting() -> None:
 
 def test_gpt_keeps_the_last_mib_for_its_backup_table() -> None:
     plan = layout.plan(settings(partition_style="gpt"), GIB)
-    assert roles(plan) == [(1, "root", 1, 1022)]
+    assert roles(plan)[0] == (1, "root", 1, 1022)
+
+
+def test_gpt_gets_a_bios_boot_partition_before_the_first_mib_numbered_last() -> None:
+    plan = layout.plan(settings(partition_style="gpt", swap=True, swap_size=64), GIB)
+    assert [(p.number, p.role) for p in plan.partitions] == [(1, "root"), (2, "swap"), (3, "bios")]
+    bios = plan.partitions[-1]
+    assert bios.start == 64 << 10 and bios.start + bios.size == layout.MIB
+    assert "3 BIOS boot" in plan.describe()
 
 
 def test_style_none_puts_root_on_the_whole_disk() -> None:
@@ -133,9 +141,10 @@ def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
         "3: start=1966080, size=131072, type=S\n"
     )
     gpt = layout.plan(settings(partition_style="gpt"), GIB)
-    assert (
-        gpt.sfdisk_script(4096)
-        == "label: gpt\nunit: sectors\n\n1: start=256, size=261632, type=L\n"
+    assert gpt.sfdisk_script(4096) == (
+        "label: gpt\nunit: sectors\nfirst-lba: 16\n\n"
+        "1: start=256, size=261632, type=L\n"
+        "2: start=16, size=240, type=21686148-6449-6E6F-744E-656564454649\n"
     )
 
 
