@@ -86,33 +86,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=parse_size, help="image size, e.g. 4G (grows, never shrinks)")
     p.add_argument("--name", default="try.example.com", help="instance name (host name)")
     p.add_argument("--variant", default="default", help="OS variant (default: default)")
-    p.add_argument(
-        "-O",
-        dest="params",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="OS parameter, as gnt-instance add -O",
-    )
-    p.add_argument(
-        "-B",
-        dest="backend",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="backend parameter (maxmem=1024, ...)",
-    )
-    p.add_argument(
-        "-H",
-        dest="hvparams",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="hypervisor parameter (root_path=/dev/vda2, ...)",
-    )
+    for flag, dest, text in (
+        ("-O", "params", "OS parameter, as gnt-instance add -O"),
+        ("-B", "backend", "backend parameter (maxmem=1024, ...)"),
+        ("-H", "hvparams", "hypervisor parameter (root_path=/dev/vda2, ...)"),
+    ):
+        p.add_argument(
+            flag, dest=dest, action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+            help=text,
+        )  # fmt: skip
     p.add_argument("--hypervisor", choices=sorted(HYPERVISOR_PARAMETERS), default="kvm")
     p.add_argument("--reinstall", action="store_true", help="set INSTANCE_REINSTALL=1")
     p.add_argument("--debug", action="store_true", help="DEBUG_LEVEL=1: log every command")

@@ -88,6 +88,12 @@ CASES = {
 }
 
 
+#: A 400 MiB disk with /boot 64 MiB and swap 32 MiB (run_create's boot_size=64, swap_size=32).
+BOOT_SWAP_400 = Case(
+    "msdos", "ext4", 400, boot=64, swap="yes", swap_size="32", expect=("root", "boot", "swap")
+)
+
+
 def run_create(
     tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -238,15 +244,7 @@ def test_block_device(
     check_installed(
         no_leaks,
         image,
-        Case(
-            "msdos",
-            "ext4",
-            400,
-            boot=64,
-            swap="yes",
-            swap_size="32",
-            expect=("root", "boot", "swap"),
-        ),
+        BOOT_SWAP_400,
         built,
     )
 
@@ -280,15 +278,7 @@ def test_partition_loop_fallback(
     check_installed(
         no_leaks,
         image,
-        Case(
-            "msdos",
-            "ext4",
-            400,
-            boot=64,
-            swap="yes",
-            swap_size="32",
-            expect=("root", "boot", "swap"),
-        ),
+        BOOT_SWAP_400,
         built,
     )
 

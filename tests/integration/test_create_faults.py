@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_create import MIB, Case, check_installed, run_create, sparse
+from test_create import BOOT_SWAP_400, MIB, check_installed, run_create, sparse
 
 from support import REPO, ganeti_environ, leaks, osdef, stage
 
@@ -156,15 +156,7 @@ def test_sigterm_mid_unpack_releases_everything_and_reinstall_works(
     check_installed(
         no_leaks,
         image,
-        Case(
-            "msdos",
-            "ext4",
-            400,
-            boot=64,
-            swap="yes",
-            swap_size="32",
-            expect=("root", "boot", "swap"),
-        ),
+        BOOT_SWAP_400,
         built,
     )
 
