@@ -61,11 +61,23 @@ def test_instance_name_is_required(operation: str) -> None:
     assert failure(operation, env) == "INSTANCE_NAME: required but not set"
 
 
-@pytest.mark.parametrize("name", ["bad_name!", "-leading.example.com", "a..b", "x" * 254])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bad_name!",
+        "-leading.example.com",
+        "trailing-.example.com",
+        "a..b",
+        "x" * 64 + ".example.com",  # a label is at most 63 characters
+        ("x" * 63 + ".") * 4,  # 256 characters
+        "web1.example.com\nERROR: forged",
+        "web1;reboot",
+    ],
+)
 def test_malformed_instance_name(name: str) -> None:
-    assert "INSTANCE_NAME: not a valid host name" in failure(
-        "create", env_for("create", INSTANCE_NAME=name)
-    )
+    message = failure("create", env_for("create", INSTANCE_NAME=name))
+    assert message.startswith("INSTANCE_NAME: bad value '")
+    assert "; allowed values: a host name or FQDN" in message
 
 
 @pytest.mark.parametrize("operation", ["create", "import", "export", "rename"])
@@ -77,8 +89,9 @@ def test_disk_count_is_required(operation: str) -> None:
 
 def test_malformed_disk_count() -> None:
     assert failure("create", env_for("create", DISK_COUNT="one")) == (
-        "DISK_COUNT: must be a whole number, not 'one'"
+        "DISK_COUNT: bad value 'one'; allowed values: a whole number from 0 to 16"
     )
+    assert "DISK_COUNT: bad value '17'" in failure("create", env_for("create", DISK_COUNT="17"))
 
 
 def test_create_needs_a_disk() -> None:
@@ -100,7 +113,7 @@ def test_other_operations_do_not_need_disk_0_path() -> None:
 
 
 def test_malformed_disk_size() -> None:
-    assert "DISK_0_SIZE: must be a whole number" in failure(
+    assert "DISK_0_SIZE: bad value '2G'; allowed values: a whole number" in failure(
         "create", env_for("create", DISK_0_SIZE="2G")
     )
 
@@ -115,7 +128,7 @@ def test_export_import_device_and_index(operation: str) -> None:
         del broken[missing]
         assert failure(operation, broken) == f"{missing}: required but not set"
     assert failure(operation, env_for(operation, **{f"{prefix}_INDEX": "first"})) == (
-        f"{prefix}_INDEX: must be a whole number, not 'first'"
+        f"{prefix}_INDEX: bad value 'first'; allowed values: a whole number from 0 to 15"
     )
 
 
@@ -130,7 +143,7 @@ def test_rename_needs_the_old_name() -> None:
     del env["OLD_INSTANCE_NAME"]
     assert failure("rename", env) == "OLD_INSTANCE_NAME: required but not set"
     bad = env_for("rename", OLD_INSTANCE_NAME="no spaces please")
-    assert "OLD_INSTANCE_NAME: not a valid host name" in failure("rename", bad)
+    assert "OLD_INSTANCE_NAME: bad value 'no spaces please'" in failure("rename", bad)
 
 
 def test_verify_gets_only_the_core_variables() -> None:
@@ -156,7 +169,9 @@ def test_unsupported_api_version(version: str) -> None:
 
 
 def test_malformed_debug_level() -> None:
-    assert "DEBUG_LEVEL: must be a whole number" in failure("verify", {"DEBUG_LEVEL": "high"})
+    assert failure("verify", {"DEBUG_LEVEL": "high"}) == (
+        "DEBUG_LEVEL: bad value 'high'; allowed values: a whole number of at least 0"
+    )
 
 
 def test_bad_os_parameter_is_a_parameter_error() -> None:
@@ -209,3 +224,154 @@ def test_missing_nic_count_means_no_nics() -> None:
 def test_unknown_operation_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         osenv.parse("destroy", env_for("create"))
+
+
+# -- every variable checked before use ---------------------------------------------------------
+
+GATEWAY_ATTACK = '192.0.2.1"; touch /x; "'
+MAC_ATTACK = "aa:00:00:12:34:56\n[Network]\nDNS=203.0.113.66"
+NETWORK = {
+    "NIC_0_IP": "192.0.2.10",
+    "NIC_0_NETWORK_NAME": "lan",
+    "NIC_0_NETWORK_SUBNET": "192.0.2.0/24",
+    "NIC_0_NETWORK_GATEWAY": "192.0.2.1",
+    "NIC_0_NETWORK_SUBNET6": "2001:db8:1::/64",
+    "NIC_0_NETWORK_GATEWAY6": "2001:db8:1::1",
+}
+
+CHECKED = [
+    # (variable, good values, bad values)
+    ("NIC_0_MAC", ["aa:00:00:12:34:56", "AA:00:00:12:34:5F"],
+     ["zz:zz", "aa:00:00:12:34", "aa:00:00:12:34:56:78", "aa-00-00-12-34-56", MAC_ATTACK,
+      "aa:00:00:12:34:56 ", "aa:00:00:12:34:5"]),
+    ("NIC_0_IP", ["192.0.2.10", "2001:db8:1::10"],
+     ["192.0.2.300", "192.0.2.010", "192.0.2.10; reboot", "fe80::1%$(reboot)", "192.0.2.10/24"]),
+    ("NIC_0_MODE", ["bridged", "routed", "openvswitch"], ["bridge", "routed;x"]),
+    ("NIC_0_LINK", ["br0", "xen-br0", "vmbr0.100", "ovs_sw@1"],
+     ["br 0", "br0;x", "a" * 16, "br/0", "..", "br0\n", 'br"0', "br$0"]),
+    ("NIC_0_BRIDGE", ["br0"], ["br0`id`"]),
+    ("NIC_0_VLAN", [".100", ":100:200", ".100:200:300"], ["100a", ".5000", ".100;x", ":"]),
+    ("NIC_0_NAME", ["nic-0", "eth0.front"], ["my nic", "nic\n0", "nic$(id)"]),
+    ("NIC_0_UUID", ["0c8b4a8e-0f55-4d2e-a2a5-5d1b0b3c7e12"], ["not a uuid"]),
+    ("NIC_0_NETWORK_NAME", ["lan"], ["lan; reboot"]),
+    ("NIC_0_NETWORK_SUBNET", ["192.0.2.0/24", "192.0.0.0/16"],
+     ["192.0.2.0", "192.0.2.0/33", "2001:db8::/64", "192.0.2/24x"]),
+    ("NIC_0_NETWORK_GATEWAY", ["192.0.2.1", "192.0.2.254"],
+     [GATEWAY_ATTACK, "192.0.2.1 ", "2001:db8::1", "gateway"]),
+    ("NIC_0_NETWORK_SUBNET6", ["2001:db8:1::/64", "2001:db8::/32"],
+     ["2001:db8::/129", "192.0.2.0/24", "2001:db8::", "fe80::%eth0/64"]),
+    ("NIC_0_NETWORK_GATEWAY6", ["2001:db8:1::1", "fe80::1"],
+     ["fe80::1%eth0", "2001:db8::1\nx", "192.0.2.1"]),
+    ("NIC_0_NETWORK_MAC_PREFIX", ["aa:00:00"], ["aa:00", "aa:00:00:00"]),
+    ("NIC_COUNT", ["0", "8"], ["9", "-1", "two", "\uff11"]),  # a full-width digit one
+    ("DISK_COUNT", ["1", "16"], ["0x1", "17"]),
+    ("DISK_0_PATH", ["/dev/xvda", "/srv/ganeti/file-storage/inst1/disk0"],
+     ["dev/xvda", "/dev/../etc/shadow", "/dev/xvda\nERROR: forged", "/dev/x\x7f"]),
+    ("DISK_0_SIZE", ["1024"], ["1G", "-1"]),
+    ("DISK_0_ACCESS", ["rw", "ro"], ["RW", "w"]),
+    ("DISK_0_BACKEND_TYPE", ["block", "file:loop"], ["file", "rbd;x"]),
+    ("HYPERVISOR", ["kvm", "xen-pvm"], ["KVM", "kvm;x"]),
+    ("INSTANCE_HV_root_path", ["/dev/vda1", "UUID=0c8b4a8e-0f55", "/dev/disk/by-label/root"],
+     ["/dev/vda1 init=/bin/sh", "/dev/vda1\nERROR: forged"]),
+    ("INSTANCE_HV_serial_console", ["True", "False", "true"], ["yes", "1"]),
+    ("INSTANCE_BE_maxmem", ["512", "1048576"], ["512M", "lots"]),
+    ("INSTANCE_BE_memory", ["512"], ["-512"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [(v, good) for v, goods, _ in CHECKED for good in goods]
+)
+def test_good_values_pass(variable: str, value: str) -> None:
+    osenv.parse("create", env_for("create", **{**NETWORK, variable: value}))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [(v, bad) for v, _, bads in CHECKED for bad in bads]
+)
+def test_bad_values_are_one_line_naming_the_variable_and_the_allowed_values(
+    variable: str, value: str
+) -> None:
+    message = failure("create", env_for("create", **{**NETWORK, variable: value}))
+    assert message.startswith(f"{variable}: bad value ")
+    assert "; allowed values: " in message
+
+
+@pytest.mark.parametrize("operation", ["create", "import", "export", "rename"])
+def test_the_attacks_are_refused_by_every_operation(operation: str) -> None:
+    for variable, value in (("NIC_0_NETWORK_GATEWAY", GATEWAY_ATTACK), ("NIC_0_MAC", MAC_ATTACK)):
+        message = failure(operation, env_for(operation, **{**NETWORK, variable: value}))
+        assert message.startswith(f"{variable}: bad value ")
+
+
+def test_a_bad_mac_with_an_ipv6_subnet_is_a_clean_error() -> None:
+    message = failure("create", env_for("create", **NETWORK, NIC_0_MAC="zz:zz"))
+    assert message == (
+        "NIC_0_MAC: bad value 'zz:zz'; allowed values: six colon-separated hex octets "
+        "such as aa:00:00:12:34:56"
+    )
+
+
+def test_nics_beyond_nic_count_are_not_read() -> None:
+    assert len(osenv.parse("create", env_for("create", NIC_1_MAC="zz")).nics) == 1
+
+
+def test_values_are_kept_in_their_canonical_spelling() -> None:
+    env = osenv.parse(
+        "create",
+        env_for(
+            "create",
+            NIC_0_MAC="AA:00:00:12:34:5F",
+            NIC_0_IP="2001:DB8:1:0::10",
+            NIC_0_NETWORK_SUBNET="192.0.2.7/24",
+            NIC_0_NETWORK_SUBNET6="2001:DB8:1:0::/64",
+            NIC_0_NETWORK_GATEWAY6="2001:DB8:1::0001",
+        ),
+    )
+    nic = env.nics[0]
+    assert (nic.mac, nic.ip, nic.subnet, nic.subnet6, nic.gateway6) == (
+        "aa:00:00:12:34:5f",
+        "2001:db8:1::10",
+        "192.0.2.0/24",
+        "2001:db8:1::/64",
+        "2001:db8:1::1",
+    )
+
+
+def test_a_gateway_outside_its_subnet_is_refused() -> None:
+    message = failure(
+        "create", env_for("create", **{**NETWORK, "NIC_0_NETWORK_GATEWAY": "198.51.100.1"})
+    )
+    assert message == (
+        "NIC_0_NETWORK_GATEWAY: 198.51.100.1 is outside NIC_0_NETWORK_SUBNET 192.0.2.0/24; "
+        "allowed values: an address inside the subnet"
+    )
+    message = failure(
+        "create", env_for("create", **{**NETWORK, "NIC_0_NETWORK_GATEWAY6": "2001:db8:9::1"})
+    )
+    assert message.startswith("NIC_0_NETWORK_GATEWAY6: 2001:db8:9::1 is outside NIC_0_NETWORK_")
+    # Link-local IPv6 gateways are what router advertisements announce: allowed.
+    env = osenv.parse(
+        "create", env_for("create", **{**NETWORK, "NIC_0_NETWORK_GATEWAY6": "fe80::1"})
+    )
+    assert env.nics[0].gateway6 == "fe80::1"
+
+
+def test_hv_and_be_parameters_the_scripts_do_not_use_are_left_to_hooks() -> None:
+    env = osenv.parse(
+        "create", env_for("create", INSTANCE_HV_kernel_args="ro quiet", INSTANCE_BE_maxmem="1024")
+    )
+    assert env.hv["kernel_args"] == "ro quiet"
+    assert env.maxmem_mib == 1024
+
+
+def test_export_and_import_devices_are_absolute_paths() -> None:
+    for operation in ("export", "import"):
+        variable = f"{operation.upper()}_DEVICE"
+        message = failure(operation, env_for(operation, **{variable: "snap0"}))
+        assert message.startswith(f"{variable}: bad value 'snap0'; allowed values: an absolute")
+
+
+def test_long_values_are_cut_in_the_error() -> None:
+    message = failure("create", env_for("create", NIC_0_MAC="a" * 1000))
+    assert len(message) < 250 and "...'" in message
