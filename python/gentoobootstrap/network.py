@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -30,6 +31,17 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 HEADER = "# Written by ganeti-instance-gentoobootstrap from the instance's NICs (NETWORK={mode}).\n"
+
+# netifrc's /etc/conf.d/net is sourced as shell by root at every boot, and a networkd file
+# takes any "Key=" line as a setting: every value is held to one of these right where it is
+# written, whatever checked it before.
+_SAFE = {
+    "interface name": re.compile(r"eth[0-9]{1,2}"),
+    "MAC address": re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}"),
+    "address": re.compile(r"[0-9a-f.:]+/[0-9]{1,3}"),
+    "gateway": re.compile(r"[0-9a-f.:]+"),
+    "NETWORK mode": re.compile(r"[a-z]+"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,14 @@ def _network6(value: str) -> ipaddress.IPv6Network:
     return ipaddress.IPv6Network(value, strict=False)
 
 
+_address4 = ipaddress.IPv4Address
+_address6 = ipaddress.IPv6Address
+
+
 def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
     """The SLAAC address of ``mac`` in a /64 ``prefix`` (RFC 4291 appendix A)."""
+    if not _SAFE["MAC address"].fullmatch(mac.lower()):
+        raise ValueError(mac)
     octets = bytes(int(x, 16) for x in mac.split(":"))
     ident = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:6]
     address = int(prefix.network_address) | int.from_bytes(ident, "big")
@@ -61,9 +79,18 @@ def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
 
 def _parse(nic: Nic, key: str, value: str, parse: Callable[[str], T]) -> T:
     try:
+        if "%" in value:  # an IPv6 scope, which ipaddress would take with anything in it
+            raise ValueError(value)
         return parse(value)
     except ValueError:
         raise OSEnvError(f"NIC_{nic.index}_{key}", f"not a valid address: {value!r}") from None
+
+
+def _safe(what: str, value: str) -> str:
+    """``value``, if it is plainly a ``what``; anything else never reaches the guest's files."""
+    if not _SAFE[what].fullmatch(value):
+        raise OSEnvError("NIC", f"refusing to write {what} {value!r} into the guest")
+    return value
 
 
 def _static(nic: Nic) -> tuple[list[str], list[str]]:
@@ -76,7 +103,7 @@ def _static(nic: Nic) -> tuple[list[str], list[str]]:
         if ip in subnet4:
             addresses.append(f"{ip}/{subnet4.prefixlen}")
             if nic.gateway:
-                gateways.append(nic.gateway)
+                gateways.append(str(_parse(nic, "NETWORK_GATEWAY", nic.gateway, _address4)))
         else:
             log.warning("NIC %d: IP %s is outside its network's subnet %s", nic.index, ip, subnet4)
     if nic.subnet6:
@@ -85,11 +112,11 @@ def _static(nic: Nic) -> tuple[list[str], list[str]]:
         if ip is not None and ip.version == 6 and ip in subnet6:
             address6 = ipaddress.IPv6Interface((ip, subnet6.prefixlen))
         elif subnet6.prefixlen == 64 and nic.mac:
-            address6 = eui64(subnet6, nic.mac)
+            address6 = _parse(nic, "MAC", nic.mac, lambda mac: eui64(subnet6, mac))
         if address6 is not None:
             addresses.append(str(address6))
             if nic.gateway6:
-                gateways.append(nic.gateway6)
+                gateways.append(str(_parse(nic, "NETWORK_GATEWAY6", nic.gateway6, _address6)))
     return addresses, gateways
 
 
@@ -111,21 +138,26 @@ def plan(nics: Sequence[Nic], mode: str) -> list[Interface]:
 
 def netifrc(interfaces: Sequence[Interface], mode: str) -> str:
     """``/etc/conf.d/net`` for OpenRC's netifrc (entries of a setting one a line)."""
-    lines = [HEADER.format(mode=mode).rstrip("\n")]
+    lines = [HEADER.format(mode=_safe("NETWORK mode", mode)).rstrip("\n")]
     for i in interfaces:
-        config = (["dhcp"] if i.dhcp else []) + list(i.addresses)
-        lines.append(f'config_{i.name}="' + "\n".join(config) + '"')
+        name = _safe("interface name", i.name)
+        config = (["dhcp"] if i.dhcp else []) + [_safe("address", a) for a in i.addresses]
+        lines.append(f'config_{name}="' + "\n".join(config) + '"')
         if i.gateways:
-            routes = "\n".join(f"default via {g}" for g in i.gateways)
-            lines.append(f'routes_{i.name}="{routes}"')
+            routes = "\n".join(f"default via {_safe('gateway', g)}" for g in i.gateways)
+            lines.append(f'routes_{name}="{routes}"')
     return "\n".join(lines) + "\n"
 
 
 def networkd(interface: Interface, mode: str) -> str:
     """A systemd-networkd ``.network`` file for ``interface``, matched by MAC."""
-    match = f"PermanentMACAddress={interface.mac}" if interface.mac else f"Name={interface.name}"
+    name = _safe("interface name", interface.name)
+    if interface.mac:
+        match = f"PermanentMACAddress={_safe('MAC address', interface.mac)}"
+    else:
+        match = f"Name={name}"
     lines = [
-        HEADER.format(mode=mode).rstrip("\n"),
+        HEADER.format(mode=_safe("NETWORK mode", mode)).rstrip("\n"),
         "[Match]",
         match,
         "",
@@ -133,15 +165,17 @@ def networkd(interface: Interface, mode: str) -> str:
         f"DHCP={'ipv4' if interface.dhcp else 'no'}",
         "IPv6AcceptRA=yes",
     ]
-    lines += [f"Address={a}" for a in interface.addresses]
-    lines += [f"Gateway={g}" for g in interface.gateways]
+    lines += [f"Address={_safe('address', a)}" for a in interface.addresses]
+    lines += [f"Gateway={_safe('gateway', g)}" for g in interface.gateways]
     return "\n".join(lines) + "\n"
 
 
 def link(interface: Interface) -> str:
     """A systemd ``.link`` file naming the NIC with ``interface.mac`` ``interface.name``."""
+    name = _safe("interface name", interface.name)
+    mac = _safe("MAC address", interface.mac)
     return (
         "# Written by ganeti-instance-gentoobootstrap: Ganeti NIC "
-        f"{interface.name[3:]} is {interface.name}.\n"
-        f"[Match]\nPermanentMACAddress={interface.mac}\n\n[Link]\nName={interface.name}\n"
+        f"{name[3:]} is {name}.\n"
+        f"[Match]\nPermanentMACAddress={mac}\n\n[Link]\nName={name}\n"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,73 @@ def test_renderings() -> None:
 def test_malformed_addresses_name_the_variable(nic: Nic, variable: str) -> None:
     with pytest.raises(OSEnvError, match=f"^{variable}: not a valid address"):
         network.plan([nic], "ganeti")
+
+
+# -- hostile values never land in the guest's files ---------------------------------------------
+
+GATEWAY_ATTACK = '192.0.2.1"; touch /x; "'
+MAC_ATTACK = f"{MAC}\n[Network]\nDNS=203.0.113.66"
+
+
+def test_a_gateway_with_shell_in_it_is_refused() -> None:
+    nic = Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway=GATEWAY_ATTACK)
+    with pytest.raises(OSEnvError, match=r"^NIC_0_NETWORK_GATEWAY: not a valid address"):
+        network.plan([nic], "ganeti")
+
+
+def test_an_ipv6_gateway_with_a_scope_is_refused() -> None:
+    nic = Nic(0, MAC, network_name="n", subnet6="2001:db8::/64", gateway6="fe80::1%$(touch /x)")
+    with pytest.raises(OSEnvError, match=r"^NIC_0_NETWORK_GATEWAY6: not a valid address"):
+        network.plan([nic], "ganeti")
+
+
+def test_a_bad_mac_with_an_ipv6_subnet_is_a_clean_error() -> None:
+    nic = Nic(0, "zz:zz", network_name="n", subnet6="2001:db8::/64")
+    with pytest.raises(OSEnvError, match=r"^NIC_0_MAC: "):
+        network.plan([nic], "ganeti")
+
+
+@pytest.mark.parametrize("mode", ["dhcp", "ganeti"])
+def test_a_mac_with_a_newline_never_reaches_a_networkd_file(mode: str) -> None:
+    (interface,) = network.plan([Nic(0, MAC_ATTACK)], mode)
+    for render in (network.link, lambda i: network.networkd(i, mode)):
+        with pytest.raises(OSEnvError, match="refusing to write MAC address"):
+            render(interface)
+
+
+@pytest.mark.parametrize(
+    "interface",
+    [
+        Interface("eth0", MAC, False, ("192.0.2.10/24",), (GATEWAY_ATTACK,)),
+        Interface("eth0", MAC, False, ('192.0.2.10/24"\nreboot #',)),
+        Interface("eth0$(reboot)", MAC, True),
+    ],
+)
+def test_the_writers_refuse_anything_but_plain_values(interface: Interface) -> None:
+    for render in (
+        lambda: network.netifrc([interface], "ganeti"),
+        lambda: network.networkd(interface, "ganeti"),
+    ):
+        with pytest.raises(OSEnvError, match="refusing to write"):
+            render()
+    with pytest.raises(OSEnvError, match="refusing to write"):
+        network.netifrc([], 'ganeti"\nreboot #')
+
+
+def test_netifrc_config_reads_back_as_written_when_sourced(tmp_path: Path) -> None:
+    nics = [
+        Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1",
+            subnet6="2001:db8:1::/64", gateway6="fe80::1"),
+        Nic(1, "aa:00:00:ab:cd:ef"),
+    ]  # fmt: skip
+    conf = tmp_path / "net"
+    conf.write_text(network.netifrc(network.plan(nics, "ganeti"), "ganeti"))
+    script = '. "$1"; printf "%s|%s|%s" "$config_eth0" "$routes_eth0" "$config_eth1"'
+    out = subprocess.run(
+        ["sh", "-c", script, "sh", str(conf)], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split("|") == [
+        "192.0.2.10/24\n2001:db8:1:0:a800:ff:fe12:3456/64",
+        "default via 192.0.2.1\ndefault via fe80::1",
+        "dhcp",
+    ]
