@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import initsystem, network
+from gentoobootstrap import initsystem, network, parameters
 from gentoobootstrap.context import Context
-from gentoobootstrap.errors import ConfigError, GuestError
+from gentoobootstrap.errors import ConfigError, GuestError, ParameterError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.initsystem import Init
 from gentoobootstrap.osenv import Nic, OSEnv
@@ -147,7 +147,12 @@ def authorized_keys(keys_file: Optional[Path], parameter: object) -> list[str]:
             ) from None
         keys += [k.strip() for k in text.splitlines() if k.strip() and not k.startswith("#")]
     if isinstance(parameter, str) and parameter.strip():
-        keys.append(parameter.strip())
+        # Checked when the environment was parsed; checked again where it is written, so that
+        # nothing but one key line (no options, no second key) can reach authorized_keys.
+        try:
+            keys.append(parameters.ssh_key(parameter))
+        except ValueError as e:
+            raise ParameterError(f"OS parameter 'ssh_key' has a bad value; {e}") from None
     return list(dict.fromkeys(keys))
 
 
@@ -249,15 +254,16 @@ def set_timezone(root: GuestRoot, zone: str) -> None:
     """TIMEZONE: /etc/localtime → the zoneinfo file, and /etc/timezone; empty keeps the stage's."""
     if not zone:
         return
+    # The zone may be the timezone OS parameter: never echoed nor logged.
     if not root.path(f"/usr/share/zoneinfo/{zone}").is_file():
         raise ConfigError(
-            f"the stage has no /usr/share/zoneinfo/{zone}; "
-            "allowed values: a zoneinfo name such as Europe/Berlin",
+            "the stage has no zoneinfo file of that name (from TIMEZONE or the timezone "
+            "OS parameter); allowed values: a zoneinfo name the stage ships, such as Europe/Berlin",
             key="TIMEZONE",
         )
     root.symlink("/etc/localtime", f"../usr/share/zoneinfo/{zone}")
     root.write_text("/etc/timezone", zone + "\n")
-    log.info("time zone: %s", zone)
+    log.info("time zone: set")
 
 
 def copy_resolv_conf(

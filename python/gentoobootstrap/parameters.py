@@ -7,6 +7,8 @@ are never logged or echoed: Ganeti merges secret parameters into the same
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,17 +16,37 @@ from dataclasses import dataclass
 from gentoobootstrap.errors import ParameterError
 from gentoobootstrap.settings import DECLARATIONS, FILESYSTEMS, Kind
 
-_SSH_KEY = re.compile(
-    r"(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/]+=*(\s.*)?"
+#: Public key types OpenSSH takes in authorized_keys.
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+    "ssh-dss",
 )
+# TYPE BASE64 [COMMENT] and nothing more: no options (command="...", from=...) before the
+# type, no control character anywhere, so no second line either.
+_SSH_KEY = re.compile(r"(\S+)[ \t]+([A-Za-z0-9+/]+={0,2})(?:[ \t]+([^\x00-\x1f\x7f]*))?")
 
 
-def _ssh_key(raw: str) -> str:
-    if not _SSH_KEY.fullmatch(raw.strip()):
-        raise ValueError(
-            "allowed values: one OpenSSH public key line (ssh-ed25519 AAAA... comment)"
-        )
-    return raw.strip()
+def ssh_key(raw: str) -> str:
+    """One OpenSSH public key line; its blob must name the key type the line names."""
+    match = _SSH_KEY.fullmatch(raw.strip(" \t"))
+    if match and match.group(1) in SSH_KEY_TYPES:
+        try:
+            blob = base64.b64decode(match.group(2), validate=True)
+        except binascii.Error:
+            blob = b""
+        kind = match.group(1).encode()
+        if blob[:4] == len(kind).to_bytes(4, "big") and blob[4 : 4 + len(kind)] == kind:
+            return match.group(0)
+    raise ValueError(
+        "allowed values: one OpenSSH public key line, TYPE BASE64 [COMMENT], "
+        f"TYPE one of {', '.join(SSH_KEY_TYPES)}; no options, no second line"
+    )
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,7 @@ PARAMETERS = {
         Parameter(
             "ssh_key",
             "an SSH public key for root (enables sshd)",
-            Kind("OpenSSH public key", _ssh_key),
+            Kind("OpenSSH public key", ssh_key),
         ),
         Parameter(
             "root_password",

@@ -227,8 +227,9 @@ def test_time_zone(tmp_path: Path, init: str) -> None:
     guest.set_timezone(GuestRoot(top), "Europe/Berlin")
     assert os.readlink(top / "etc/localtime") == "../usr/share/zoneinfo/Europe/Berlin"
     assert (top / "etc/timezone").read_text() == "Europe/Berlin\n"
-    with pytest.raises(ConfigError, match=r"TIMEZONE: the stage has no /usr/share/zoneinfo/Mars"):
+    with pytest.raises(ConfigError, match=r"TIMEZONE: the stage has no zoneinfo file") as e:
         guest.set_timezone(GuestRoot(top), "Mars/Olympus")
+    assert "Mars" not in str(e.value)  # the value may be an OS parameter: never echoed
 
 
 def test_resolv_conf_replaces_the_stage_link_not_the_node(tmp_path: Path) -> None:

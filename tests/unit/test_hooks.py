@@ -14,6 +14,8 @@ from gentoobootstrap.settings import Settings
 from support import ganeti_environ
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x"
+
 
 def hook(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
     directory.mkdir(exist_ok=True)
@@ -70,7 +72,7 @@ def test_no_hook_directory(tmp_path: Path) -> None:
 
 
 def test_environment(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, OSP_SSH_KEY="ssh-ed25519 AAAAkey x", NIC_0_IP="192.0.2.10")
+    ctx = make_ctx(tmp_path, OSP_SSH_KEY=KEY, NIC_0_IP="192.0.2.10")
     d = tmp_path / "hooks"
     hook(d, "env", 'env > "$TARGET/env"\nif read -r line; then echo input; else echo eof; fi\n')
     hooks.run_parts(hooks.find(d), hooks.environment(ctx), ctx.target)
@@ -82,7 +84,7 @@ def test_environment(tmp_path: Path) -> None:
     # Ganeti's variables as given, OS parameters included.
     assert env["INSTANCE_NAME"] == "inst1.example.com"
     assert env["NIC_0_IP"] == "192.0.2.10"
-    assert env["OSP_SSH_KEY"] == "ssh-ed25519 AAAAkey x"
+    assert env["OSP_SSH_KEY"] == KEY
     assert env["PATH"] == "/sbin:/bin:/usr/sbin:/usr/bin"
     # Every resolved setting, as the settings files spell it.
     assert env["NETWORK"] == "ganeti"

@@ -86,3 +86,64 @@ def test_variable_names_follow_ganeti() -> None:
     assert parameters.Parameter("a-b", "", parameters.PARAMETERS["network"].kind).variable == (
         "OSP_A_B"
     )
+
+
+# -- ssh_key: exactly one public key line --------------------------------------------------------
+
+RSA = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAEGZha2UtcnNhLW1vZHVsdXM="
+ECDSA = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY="
+BAD_KEYS = [
+    # a second key, with options, on a second line (or after a CR)
+    KEY + '\ncommand="/bin/sh -c hunter2" ' + KEY,
+    KEY + "\r\n" + KEY,
+    KEY + "\rhunter2",
+    KEY + "\0hunter2",
+    KEY + "\n",
+    # options before the key
+    'command="hunter2" ' + KEY,
+    'no-pty,from="hunter2" ' + KEY,
+    # not a known type, not base64, or a blob of another type
+    "ssh-hunter2 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+    "ssh-ed25519 hunter2!!",
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJ",
+    "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl hunter2",
+    "ssh-ed25519",
+    "hunter2",
+]
+
+
+@pytest.mark.parametrize(
+    "key", [KEY, RSA, ECDSA, KEY.rsplit(" ", 1)[0], f"  {KEY}\t", f"{KEY} a b c"]
+)
+def test_one_public_key_line(key: str) -> None:
+    assert parameters.parse({"OSP_SSH_KEY": key}) == {"ssh_key": key.strip()}
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_anything_but_one_public_key_line_is_refused_without_echo(key: str) -> None:
+    message = refusal({"OSP_SSH_KEY": key})
+    assert message.startswith("OS parameter 'ssh_key' has a bad value; allowed values: one OpenSSH")
+    assert "hunter2" not in message and "AAAA" not in message
+
+
+def test_verify_refuses_a_second_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gentoobootstrap import cli
+
+    environ = {
+        "OS_API_VERSION": "20",
+        "OS_NAME": "gentoobootstrap",
+        "OS_VARIANT": "default",
+        "DEBUG_LEVEL": "0",
+        "OSP_SSH_KEY": BAD_KEYS[0],
+    }
+    assert cli.main("verify", ["parameters"], environ) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "ERROR: verify: OS parameter 'ssh_key' has a bad value; allowed values: one OpenSSH "
+        "public key line, TYPE BASE64 [COMMENT], TYPE one of "
+        + ", ".join(parameters.SSH_KEY_TYPES)
+        + "; no options, no second line"
+    )
+    assert "hunter2" not in lines[0]

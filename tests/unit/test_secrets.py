@@ -1,0 +1,57 @@
+"""OS parameter values are never logged nor echoed; one key line only reaches authorized_keys."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from gentoobootstrap import config, guest, osenv
+from gentoobootstrap.context import Context
+from gentoobootstrap.errors import ParameterError
+from gentoobootstrap.settings import Settings
+from support import ganeti_environ
+from support.guesttree import TREES
+from support.logs import plain_logging  # noqa: F401 (autouse)
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl hunter2"
+HASH = "$6$hunter2salt$0Bx8RjvKr9ZMa0aTEmeC0G5xcFr6r0j9KcZRm7DQ1k1Z0yTj9QxvK5HLNUoZHj"
+
+
+@pytest.mark.parametrize("init", ["openrc", "systemd"])
+def test_configuring_a_guest_logs_no_parameter_value(
+    tmp_path: Path, init: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = tmp_path / "disk.img"
+    disk.touch()
+    environ = ganeti_environ(
+        disk,
+        OSP_SSH_KEY=KEY,
+        OSP_ROOT_PASSWORD=HASH,
+        OSP_TIMEZONE="Europe/Berlin",
+        OSP_NETWORK="dhcp",
+    )
+    env = osenv.parse("create", environ)
+    settings = config.apply_parameters(Settings(), env.params)
+    ctx = Context(env=env, settings=settings, target=TREES[init](tmp_path / "root"))
+    caplog.set_level(logging.DEBUG)
+
+    guest.configure_guest(ctx)
+
+    assert (ctx.target / "etc/timezone").read_text() == "Europe/Berlin\n"
+    for secret in ("hunter2", "AAAAC3", "Berlin"):
+        assert secret not in caplog.text
+    assert "root password: a crypt hash; SSH keys: 1, sshd enabled" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [KEY + '\ncommand="/bin/sh" ' + KEY, KEY + "\r\n" + KEY, 'command="/bin/sh" ' + KEY],
+)
+def test_authorized_keys_takes_one_key_line_from_the_parameter(parameter: str) -> None:
+    with pytest.raises(ParameterError) as e:
+        guest.authorized_keys(None, parameter)
+    assert str(e.value).startswith("OS parameter 'ssh_key' has a bad value; allowed values:")
+    assert "hunter2" not in str(e.value) and "AAAA" not in str(e.value)
+    assert guest.authorized_keys(None, f" {KEY} ") == [KEY]
