@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,9 +49,40 @@ CHROOT_MOUNTS = (("/proc", "proc"), ("/sys", "/sys"), ("/dev", "/dev"), ("/dev/p
 
 
 def find(directory: Path) -> list[Path]:
-    """The hooks in ``directory`` to run, in order (none when it does not exist)."""
+    """The hooks in ``directory`` to run, in order (none when it does not exist).
+
+    Hooks run as root, so like sudo and sshd's StrictModes this refuses a
+    directory or hook (a symlinked one: the file it resolves to) that is owned
+    by anyone but root or writable by group or others, and any directory above
+    them through which others could swap it (not root's, or writable by group
+    or others without the sticky bit).  The user running the script counts as
+    root: tests run as themselves.
+    """
+    owners = {0, os.geteuid()}
+
+    def check(path: Path) -> None:
+        resolved = path.resolve()
+        for p in (resolved, *resolved.parents):
+            st = p.stat()
+            above = p != resolved
+            if st.st_uid not in owners:
+                problem = f"is owned by uid {st.st_uid}, not root"
+            elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (
+                above and st.st_mode & stat.S_ISVTX
+            ):
+                problem = "is writable by group or others"
+            else:
+                continue
+            where = str(p) if p == path else f"{p} ({'above' if above else 'target of'} {path})"
+            raise HookError(
+                f"refusing to run hooks: {where} {problem}; hooks run as root, so "
+                "CUSTOMIZE_DIR, its hooks and the directories above them must be root's "
+                "and writable by root only"
+            )
+
     if not directory.is_dir():
         return []
+    check(directory)
     hooks, misnamed, not_executable = [], [], []
     for name in sorted(os.listdir(directory), key=os.fsencode):
         path = directory / name
@@ -58,6 +90,7 @@ def find(directory: Path) -> list[Path]:
             if path.is_file():
                 misnamed.append(name)
         elif path.is_file() and os.access(path, os.X_OK):
+            check(path)
             hooks.append(path)
         elif path.is_file():
             not_executable.append(name)

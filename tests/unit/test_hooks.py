@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,78 @@ def test_a_process_left_in_target_is_killed(
     assert not pid_alive(pid)
     assert hooks.holders(target) == []
     assert f"hook daemon left process {pid} (sleep)" in caplog.text
+
+
+# -- only root's hooks run as root ---------------------------------------------------------------
+
+
+def refused(directory: Path) -> str:
+    with pytest.raises(HookError) as e:
+        hooks.find(directory)
+    message = str(e.value)
+    assert message.startswith("refusing to run hooks: ") and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
+def test_a_hook_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    d = tmp_path / "hooks"
+    hook(d, "10-a", "true\n")
+    d.chmod(mode)
+    assert refused(d).startswith(f"refusing to run hooks: {d} is writable by group or others;")
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757])
+def test_a_hook_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    d = tmp_path / "hooks"
+    hook(d, "10-a", "true\n")
+    bad = hook(d, "20-b", "true\n", mode=mode)
+    assert refused(d).startswith(f"refusing to run hooks: {bad} is writable by group or others;")
+
+
+def test_a_symlinked_hook_is_judged_by_what_it_resolves_to(tmp_path: Path) -> None:
+    d = tmp_path / "hooks"
+    elsewhere = hook(tmp_path / "elsewhere", "shared", "true\n")
+    d.mkdir()
+    (d / "10-shared").symlink_to(elsewhere)
+    assert hooks.find(d) == [d / "10-shared"]
+    elsewhere.chmod(0o777)
+    assert refused(d).startswith(
+        f"refusing to run hooks: {elsewhere} (target of {d / '10-shared'}) is writable by group"
+    )
+    elsewhere.chmod(0o755)
+    (tmp_path / "elsewhere").chmod(0o777)
+    assert refused(d).startswith(
+        f"refusing to run hooks: {tmp_path / 'elsewhere'} (above {d / '10-shared'}) is writable"
+    )
+
+
+def test_a_directory_above_that_others_could_swap_it_through_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    d = shared / "hooks"
+    shared.mkdir()
+    hook(d, "10-a", "true\n")
+    shared.chmod(0o777)
+    assert refused(d).startswith(f"refusing to run hooks: {shared} (above {d}) is writable by")
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot rename what is not theirs
+    assert hooks.find(d) == [d / "10-a"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files away")
+def test_hooks_owned_by_someone_else_are_refused(tmp_path: Path) -> None:
+    d = tmp_path / "hooks"
+    theirs = hook(d, "10-theirs", "true\n")
+    os.chown(theirs, 65534, 65534)
+    assert refused(d).startswith(f"refusing to run hooks: {theirs} is owned by uid 65534, not root")
+    theirs.unlink()
+    os.chown(d, 65534, 65534)
+    assert refused(d).startswith(f"refusing to run hooks: {d} is owned by uid 65534, not root")
+
+
+def test_a_refused_hook_is_not_run(tmp_path: Path) -> None:
+    d = tmp_path / "hooks"
+    ran = tmp_path / "ran"
+    hook(d, "10-a", f"touch {ran}\n", mode=0o777)
+    with pytest.raises(HookError):
+        hooks.run_hooks(make_ctx(tmp_path))
+    assert not ran.exists()
