@@ -41,8 +41,10 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _MAC_PREFIX = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){2}")
-# Linux's dev_valid_name() allows more; nothing sane needs more than this.
+# Linux's dev_valid_name() allows more; nothing sane needs more than this.  A routed NIC's
+# link is a routing table instead: a name of the same letters (rt_tables(5)), or a number.
 _INTERFACE = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
+_ROUTING_TABLE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 _VLAN = re.compile(r"(\.[0-9]{1,4})?(:[0-9]{1,4})*")
 _OBJECT_NAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,255}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -119,6 +121,16 @@ def interface_name(raw: str) -> str:
         raise ValueError(
             "allowed values: a Linux interface name (1 to 15 letters, digits, '_', '.', "
             "'@', '+' or '-')"
+        )
+    return raw
+
+
+def link_name(raw: str) -> str:
+    """An interface name, or a routing table's (checked as an interface's unless routed)."""
+    if not _ROUTING_TABLE.fullmatch(raw):
+        raise ValueError(
+            "allowed values: an interface name, or a routing table for a routed NIC "
+            "(letters, digits, '_', '.', '@', '+' or '-')"
         )
     return raw
 
@@ -203,7 +215,7 @@ NIC_VARIABLES: dict[str, tuple[Optional[str], Check[str]]] = {
     "MAC": ("mac", mac_address),
     "IP": ("ip", ip_address),
     "MODE": ("mode", choice("bridged", "routed", "openvswitch", "pool")),
-    "LINK": ("link", interface_name),
+    "LINK": ("link", link_name),
     "BRIDGE": (None, interface_name),
     "VLAN": (None, vlan),
     "NAME": ("name", object_name),
@@ -358,6 +370,8 @@ def _nic(environ: Mapping[str, str], i: int) -> Nic:
         if name is not None and value is not None:
             fields[name] = value
     nic = Nic(i, **fields)
+    if nic.link and nic.mode != "routed":
+        _value(environ, f"NIC_{i}_LINK", interface_name)
     # As Ganeti's own address pool holds them: an IPv4 gateway inside its subnet, an IPv6
     # one inside its subnet or link-local.
     if (

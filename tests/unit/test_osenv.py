@@ -312,6 +312,16 @@ def test_a_bad_mac_with_an_ipv6_subnet_is_a_clean_error() -> None:
     )
 
 
+def test_a_routed_nic_links_to_a_routing_table() -> None:
+    table = "ganeti_routed_instances"  # longer than an interface name may be
+    env = osenv.parse("create", env_for("create", NIC_0_MODE="routed", NIC_0_LINK=table))
+    assert env.nics[0].link == table
+    message = failure("create", env_for("create", NIC_0_LINK=table))
+    assert message.startswith(f"NIC_0_LINK: bad value '{table}'; allowed values: a Linux interface")
+    message = failure("create", env_for("create", NIC_0_MODE="routed", NIC_0_LINK="t;x"))
+    assert message.startswith("NIC_0_LINK: bad value 't;x'; allowed values: an interface name")
+
+
 def test_nics_beyond_nic_count_are_not_read() -> None:
     assert len(osenv.parse("create", env_for("create", NIC_1_MAC="zz")).nics) == 1
 
