@@ -76,7 +76,7 @@ PARAMETERS = {
         Parameter(
             "ssh_key",
             "an SSH public key for root (enables sshd)",
-            Kind("OpenSSH public key", ssh_key),
+            Kind("one OpenSSH public key line, no options", ssh_key),
         ),
         Parameter(
             "root_password",
