@@ -338,8 +338,14 @@ def test_stage4_local_file(tmp_path: Path) -> None:
     # Nothing beside it to check a signature of: no KEYRING needed.
     absent = tmp_path / "no-keyring.asc"
     s = settings("http://127.0.0.1:9", tmp_path / "cache", absent, stage4_file=str(stage4))
-    assert stages.obtain(s) == stage4  # used in place
-    assert not (tmp_path / "cache").exists()
+    got = stages.obtain(s)
+    assert got.parent.parent == tmp_path / "cache" / "stage4"  # a private copy
+    assert got.read_bytes() == stage4.read_bytes()  # as it is: no recompression
+    assert stages.checked_members(got, tmp_path / "cache") == 1
+    assert stages.obtain(s) == got
+    make_tarball(stage4, {"boot/vmlinuz": b"kernel 2"})  # rebuilt: copied again
+    again = stages.obtain(s)
+    assert again == got and again.read_bytes() == stage4.read_bytes()
 
 
 def test_stage4_local_file_checked_against_its_digests(
@@ -347,10 +353,33 @@ def test_stage4_local_file_checked_against_its_digests(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key)
     s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(layout.stage))
-    assert stages.obtain(s) == layout.stage
+    got = stages.obtain(s)
+    assert got.read_bytes() == layout.stage.read_bytes()
     layout.stage.write_bytes(layout.stage.read_bytes() + b"\0")
     with pytest.raises(VerificationError, match="mismatch"):
         stages.obtain(s)
+
+
+def test_stage4_local_file_must_be_a_regular_file(tmp_path: Path, keyring: Path) -> None:
+    fifo = tmp_path / "stage4.tar.xz"
+    os.mkfifo(fifo)  # opening it for reading must not wait for a writer
+    s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(fifo))
+    with pytest.raises(StageError, match=r"^STAGE4_FILE: .* is not a file$"):
+        stages.obtain(s)
+
+
+def test_meta_json_beside_a_local_stage4_proves_nothing(tmp_path: Path, keyring: Path) -> None:
+    """A meta.json claiming the members were checked counts only inside CACHE_DIR."""
+    (tmp_path / "builds").mkdir()
+    evil = make_tarball(tmp_path / "builds" / "stage4.tar.xz", {"../../etc/cron.d/x": b"2"})
+    moment = cache.now()
+    forged = cache.Meta(evil.as_uri(), evil.name, evil.name, moment, moment, "signature", members=1)
+    (evil.parent / "meta.json").write_text(json.dumps(dataclasses.asdict(forged)))
+    assert stages.checked_members(evil, tmp_path / "cache") is None
+    s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(evil))
+    with pytest.raises(StageError, match="outside the target"):
+        stages.obtain(s)
+    assert_clean(tmp_path / "cache")
 
 
 def test_stage4_url(
@@ -433,8 +462,9 @@ def test_catalyst_builds_the_stage4_once(
         stage4_file=str(target),
         catalyst_spec=spec,
     )
-    assert stages.obtain(s) == target
-    assert stages.obtain(s) == target
+    got = stages.obtain(s)
+    assert got.read_bytes() == target.read_bytes()
+    assert stages.obtain(s) == got
     assert calls.read_text() == f"-f {spec}\n"  # built once
 
 
@@ -545,8 +575,9 @@ def test_members_are_checked_once_when_cached(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     with tarfile.open(stage) as tar:
-        assert stages.checked_members(got) == len(tar.getmembers())
-    assert stages.checked_members(stage) is None  # not a cache entry: create checks it
+        assert stages.checked_members(got, tmp_path / "cache") == len(tar.getmembers())
+    assert stages.checked_members(stage, tmp_path / "cache") is None  # not in the cache
+    assert stages.checked_members(got, tmp_path / "elsewhere") is None
 
 
 def test_signed_stage_escaping_the_target_is_not_cached(
