@@ -21,7 +21,15 @@ from gentoobootstrap import cache, prefetch, stages
 from gentoobootstrap.download import DownloadError
 from gentoobootstrap.errors import StageError, ToolNotFoundError, VerificationError
 from support import REPO
-from support.mirror import SigningKey, build_mirror, make_tarball, serve, settings, signing_key
+from support.mirror import (
+    STAMP,
+    SigningKey,
+    build_mirror,
+    make_tarball,
+    serve,
+    settings,
+    signing_key,
+)
 
 STAGE3 = "stage3-amd64-openrc-20261122T170359Z"
 
@@ -589,3 +597,117 @@ def test_signed_stage_escaping_the_target_is_not_cached(
         stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     assert str(e.value).startswith(f"{layout.root.as_uri()}/releases/amd64/autobuilds/")
     assert_clean(tmp_path / "cache")
+
+
+NEWER = "20261129T170000Z"
+
+
+def test_a_replayed_older_release_is_refused(
+    tmp_path: Path, key: SigningKey, keyring: Path, requests: list[str]
+) -> None:
+    """A mirror (or a man in the middle) replaying last week's genuinely signed release."""
+    newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+    older = make_tarball(tmp_path / "older.tar.xz", {"etc/older": b"1\n"})
+    layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
+    with serve(layout.root, requests) as url:
+        s = settings(url, tmp_path / "cache", keyring, clean_cache=0)  # always asks the mirror
+        first = stages.obtain(s)
+        assert first.name == f"stage3-amd64-openrc-{NEWER}.tar.zst"
+        for signed in (True, False):
+            build_mirror(layout.root, older, key, stamp=STAMP, sign_latest=signed)
+            with pytest.raises(StageError) as e:
+                stages.obtain(s)
+            message = str(e.value)
+            assert "\n" not in message
+            assert "2026-11-22 17:03:59 UTC" in message and "2026-11-29 17:00:00 UTC" in message
+            assert "ALLOW_OLDER_STAGE=yes" in message
+        assert downloads(requests) == [f"/releases/amd64/autobuilds/{NEWER}/{first.stem}.xz"]
+        assert tar_stream(first) == tar_stream(newer)  # the cache still holds the newer one
+
+        # The admin asks for it: the older release is installed, and cached.
+        allowed = dataclasses.replace(s, allow_older_stage=True)
+        got = stages.obtain(allowed)
+        assert got.name == f"{STAGE3}.tar.zst" and tar_stream(got) == tar_stream(older)
+        # Going forward again needs no permission.
+        build_mirror(layout.root, newer, key, stamp="20261206T170000Z")
+        assert tar_stream(stages.obtain(s)) == tar_stream(newer)
+
+    # Offline, the cached (newest) one is used, never an older file the entry still keeps.
+    assert stages.obtain(s).name == "stage3-amd64-openrc-20261206T170000Z.tar.zst"
+
+
+def test_a_replayed_release_stops_create_with_one_error_line(
+    tmp_path: Path,
+    key: SigningKey,
+    keyring: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gentoobootstrap import cli
+    from support import ganeti_environ
+
+    newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+    layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
+    cache_dir = tmp_path / "cache"
+    conf = tmp_path / "conf"
+    (conf / "variants").mkdir(parents=True)
+    monkeypatch.setattr("gentoobootstrap.paths.DEFAULTS_FILE", conf / "defaults")
+    monkeypatch.setattr("gentoobootstrap.paths.VARIANTS_DIR", conf / "variants")
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 2**20)
+    with serve(layout.root) as url:
+        stages.obtain(settings(url, cache_dir, keyring))
+        build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
+        (conf / "variants" / "default.conf").write_text(
+            f'MIRROR="{url}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\n'
+            'ARCH="amd64"\nCLEAN_CACHE="0"\n'
+        )
+        assert cli.main("create", [], ganeti_environ(image)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    dated = [line for line in err if "2026-11-22 17:03:59" in line]
+    assert dated == [err[-1]] and "ERROR: create: " in err[-1]
+    assert "2026-11-29 17:00:00" in err[-1]
+    assert image.read_bytes() == b"\0" * 2**20  # refused before the disk was touched
+
+
+def modes(root: Path) -> dict[str, str]:
+    """``relative path -> octal mode`` of everything below ``root``."""
+    return {
+        str(path.relative_to(root)): oct(path.lstat().st_mode & 0o7777)
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def test_cache_modes_do_not_come_from_the_umask(
+    tmp_path: Path, key: SigningKey, stage: Path, snapshot: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+    local = make_tarball(tmp_path / "stage4.tar.xz")
+    cache_dir = tmp_path / "var" / "cache" / "gb"  # parents made too
+    saved = os.umask(0)
+    try:
+        with serve(layout.root, requests) as url:
+            s = settings(url, cache_dir, keyring, snapshot="latest")
+            got = stages.obtain(s)
+            stages.obtain_snapshot(s)
+            stages.obtain(dataclasses.replace(s, stage4_file=str(local)))
+    finally:
+        os.umask(saved)
+    found = modes(tmp_path / "var")
+    assert found.pop("cache/gb/tmp") == "0o700"
+    assert not [p for p in found if p.startswith("cache/gb/tmp/")]
+    for path, mode in found.items():
+        name = path.rsplit("/", 1)[-1]
+        expected = "0o600" if name == ".lock" else "0o755" if "." not in name else "0o644"
+        assert mode == expected, path
+
+    # A cache an older version left writable by anyone: repaired, the file obtained again.
+    entry_dir = got.parent
+    entry_dir.chmod(0o777)
+    got.chmod(0o666)
+    requests.clear()
+    with serve(layout.root, requests) as url:
+        again = stages.obtain(dataclasses.replace(s, mirror=url))
+    assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
+    assert oct(entry_dir.stat().st_mode & 0o7777) == "0o755"
+    assert oct(again.stat().st_mode & 0o7777) == "0o644"
