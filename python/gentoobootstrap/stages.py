@@ -111,8 +111,10 @@ def _stage3(settings: Settings) -> Path:
                 log.info("The cached %s is still the newest", source.name)
                 entry.touch()
                 return entry.path / usable.file
-            if usable and is_older(source.name, usable.name):
-                _refuse_older(settings, latest_url, source.name, usable.name, signed)
+            # Even an entry a weaker VERIFY passed: going back needs the admin's word.
+            cached = usable or entry.meta
+            if cached and is_older(source.name, cached.name):
+                _refuse_older(settings, latest_url, source.name, cached.name, signed)
             return _fill(entry, settings, keys, source, source.name)
         except DownloadError as e:
             return _fallback(e, usable, entry)

@@ -636,6 +636,18 @@ def test_a_replayed_older_release_is_refused(
     assert stages.obtain(s).name == "stage3-amd64-openrc-20261206T170000Z.tar.zst"
 
 
+def test_no_rollback_below_an_entry_a_weaker_verify_passed(
+    tmp_path: Path, key: SigningKey, keyring: Path
+) -> None:
+    newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+    layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
+    s = settings(layout.root.as_uri(), tmp_path / "cache", keyring, verify="checksum")
+    stages.obtain(s)
+    build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
+    with pytest.raises(StageError, match="refusing to roll back"):
+        stages.obtain(dataclasses.replace(s, verify="signature"))
+
+
 def test_a_replayed_release_stops_create_with_one_error_line(
     tmp_path: Path,
     key: SigningKey,
