@@ -81,13 +81,18 @@ class Entry:
 
     @property
     def meta(self) -> Optional[Meta]:
+        """The entry's metadata, None when it is missing, unreadable or cannot be trusted."""
         try:
-            data = json.loads((self.path / META).read_text())
-            meta = Meta(**data)
+            with open(self.path / META, "rb", opener=_no_follow) as f:
+                writable = os.fstat(f.fileno()).st_mode & 0o022
+                meta = Meta(**json.loads(f.read()))
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError) as e:
+        except (OSError, ValueError, TypeError) as e:
             log.warning("%s: unreadable cache metadata (%s); filling the entry again", self.path, e)
+            return None
+        if "/" in meta.file or meta.file in ("", ".", ".."):
+            log.warning("%s: metadata names %r; filling the entry again", self.path, meta.file)
             return None
         try:
             st = (self.path / meta.file).lstat()
@@ -95,8 +100,8 @@ class Entry:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        if st.st_mode & 0o022:
-            log.warning("%s: others may write %s; filling the entry again", self.path, meta.file)
+        if writable or st.st_mode & 0o022:
+            log.warning("%s: its group or others may write it; filling it again", self.path)
             return None
         return meta
 
@@ -209,6 +214,10 @@ def create_file(path: Path, mode: int = FILE_MODE) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     os.fchmod(fd, mode)
     return open(fd, "wb")
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def _remove(path: Path) -> None:

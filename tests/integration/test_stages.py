@@ -723,3 +723,22 @@ def test_cache_modes_do_not_come_from_the_umask(
     assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
     assert oct(entry_dir.stat().st_mode & 0o7777) == "0o755"
     assert oct(again.stat().st_mode & 0o7777) == "0o644"
+    (entry_dir / "meta.json").chmod(0o666)
+    requests.clear()
+    with serve(layout.root, requests) as url:
+        stages.obtain(dataclasses.replace(s, mirror=url))
+    assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
+    assert oct((entry_dir / "meta.json").stat().st_mode & 0o7777) == "0o644"
+
+
+def test_cache_metadata_naming_a_file_outside_its_entry_is_ignored(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    s = settings(layout.root.as_uri(), tmp_path / "cache", keyring)
+    got = stages.obtain(s)
+    meta = json.loads((got.parent / "meta.json").read_text())
+    meta["file"] = "../../../mirror/" + layout.relative
+    (got.parent / "meta.json").write_text(json.dumps(meta))
+    assert cache.Entry(tmp_path / "cache", got.parent).meta is None
+    assert stages.obtain(s) == got
