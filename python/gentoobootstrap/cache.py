@@ -64,6 +64,7 @@ class Meta:
     verify: str  # the VERIFY mode it passed
     previous: str = ""  # the file it replaced, deleted on the next replacement
     members: int = 0  # tar members checked (none escapes the target) when it was stored
+    signed_at: float = 0.0  # when its signature was made (0: none checked)
 
     def fresh(self, days: int) -> bool:
         return now() - self.checked_at < days * DAY

@@ -174,7 +174,7 @@ class Settings:
     )
     allow_older_stage: bool = setting(
         "no",
-        "install a stage3 release older than the cached one (no: refuse a mirror rolling back)",
+        "install a stage3 or latest snapshot older than the cached one (no: refuse a rollback)",
         YESNO,
     )
     # The disk.

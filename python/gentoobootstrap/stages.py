@@ -5,8 +5,9 @@ portage snapshot (or None).  Both go through the cache (:mod:`gentoobootstrap.ca
 downloaded once per node under the entry's lock, verified per ``VERIFY`` before
 they enter the cache, reused for ``CLEAN_CACHE`` days, and used from the cache
 with a warning when the mirror cannot be reached.  A dated stage3 older than the
-cached one is refused unless ``ALLOW_OLDER_STAGE`` allows it: a mirror replaying an
-old, genuinely signed release must not roll the node back.
+cached one, or a latest snapshot signed before the cached one, is refused unless
+``ALLOW_OLDER_STAGE`` allows it: a mirror replaying an old, genuinely signed
+release must not roll the node back.
 
 A local ``STAGE4_FILE`` is opened once and copied into the cache; the digests, the
 signature and the member check all read that private copy, and only it is
@@ -20,6 +21,7 @@ decompresses many times faster than xz, and unpacking dominates create.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import logging
 import os
@@ -81,8 +83,16 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
                 raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
             with entry.workdir() as work:
                 tarball = download.download(url, work / name, proxy=settings.proxy)
-                _verify_snapshot(settings, keys(), tarball, name, signature)
-                return _store(entry, settings, tarball, url, identity)
+                signed_at = _verify_snapshot(settings, keys(), tarball, name, signature)
+                cached = usable or entry.meta
+                if cached and signed_at < cached.signed_at:
+                    _refuse_older(
+                        settings,
+                        url,
+                        f"a snapshot signed {_when(signed_at)}",
+                        f"one signed {_when(cached.signed_at)}",
+                    )
+                return _store(entry, settings, tarball, url, identity, signed_at=signed_at)
         except DownloadError as e:
             return _fallback(e, usable, entry)
 
@@ -105,7 +115,7 @@ def _stage3(settings: Settings) -> Path:
             log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
             return entry.path / usable.file
         try:
-            relative, signed = _latest(latest_url, settings, keys)
+            relative = _latest(latest_url, settings, keys)
             source = _Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
             if usable and usable.name == source.name:
                 log.info("The cached %s is still the newest", source.name)
@@ -114,14 +124,19 @@ def _stage3(settings: Settings) -> Path:
             # Even an entry a weaker VERIFY passed: going back needs the admin's word.
             cached = usable or entry.meta
             if cached and is_older(source.name, cached.name):
-                _refuse_older(settings, latest_url, source.name, cached.name, signed)
+                _refuse_older(
+                    settings,
+                    latest_url,
+                    f"{source.name} of {_stamp(source.name)}",
+                    f"{cached.name} of {_stamp(cached.name)}",
+                )
             return _fill(entry, settings, keys, source, source.name)
         except DownloadError as e:
             return _fallback(e, usable, entry)
 
 
-def _latest(url: str, settings: Settings, keys: Keys) -> tuple[str, bool]:
-    """The dated relative path the latest file names, and whether its signature was checked."""
+def _latest(url: str, settings: Settings, keys: Keys) -> str:
+    """The dated relative path the latest file names (its signature checked when it has one)."""
     data = download.read(url, proxy=settings.proxy)
     signed = verification.is_clearsigned(data)
     ring = keys()
@@ -131,7 +146,7 @@ def _latest(url: str, settings: Settings, keys: Keys) -> tuple[str, bool]:
         data = verification.unsigned_body(data)
     elif ring is not None:
         log.warning("%s is not signed (an old mirror?); the stage's own signatures decide", url)
-    return parse_latest(data.decode(errors="replace"), url), signed and ring is not None
+    return parse_latest(data.decode(errors="replace"), url)
 
 
 def parse_latest(text: str, url: str = "the latest file") -> str:
@@ -173,22 +188,21 @@ def _stamp(name: str) -> str:
     return f"{date[:4]}-{date[4:6]}-{date[6:]} {time[:2]}:{time[2:4]}:{time[4:]} UTC"
 
 
-def _refuse_older(
-    settings: Settings, latest_url: str, name: str, cached: str, signed: bool
-) -> None:
-    """A mirror offering an older release than the cached one: refused unless allowed."""
+def _when(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
+
+
+def _refuse_older(settings: Settings, where: str, offered: str, cached: str) -> None:
+    """``where`` offers something older than the cached one: refused unless allowed."""
     if not settings.allow_older_stage:
         raise StageError(
-            f"{latest_url} names {name} of {_stamp(name)}, older than the cached {cached} of "
-            f"{_stamp(cached)}: refusing to roll back (a mirror replaying an old release?); "
-            "set ALLOW_OLDER_STAGE=yes to install the older one"
+            f"{where} offers {offered}, older than the cached {cached}: refusing to roll "
+            "back (a mirror replaying an old release?); set ALLOW_OLDER_STAGE=yes to "
+            "install the older one"
         )
-    log.warning(
-        "ALLOW_OLDER_STAGE=yes: installing %s%s, older than the cached %s",
-        name,
-        "" if signed else " (named by an unsigned latest file)",
-        cached,
-    )
+    log.warning("ALLOW_OLDER_STAGE=yes: installing %s, older than the cached %s", offered, cached)
 
 
 def _stage4(settings: Settings) -> Path:
@@ -402,15 +416,17 @@ def _verify_snapshot(
     tarball: Path,
     name: str,
     signature: Optional[bytes],
-) -> None:
+) -> float:
+    """When the snapshot's checked signature was made (0 when none was checked)."""
     if ring is not None:
         if signature is None:
             raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
-        verification.verify_detached(ring, tarball, signature, name)
-    elif settings.verify == "checksum":
+        return verification.verify_detached(ring, tarball, signature, name)
+    if settings.verify == "checksum":
         log.warning("VERIFY=checksum: snapshots have no DIGESTS; %s was NOT verified", name)
     else:
         log.warning("VERIFY=none: the snapshot %s was NOT verified", name)
+    return 0.0
 
 
 def _store(
@@ -421,6 +437,7 @@ def _store(
     identity: str,
     *,
     recompress: bool = True,
+    signed_at: float = 0.0,
 ) -> Path:
     """Put the verified ``tarball`` into the cache entry, in its fast form if ``recompress``."""
     fast = fast_form(tarball) if recompress else tarball
@@ -430,7 +447,10 @@ def _store(
     except StageError as e:  # name the download, not the scratch file that is about to go
         raise StageError(f"{url}: {str(e).removeprefix(f'{fast}: ')}") from None
     moment = cache.now()
-    meta = cache.Meta(url, identity, fast.name, moment, moment, settings.verify, members=members)
+    meta = cache.Meta(
+        url, identity, fast.name, moment, moment, settings.verify, members=members,
+        signed_at=signed_at,
+    )  # fmt: skip
     return entry.store(fast, meta)
 
 

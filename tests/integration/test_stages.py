@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -646,6 +647,35 @@ def test_no_rollback_below_an_entry_a_weaker_verify_passed(
     build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
     with pytest.raises(StageError, match="refusing to roll back"):
         stages.obtain(dataclasses.replace(s, verify="signature"))
+
+
+def test_a_replayed_older_latest_snapshot_is_refused(
+    tmp_path: Path, stage: Path, snapshot: Path, requests: list[str]
+) -> None:
+    """gentoo-latest.tar.xz carries no date: its signature's is compared."""
+    with signing_key("Backdated", created="20250101T000000") as key:
+        keyring = key.export(tmp_path / "keys.asc")
+        layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+        assert layout.snapshot is not None
+        with serve(layout.root, requests) as url:
+            s = settings(url, tmp_path / "cache", keyring, snapshot="latest", clean_cache=0)
+            first = stages.obtain_snapshot(s)
+            assert first is not None
+            older = make_tarball(tmp_path / "older.tar.xz", {"gentoo/old": b"2025\n"})
+            shutil.copyfile(older, layout.snapshot)
+            gpgsig = layout.snapshot.with_name(layout.snapshot.name + ".gpgsig")
+            gpgsig.write_bytes(key.detach_sign(layout.snapshot, when="20251122T004500"))
+            with pytest.raises(StageError) as e:
+                stages.obtain_snapshot(s)
+            message = str(e.value)
+            assert "\n" not in message and "ALLOW_OLDER_STAGE=yes" in message
+            assert "a snapshot signed 2025-11-22 00:45:00 UTC, older than the cached one" in message
+            assert (
+                stages.obtain_snapshot(dataclasses.replace(s, mirror="http://127.0.0.1:9")) == first
+            )
+            assert tar_stream(first) == tar_stream(snapshot)
+            got = stages.obtain_snapshot(dataclasses.replace(s, allow_older_stage=True))
+            assert got is not None and tar_stream(got) == tar_stream(older)
 
 
 def test_a_replayed_release_stops_create_with_one_error_line(
