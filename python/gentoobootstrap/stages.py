@@ -85,7 +85,8 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
                 tarball = download.download(url, work / name, proxy=settings.proxy)
                 signed_at = _verify_snapshot(settings, keys(), tarball, name, signature)
                 cached = usable or entry.meta
-                if cached and signed_at < cached.signed_at:
+                # Without a checked signature (VERIFY=checksum/none) there is no date to trust.
+                if cached and 0 < signed_at < cached.signed_at:
                     _refuse_older(
                         settings,
                         url,
