@@ -9,11 +9,11 @@ cached one, or a latest snapshot signed before the cached one, is refused unless
 ``ALLOW_OLDER_STAGE`` allows it: a mirror replaying an old, genuinely signed
 release must not roll the node back.
 
-A local ``STAGE4_FILE`` is opened once and copied into the cache; the digests, the
-signature and the member check all read that private copy, and only it is
-unpacked, so changing the file afterwards cannot change what is installed.
+A local ``STAGE4_FILE`` is opened once and copied, as it is, into the cache; the
+digests, the signature and the member check all read that private copy, and only
+it is unpacked, so changing the file afterwards cannot change what is installed.
 
-A verified tarball is kept recompressed with zstd when zstd is installed: the
+A downloaded tarball is kept recompressed with zstd when zstd is installed: the
 tar stream (so everything unpacked) is byte for byte the verified one, but it
 decompresses many times faster than xz, and unpacking dominates create.
 """
