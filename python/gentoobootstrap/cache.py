@@ -12,7 +12,9 @@ Layout::
 
 Only verified files are renamed into an entry, always by temp file + rename,
 and ``meta.json`` is written last, so a reader never sees a partial or
-unverified file.  The exclusive lock makes parallel creates wait for the one
+unverified file.  Modes never come from the caller's umask: directories are
+0755 (``tmp/`` 0700), files 0644 (``.lock`` 0600), and a cached file its
+group or others may write is not used.  The exclusive lock makes parallel creates wait for the one
 that fills the entry instead of downloading again.  The file a replaced entry
 held is kept for one more generation: a create that was handed it a moment
 before may still be unpacking it.
@@ -26,12 +28,13 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from gentoobootstrap.errors import StageError
 
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 STRENGTH = {"none": 0, "checksum": 1, "signature": 2}
 META = "meta.json"
 DAY = 86400.0
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+PRIVATE_MODE = 0o700
 
 
 def now() -> float:
@@ -58,6 +64,7 @@ class Meta:
     verify: str  # the VERIFY mode it passed
     previous: str = ""  # the file it replaced, deleted on the next replacement
     members: int = 0  # tar members checked (none escapes the target) when it was stored
+    signed_at: float = 0.0  # when its signature was made (0: none checked)
 
     def fresh(self, days: int) -> bool:
         return now() - self.checked_at < days * DAY
@@ -75,15 +82,27 @@ class Entry:
 
     @property
     def meta(self) -> Optional[Meta]:
+        """The entry's metadata, None when it is missing, unreadable or cannot be trusted."""
         try:
-            data = json.loads((self.path / META).read_text())
-            meta = Meta(**data)
+            with open(self.path / META, "rb", opener=_no_follow) as f:
+                writable = os.fstat(f.fileno()).st_mode & 0o022
+                meta = Meta(**json.loads(f.read()))
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError) as e:
+        except (OSError, ValueError, TypeError) as e:
             log.warning("%s: unreadable cache metadata (%s); filling the entry again", self.path, e)
             return None
-        if not (self.path / meta.file).is_file():
+        if "/" in meta.file or meta.file in ("", ".", ".."):
+            log.warning("%s: metadata names %r; filling the entry again", self.path, meta.file)
+            return None
+        try:
+            st = (self.path / meta.file).lstat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if writable or st.st_mode & 0o022:
+            log.warning("%s: its group or others may write it; filling it again", self.path)
             return None
         return meta
 
@@ -97,8 +116,10 @@ class Entry:
     @contextlib.contextmanager
     def locked(self) -> Iterator[Entry]:
         """Hold the entry's exclusive lock; parallel callers wait here."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a") as lock:
+        make_directory(self.path, DIR_MODE, self.root)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "r+b") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -114,7 +135,7 @@ class Entry:
         """A scratch directory on the cache's filesystem (so renames into the entry are atomic)."""
         self._remove_scratch()  # left by a killed fill; we hold the lock
         tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        make_directory(tmp, PRIVATE_MODE, self.root)
         with tempfile.TemporaryDirectory(dir=tmp, prefix=self._scratch_prefix) as work:
             yield Path(work)
 
@@ -130,6 +151,7 @@ class Entry:
         """Move the verified ``file`` into the entry and describe it (metadata last)."""
         old = self.meta
         target = self.path / meta.file
+        os.chmod(file, FILE_MODE)
         os.replace(file, target)
         previous = old.file if old and old.file != meta.file else (old.previous if old else "")
         self._write(Meta(**{**asdict(meta), "previous": previous}))
@@ -148,7 +170,8 @@ class Entry:
 
     def _write(self, meta: Meta) -> None:
         tmp = self.path / f".{META}.tmp"
-        tmp.write_text(json.dumps(asdict(meta), indent=1) + "\n")
+        with create_file(tmp) as f:
+            f.write((json.dumps(asdict(meta), indent=1) + "\n").encode())
         os.replace(tmp, self.path / META)
 
     def remove(self) -> None:
@@ -157,6 +180,45 @@ class Entry:
         for item in self.path.iterdir():
             if item.name != ".lock":
                 _remove(item)
+
+
+def make_directory(path: Path, mode: int, root: Path) -> None:
+    """``path`` below ``root`` (CACHE_DIR) with ``mode`` whatever the umask.
+
+    The directories from ``root`` down are ours: made DIR_MODE (``path`` itself
+    ``mode``), and an existing one gets its mode back.  What lies above
+    ``root`` is the admin's: made DIR_MODE only when missing.
+    """
+    _directory(root, DIR_MODE, ours=False)
+    below = path.relative_to(root).parts
+    for depth in range(1, len(below) + 1):
+        directory = root.joinpath(*below[:depth])
+        _directory(directory, mode if directory == path else DIR_MODE, ours=True)
+
+
+def _directory(path: Path, mode: int, *, ours: bool) -> None:
+    try:
+        os.mkdir(path, mode)
+    except FileNotFoundError:
+        _directory(path.parent, DIR_MODE, ours=False)
+        _directory(path, mode, ours=ours)
+        return
+    except FileExistsError:
+        if not ours:
+            return
+    os.chmod(path, mode)
+
+
+def create_file(path: Path, mode: int = FILE_MODE) -> BinaryIO:
+    """``path`` created (or truncated) for writing with ``mode`` whatever the umask,
+    never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    os.fchmod(fd, mode)
+    return open(fd, "wb")
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def _remove(path: Path) -> None:

@@ -172,6 +172,11 @@ class Settings:
     clean_cache: int = setting(
         "14", "days a cached stage is reused without asking the mirror", _count("days")
     )
+    allow_older_stage: bool = setting(
+        "no",
+        "install a stage3 or latest snapshot older than the cached one (no: refuse a rollback)",
+        YESNO,
+    )
     # The disk.
     partition_style: str = setting(
         "msdos",

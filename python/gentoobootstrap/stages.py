@@ -4,9 +4,16 @@
 portage snapshot (or None).  Both go through the cache (:mod:`gentoobootstrap.cache`):
 downloaded once per node under the entry's lock, verified per ``VERIFY`` before
 they enter the cache, reused for ``CLEAN_CACHE`` days, and used from the cache
-with a warning when the mirror cannot be reached.
+with a warning when the mirror cannot be reached.  A dated stage3 older than the
+cached one, or a latest snapshot signed before the cached one, is refused unless
+``ALLOW_OLDER_STAGE`` allows it: a mirror replaying an old, genuinely signed
+release must not roll the node back.
 
-A verified tarball is kept recompressed with zstd when zstd is installed: the
+A local ``STAGE4_FILE`` is opened once and copied, as it is, into the cache; the
+digests, the signature and the member check all read that private copy, and only
+it is unpacked, so changing the file afterwards cannot change what is installed.
+
+A downloaded tarball is kept recompressed with zstd when zstd is installed: the
 tar stream (so everything unpacked) is byte for byte the verified one, but it
 decompresses many times faster than xz, and unpacking dominates create.
 """
@@ -14,15 +21,16 @@ decompresses many times faster than xz, and unpacking dominates create.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import logging
 import os
 import re
-import tempfile
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 from gentoobootstrap import cache, download, runner, unpack, verification
 from gentoobootstrap.config import node_arch
@@ -75,8 +83,17 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
                 raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
             with entry.workdir() as work:
                 tarball = download.download(url, work / name, proxy=settings.proxy)
-                _verify_snapshot(settings, keys(), tarball, name, signature)
-                return _store(entry, settings, tarball, url, identity)
+                signed_at = _verify_snapshot(settings, keys(), tarball, name, signature)
+                cached = usable or entry.meta
+                # Without a checked signature (VERIFY=checksum/none) there is no date to trust.
+                if cached and 0 < signed_at < cached.signed_at:
+                    _refuse_older(
+                        settings,
+                        url,
+                        f"a snapshot signed {_when(signed_at)}",
+                        f"one signed {_when(cached.signed_at)}",
+                    )
+                return _store(entry, settings, tarball, url, identity, signed_at=signed_at)
         except DownloadError as e:
             return _fallback(e, usable, entry)
 
@@ -99,27 +116,28 @@ def _stage3(settings: Settings) -> Path:
             log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
             return entry.path / usable.file
         try:
-            relative, signed = _latest(latest_url, settings, keys)
+            relative = _latest(latest_url, settings, keys)
             source = _Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
             if usable and usable.name == source.name:
                 log.info("The cached %s is still the newest", source.name)
                 entry.touch()
                 return entry.path / usable.file
-            if usable and not signed and source.name < usable.name:
-                log.warning(
-                    "The unsigned %s names %s, older than the cached %s; keeping the cached one",
+            # Even an entry a weaker VERIFY passed: going back needs the admin's word.
+            cached = usable or entry.meta
+            if cached and is_older(source.name, cached.name):
+                _refuse_older(
+                    settings,
                     latest_url,
-                    source.name,
-                    usable.name,
+                    f"{source.name} of {_stamp(source.name)}",
+                    f"{cached.name} of {_stamp(cached.name)}",
                 )
-                return entry.path / usable.file
             return _fill(entry, settings, keys, source, source.name)
         except DownloadError as e:
             return _fallback(e, usable, entry)
 
 
-def _latest(url: str, settings: Settings, keys: Keys) -> tuple[str, bool]:
-    """The dated relative path the latest file names, and whether its signature was checked."""
+def _latest(url: str, settings: Settings, keys: Keys) -> str:
+    """The dated relative path the latest file names (its signature checked when it has one)."""
     data = download.read(url, proxy=settings.proxy)
     signed = verification.is_clearsigned(data)
     ring = keys()
@@ -129,7 +147,7 @@ def _latest(url: str, settings: Settings, keys: Keys) -> tuple[str, bool]:
         data = verification.unsigned_body(data)
     elif ring is not None:
         log.warning("%s is not signed (an old mirror?); the stage's own signatures decide", url)
-    return parse_latest(data.decode(errors="replace"), url), signed and ring is not None
+    return parse_latest(data.decode(errors="replace"), url)
 
 
 def parse_latest(text: str, url: str = "the latest file") -> str:
@@ -149,22 +167,58 @@ def parse_latest(text: str, url: str = "the latest file") -> str:
     return path
 
 
+#: The release stamp in a dated stage's name: stage3-amd64-openrc-20261122T170359Z.tar.xz
+#: (older releases: 20200101 alone).
+_RELEASE = re.compile(r"-(\d{8})(?:T(\d{6})Z)?\.tar\.")
+
+
+def release(name: str) -> Optional[tuple[str, str]]:
+    """The (date, time) a dated stage's name carries, or None."""
+    match = _RELEASE.search(name)
+    return (match.group(1), match.group(2) or "000000") if match else None
+
+
+def is_older(name: str, cached: str) -> bool:
+    """Whether the dated stage ``name`` is an older release than the ``cached`` one."""
+    new, old = release(name), release(cached)
+    return new is not None and old is not None and new < old
+
+
+def _stamp(name: str) -> str:
+    date, time = release(name) or ("?", "")
+    return f"{date[:4]}-{date[4:6]}-{date[6:]} {time[:2]}:{time[2:4]}:{time[4:]} UTC"
+
+
+def _when(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
+
+
+def _refuse_older(settings: Settings, where: str, offered: str, cached: str) -> None:
+    """``where`` offers something older than the cached one: refused unless allowed."""
+    if not settings.allow_older_stage:
+        raise StageError(
+            f"{where} offers {offered}, older than the cached {cached}: refusing to roll "
+            "back (a mirror replaying an old release?); set ALLOW_OLDER_STAGE=yes to "
+            "install the older one"
+        )
+    log.warning("ALLOW_OLDER_STAGE=yes: installing %s, older than the cached %s", offered, cached)
+
+
 def _stage4(settings: Settings) -> Path:
     spec = settings.stage4_file
     if not re.match(r"[a-z]+://", spec):
         return _local_stage4(settings, Path(spec))
     source = _Source(spec, spec.rsplit("/", 1)[-1])
-    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
-    entry = cache.entry(settings.cache_dir, "stage4", key)
+    entry = _stage4_entry(settings)
     with entry.locked(), _keyring(settings) as keys:
         usable = _usable(entry, settings)
         if usable and usable.fresh(settings.clean_cache):
             log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
             return entry.path / usable.file
         try:
-            # Its DIGESTS (or signature) identifies a stage4 that has one.
-            beside = download.read_optional(spec + ".DIGESTS", proxy=settings.proxy)
-            beside = beside or download.read_optional(spec + ".asc", proxy=settings.proxy)
+            beside = _beside(settings, source)
             identity = _identity(source.name, beside)
             if usable and beside is not None and usable.name == identity:
                 entry.touch()
@@ -174,20 +228,69 @@ def _stage4(settings: Settings) -> Path:
             return _fallback(e, usable, entry)
 
 
-def _local_stage4(settings: Settings, path: Path) -> Path:
-    """A local STAGE4_FILE (built by catalyst first if missing), used in place.
+def _stage4_entry(settings: Settings) -> cache.Entry:
+    key = hashlib.sha256(settings.stage4_file.encode()).hexdigest()[:16]
+    return cache.entry(settings.cache_dir, "stage4", key)
 
-    Checked against a .DIGESTS/.asc beside it when there is one; create checks
-    its members itself.
+
+def _beside(settings: Settings, source: _Source) -> Optional[bytes]:
+    """Its DIGESTS (or else its signature), which identifies a stage4 that has one."""
+    beside = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
+    return beside or download.read_optional(source.url + ".asc", proxy=settings.proxy)
+
+
+def _local_stage4(settings: Settings, path: Path) -> Path:
+    """A local STAGE4_FILE (built by catalyst first if missing), copied into the cache.
+
+    The file is opened once; the copy made from that open file is what the
+    .DIGESTS/.asc beside it (when there is one) are checked against, what the
+    member check reads and what create unpacks.  The copy is reused while the
+    file (same inode, size and change time) and what sits beside it are unchanged.
     """
     if not path.exists():
         _build_with_catalyst(settings, path)
-    if not path.is_file():
-        raise StageError(f"STAGE4_FILE: {path} is not a file")
     source = _Source(path.as_uri(), path.name)
-    with _keyring(settings) as keys, tempfile.TemporaryDirectory() as work:
-        _verified(settings, keys, source, Path(work), lambda: path, local=True)
-    return path
+    entry = _stage4_entry(settings)
+    with _open_local(path) as stage, entry.locked(), _keyring(settings) as keys:
+        st = os.fstat(stage.fileno())
+        state = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        identity = _identity(path.name, state.encode() + (_beside(settings, source) or b""))
+        usable = _usable(entry, settings)
+        if usable and usable.name == identity:
+            log.info("Using the cached copy of %s (verified %s)", path, _ago(usable.verified_at))
+            return entry.path / usable.file
+        with entry.workdir() as work:
+
+            def copy() -> Path:
+                with complete_step(f"Copying {path} into the cache"):
+                    return _copy(stage, work / path.name)
+
+            tarball = _verified(settings, keys, source, work, copy, local=True)
+            return _store(entry, settings, tarball, source.url, identity, recompress=False)
+
+
+@contextlib.contextmanager
+def _open_local(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading once; it must be a regular file."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the path must not hang create.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise StageError(f"STAGE4_FILE: cannot open {path}: {e.strerror}") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StageError(f"STAGE4_FILE: {path} is not a file")
+        yield f
+
+
+def _copy(source: BinaryIO, dest: Path) -> Path:
+    """The whole of the open ``source`` copied to the new file ``dest``."""
+    with cache.create_file(dest) as out:
+        offset = 0
+        while sent := os.sendfile(out.fileno(), source.fileno(), offset, 2**30):
+            offset += sent
+        os.fsync(out.fileno())
+    return dest
 
 
 def _build_with_catalyst(settings: Settings, target: Path) -> None:
@@ -207,7 +310,7 @@ def _build_with_catalyst(settings: Settings, target: Path) -> None:
             raise StageError(f"CATALYST_SPEC {spec}: no such file")
         logfile = entry.path / "catalyst.log"
         step = complete_step(f"Building {target.name} with catalyst (log: {logfile})")
-        with step, open(logfile, "w") as out:
+        with step, cache.create_file(logfile) as out:
             runner.run([catalyst, "-f", spec], stdout=out)
         if not target.exists():
             raise StageError(
@@ -314,36 +417,53 @@ def _verify_snapshot(
     tarball: Path,
     name: str,
     signature: Optional[bytes],
-) -> None:
+) -> float:
+    """When the snapshot's checked signature was made (0 when none was checked)."""
     if ring is not None:
         if signature is None:
             raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
-        verification.verify_detached(ring, tarball, signature, name)
-    elif settings.verify == "checksum":
+        return verification.verify_detached(ring, tarball, signature, name)
+    if settings.verify == "checksum":
         log.warning("VERIFY=checksum: snapshots have no DIGESTS; %s was NOT verified", name)
     else:
         log.warning("VERIFY=none: the snapshot %s was NOT verified", name)
+    return 0.0
 
 
-def _store(entry: cache.Entry, settings: Settings, tarball: Path, url: str, identity: str) -> Path:
-    """Put the verified ``tarball`` into the cache entry, in its fast form."""
-    fast = fast_form(tarball)
+def _store(
+    entry: cache.Entry,
+    settings: Settings,
+    tarball: Path,
+    url: str,
+    identity: str,
+    *,
+    recompress: bool = True,
+    signed_at: float = 0.0,
+) -> Path:
+    """Put the verified ``tarball`` into the cache entry, in its fast form if ``recompress``."""
+    fast = fast_form(tarball) if recompress else tarball
     # Checked once here, not on every create: the cached file never changes.
     try:
         members = unpack.check_members(fast)
     except StageError as e:  # name the download, not the scratch file that is about to go
         raise StageError(f"{url}: {str(e).removeprefix(f'{fast}: ')}") from None
     moment = cache.now()
-    meta = cache.Meta(url, identity, fast.name, moment, moment, settings.verify, members=members)
+    meta = cache.Meta(
+        url, identity, fast.name, moment, moment, settings.verify, members=members,
+        signed_at=signed_at,
+    )  # fmt: skip
     return entry.store(fast, meta)
 
 
-def checked_members(tarball: Path) -> Optional[int]:
+def checked_members(tarball: Path, cache_dir: Path) -> Optional[int]:
     """How many members of a tarball :func:`obtain` returned were checked when it was cached.
 
-    None when ``tarball`` is not the current file of a cache entry (then check it).
+    None when ``tarball`` is not the current file of an entry of ``cache_dir`` (then
+    check it): a meta.json anywhere else is not ours and proves nothing.
     """
-    meta = cache.Entry(tarball.parent.parent.parent, tarball.parent).meta
+    if tarball.parent.parent.parent != cache_dir:
+        return None
+    meta = cache.Entry(cache_dir, tarball.parent).meta
     if meta is None or meta.file != tarball.name or meta.members <= 0:
         return None
     return meta.members

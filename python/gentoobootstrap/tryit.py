@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import re
+import stat
 import sys
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional, TextIO
 
 from gentoobootstrap import disks, filesystems, mounts, paths, runner
 from gentoobootstrap.errors import DiskError, GentooBootstrapError, Interrupted
@@ -121,12 +123,24 @@ def prepare_image(disk: Path, size: Optional[int]) -> int:
     if current is None and size is None:
         raise DiskError(f"{disk} does not exist: give --size to make it")
     if size is not None and (current is None or size > current):
-        with open(disk, "ab") as f:
+        # Never through a symlink: a sticky /var/tmp lets anyone plant one at the name.
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_CREAT | os.O_EXCL if current is None else 0
+        try:
+            fd = os.open(disk, flags, 0o600)
+        except OSError as e:
+            raise DiskError(f"{disk}: {_problem(e)}; give the image file itself") from None
+        with open(fd, "wb") as f:
             f.truncate(size)
         return size
     if size is not None and size < (current or 0):
         log.warning("%s is already %d MiB; not shrinking it", disk, (current or 0) >> 20)
     return current or 0
+
+
+def instance_os(args: argparse.Namespace) -> str:
+    """Ganeti's OS+VARIANT name of the instance."""
+    return f"{args.os_dir.name}+{args.variant}"
 
 
 def environment(args: argparse.Namespace, size: int) -> dict[str, str]:
@@ -140,7 +154,7 @@ def environment(args: argparse.Namespace, size: int) -> dict[str, str]:
         "OS_VARIANT": args.variant,
         "DEBUG_LEVEL": "1" if args.debug else "0",
         "INSTANCE_NAME": args.name,
-        "INSTANCE_OS": f"{os_name}+{args.variant}",
+        "INSTANCE_OS": instance_os(args),
         "INSTANCE_UUID": str(uuid.uuid4()),
         "INSTANCE_PRIMARY_NODE": str(uuid.uuid4()),
         "INSTANCE_SECONDARY_NODES": "",
@@ -181,15 +195,53 @@ def environment(args: argparse.Namespace, size: int) -> dict[str, str]:
     return env
 
 
-def run_create(os_dir: Path, env: dict[str, str], logfile: Path) -> int:
-    """Run ``OSDIR/create`` like Ganeti: env as given, cwd the OS dir, output to ``logfile``."""
+def _problem(error: OSError) -> str:
+    return "it is a symlink" if error.errno == errno.ELOOP else error.strerror or str(error)
+
+
+def open_log(path: Path) -> TextIO:
+    """``path`` opened for create's output, mode 0600: made new, or an earlier log of ours
+    emptied, but never written through a symlink or into a file of someone else (a sticky
+    directory such as /var/tmp lets anyone plant either at a predictable name)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = _reopen_log(path, flags)
+    except OSError as e:
+        raise GentooBootstrapError(f"log file {path}: {_problem(e)}") from None
+    os.fchmod(fd, 0o600)
+    return open(fd, "w+")
+
+
+def _reopen_log(path: Path, flags: int) -> int:
+    """An existing ``path``, emptied, if it is an earlier log of ours: a regular file we own
+    with no other link."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK)
+    except OSError as e:
+        raise GentooBootstrapError(
+            f"log file {path}: {_problem(e)}; remove it or give another --log"
+        ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+        os.close(fd)
+        raise GentooBootstrapError(
+            f"log file {path} exists and is not an earlier log of ours: "
+            "remove it or give another --log"
+        )
+    os.ftruncate(fd, 0)
+    return fd
+
+
+def run_create(os_dir: Path, env: dict[str, str], log_file: IO[str]) -> int:
+    """Run ``OSDIR/create`` like Ganeti: env as given, cwd the OS dir, output to ``log_file``."""
     script = os_dir / "create"
     if not os.access(script, os.X_OK):
         raise GentooBootstrapError(f"{script} is not an executable OS script: give --os-dir")
-    with open(logfile, "w") as out:
-        result = runner.run(
-            [script], stdout=out, stderr=runner.STDOUT, env=env, cwd=os_dir, check=False
-        )
+    result = runner.run(
+        [script], stdout=log_file, stderr=runner.STDOUT, env=env, cwd=os_dir, check=False
+    )
     return int(result.returncode)
 
 
@@ -238,22 +290,25 @@ def main(argv: Sequence[str]) -> int:
 
 def _try(args: argparse.Namespace) -> int:
     try:
-        size = prepare_image(args.disk, args.size)
-        env = environment(args, size)
         stamp = time.strftime("%Y-%m-%d_%H_%M_%S")
         logfile = args.log or args.disk.resolve().parent / (
-            f"add-{env['INSTANCE_OS']}-{args.name}-{stamp}.log"
+            f"add-{instance_os(args)}-{args.name}-{stamp}.log"
         )
-        print(f"running {args.os_dir / 'create'} on {args.disk} (log: {logfile})", flush=True)
-        start = time.monotonic()
-        status = run_create(args.os_dir, env, logfile)
-        took = time.monotonic() - start
-        if status != 0:
-            print(
-                f"create failed with exit status {status} after {took:.1f}s; last lines of the log:"
-            )
-            print("\n".join(logfile.read_text().splitlines()[-20:]))
-            return 1
+        with open_log(logfile) as log_file:
+            size = prepare_image(args.disk, args.size)
+            env = environment(args, size)
+            print(f"running {args.os_dir / 'create'} on {args.disk} (log: {logfile})", flush=True)
+            start = time.monotonic()
+            status = run_create(args.os_dir, env, log_file)
+            took = time.monotonic() - start
+            if status != 0:
+                print(
+                    f"create failed with exit status {status} after {took:.1f}s; "
+                    "last lines of the log:"
+                )
+                log_file.seek(0)  # the file we wrote, whatever its name points to now
+                print("\n".join(log_file.read().splitlines()[-20:]))
+                return 1
         print(f"create succeeded in {took:.1f}s")
         print(describe(args.disk))
     except GentooBootstrapError as e:

@@ -11,6 +11,7 @@ only the body gpg itself extracts is used, never text around the armor.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import logging
 import os
@@ -128,13 +129,32 @@ def verify_clearsigned(ring: Keyring, data: bytes, what: str) -> bytes:
     return body.read_bytes()
 
 
-def verify_detached(ring: Keyring, path: Path, signature: bytes, what: str) -> None:
-    """Accept ``path`` only if ``signature`` (a detached .asc/.gpgsig) is good."""
+def verify_detached(ring: Keyring, path: Path, signature: bytes, what: str) -> float:
+    """Accept ``path`` only if ``signature`` (a detached .asc/.gpgsig) is good; when it
+    was made (see :func:`signed_at`)."""
     sig = ring.home / "detached.sig"
     sig.write_bytes(signature)
     status = ring.gpg("--verify", sig, path)
     signer = check_status(status, ring.primaries, what)
     log.info("%s: good signature by %s", what, signer)
+    return signed_at(status)
+
+
+def signed_at(status: str) -> float:
+    """When the newest good signature in gpg status output was made (seconds since the
+    epoch; 0 when gpg did not say).  Only meaningful once :func:`check_status` accepted it."""
+    times = [0.0]
+    for line in status.splitlines():
+        fields = line.split()
+        if fields[:2] == ["[GNUPG:]", "VALIDSIG"] and len(fields) >= 5:
+            stamp = fields[4]  # seconds, or ISO 8601 (with a T) from some gpg versions
+            with contextlib.suppress(ValueError):
+                if "T" in stamp:
+                    moment = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%S")
+                    times.append(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
+                else:
+                    times.append(float(stamp))
+    return max(times)
 
 
 def unsigned_body(data: bytes) -> bytes:

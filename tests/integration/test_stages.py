@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,7 +22,15 @@ from gentoobootstrap import cache, prefetch, stages
 from gentoobootstrap.download import DownloadError
 from gentoobootstrap.errors import StageError, ToolNotFoundError, VerificationError
 from support import REPO
-from support.mirror import SigningKey, build_mirror, make_tarball, serve, settings, signing_key
+from support.mirror import (
+    STAMP,
+    SigningKey,
+    build_mirror,
+    make_tarball,
+    serve,
+    settings,
+    signing_key,
+)
 
 STAGE3 = "stage3-amd64-openrc-20261122T170359Z"
 
@@ -338,8 +347,14 @@ def test_stage4_local_file(tmp_path: Path) -> None:
     # Nothing beside it to check a signature of: no KEYRING needed.
     absent = tmp_path / "no-keyring.asc"
     s = settings("http://127.0.0.1:9", tmp_path / "cache", absent, stage4_file=str(stage4))
-    assert stages.obtain(s) == stage4  # used in place
-    assert not (tmp_path / "cache").exists()
+    got = stages.obtain(s)
+    assert got.parent.parent == tmp_path / "cache" / "stage4"  # a private copy
+    assert got.read_bytes() == stage4.read_bytes()  # as it is: no recompression
+    assert stages.checked_members(got, tmp_path / "cache") == 1
+    assert stages.obtain(s) == got
+    make_tarball(stage4, {"boot/vmlinuz": b"kernel 2"})  # rebuilt: copied again
+    again = stages.obtain(s)
+    assert again == got and again.read_bytes() == stage4.read_bytes()
 
 
 def test_stage4_local_file_checked_against_its_digests(
@@ -347,10 +362,33 @@ def test_stage4_local_file_checked_against_its_digests(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key)
     s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(layout.stage))
-    assert stages.obtain(s) == layout.stage
+    got = stages.obtain(s)
+    assert got.read_bytes() == layout.stage.read_bytes()
     layout.stage.write_bytes(layout.stage.read_bytes() + b"\0")
     with pytest.raises(VerificationError, match="mismatch"):
         stages.obtain(s)
+
+
+def test_stage4_local_file_must_be_a_regular_file(tmp_path: Path, keyring: Path) -> None:
+    fifo = tmp_path / "stage4.tar.xz"
+    os.mkfifo(fifo)  # opening it for reading must not wait for a writer
+    s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(fifo))
+    with pytest.raises(StageError, match=r"^STAGE4_FILE: .* is not a file$"):
+        stages.obtain(s)
+
+
+def test_meta_json_beside_a_local_stage4_proves_nothing(tmp_path: Path, keyring: Path) -> None:
+    """A meta.json claiming the members were checked counts only inside CACHE_DIR."""
+    (tmp_path / "builds").mkdir()
+    evil = make_tarball(tmp_path / "builds" / "stage4.tar.xz", {"../../etc/cron.d/x": b"2"})
+    moment = cache.now()
+    forged = cache.Meta(evil.as_uri(), evil.name, evil.name, moment, moment, "signature", members=1)
+    (evil.parent / "meta.json").write_text(json.dumps(dataclasses.asdict(forged)))
+    assert stages.checked_members(evil, tmp_path / "cache") is None
+    s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(evil))
+    with pytest.raises(StageError, match="outside the target"):
+        stages.obtain(s)
+    assert_clean(tmp_path / "cache")
 
 
 def test_stage4_url(
@@ -433,8 +471,9 @@ def test_catalyst_builds_the_stage4_once(
         stage4_file=str(target),
         catalyst_spec=spec,
     )
-    assert stages.obtain(s) == target
-    assert stages.obtain(s) == target
+    got = stages.obtain(s)
+    assert got.read_bytes() == target.read_bytes()
+    assert stages.obtain(s) == got
     assert calls.read_text() == f"-f {spec}\n"  # built once
 
 
@@ -545,8 +584,9 @@ def test_members_are_checked_once_when_cached(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     with tarfile.open(stage) as tar:
-        assert stages.checked_members(got) == len(tar.getmembers())
-    assert stages.checked_members(stage) is None  # not a cache entry: create checks it
+        assert stages.checked_members(got, tmp_path / "cache") == len(tar.getmembers())
+    assert stages.checked_members(stage, tmp_path / "cache") is None  # not in the cache
+    assert stages.checked_members(got, tmp_path / "elsewhere") is None
 
 
 def test_signed_stage_escaping_the_target_is_not_cached(
@@ -558,3 +598,187 @@ def test_signed_stage_escaping_the_target_is_not_cached(
         stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     assert str(e.value).startswith(f"{layout.root.as_uri()}/releases/amd64/autobuilds/")
     assert_clean(tmp_path / "cache")
+
+
+NEWER = "20261129T170000Z"
+
+
+def test_a_replayed_older_release_is_refused(
+    tmp_path: Path, key: SigningKey, keyring: Path, requests: list[str]
+) -> None:
+    """A mirror (or a man in the middle) replaying last week's genuinely signed release."""
+    newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+    older = make_tarball(tmp_path / "older.tar.xz", {"etc/older": b"1\n"})
+    layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
+    with serve(layout.root, requests) as url:
+        s = settings(url, tmp_path / "cache", keyring, clean_cache=0)  # always asks the mirror
+        first = stages.obtain(s)
+        assert first.name == f"stage3-amd64-openrc-{NEWER}.tar.zst"
+        for signed in (True, False):
+            build_mirror(layout.root, older, key, stamp=STAMP, sign_latest=signed)
+            with pytest.raises(StageError) as e:
+                stages.obtain(s)
+            message = str(e.value)
+            assert "\n" not in message
+            assert "2026-11-22 17:03:59 UTC" in message and "2026-11-29 17:00:00 UTC" in message
+            assert "ALLOW_OLDER_STAGE=yes" in message
+        assert downloads(requests) == [f"/releases/amd64/autobuilds/{NEWER}/{first.stem}.xz"]
+        assert tar_stream(first) == tar_stream(newer)  # the cache still holds the newer one
+
+        # The admin asks for it: the older release is installed, and cached.
+        allowed = dataclasses.replace(s, allow_older_stage=True)
+        got = stages.obtain(allowed)
+        assert got.name == f"{STAGE3}.tar.zst" and tar_stream(got) == tar_stream(older)
+        # Going forward again needs no permission.
+        build_mirror(layout.root, newer, key, stamp="20261206T170000Z")
+        assert tar_stream(stages.obtain(s)) == tar_stream(newer)
+
+    # Offline, the cached (newest) one is used, never an older file the entry still keeps.
+    assert stages.obtain(s).name == "stage3-amd64-openrc-20261206T170000Z.tar.zst"
+
+
+def test_no_rollback_below_an_entry_a_weaker_verify_passed(
+    tmp_path: Path, key: SigningKey, keyring: Path
+) -> None:
+    newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+    layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
+    s = settings(layout.root.as_uri(), tmp_path / "cache", keyring, verify="checksum")
+    stages.obtain(s)
+    build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
+    with pytest.raises(StageError, match="refusing to roll back"):
+        stages.obtain(dataclasses.replace(s, verify="signature"))
+
+
+def test_a_replayed_older_latest_snapshot_is_refused(
+    tmp_path: Path, stage: Path, snapshot: Path, requests: list[str]
+) -> None:
+    """gentoo-latest.tar.xz carries no date: its signature's is compared."""
+    with signing_key("Backdated", created="20250101T000000") as key:
+        keyring = key.export(tmp_path / "keys.asc")
+        layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+        assert layout.snapshot is not None
+        with serve(layout.root, requests) as url:
+            s = settings(url, tmp_path / "cache", keyring, snapshot="latest", clean_cache=0)
+            first = stages.obtain_snapshot(s)
+            assert first is not None
+            older = make_tarball(tmp_path / "older.tar.xz", {"gentoo/old": b"2025\n"})
+            shutil.copyfile(older, layout.snapshot)
+            gpgsig = layout.snapshot.with_name(layout.snapshot.name + ".gpgsig")
+            gpgsig.write_bytes(key.detach_sign(layout.snapshot, when="20251122T004500"))
+            with pytest.raises(StageError) as e:
+                stages.obtain_snapshot(s)
+            message = str(e.value)
+            assert "\n" not in message and "ALLOW_OLDER_STAGE=yes" in message
+            assert "a snapshot signed 2025-11-22 00:45:00 UTC, older than the cached one" in message
+            assert (
+                stages.obtain_snapshot(dataclasses.replace(s, mirror="http://127.0.0.1:9")) == first
+            )
+            assert tar_stream(first) == tar_stream(snapshot)
+            got = stages.obtain_snapshot(dataclasses.replace(s, allow_older_stage=True))
+            assert got is not None and tar_stream(got) == tar_stream(older)
+
+            # VERIFY=none checks no signature: there is no date to compare, and no refusal.
+            shutil.copyfile(snapshot, layout.snapshot)
+            gpgsig.write_bytes(key.detach_sign(layout.snapshot))
+            forward = stages.obtain_snapshot(s)  # going forward needs no permission
+            assert forward is not None and tar_stream(forward) == tar_stream(snapshot)
+            shutil.copyfile(older, layout.snapshot)
+            gpgsig.write_bytes(key.detach_sign(layout.snapshot, when="20251122T004500"))
+            unchecked = stages.obtain_snapshot(dataclasses.replace(s, verify="none"))
+            assert unchecked is not None and tar_stream(unchecked) == tar_stream(older)
+
+
+def test_a_replayed_release_stops_create_with_one_error_line(
+    tmp_path: Path,
+    key: SigningKey,
+    keyring: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gentoobootstrap import cli
+    from support import ganeti_environ
+
+    newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
+    layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
+    cache_dir = tmp_path / "cache"
+    conf = tmp_path / "conf"
+    (conf / "variants").mkdir(parents=True)
+    monkeypatch.setattr("gentoobootstrap.paths.DEFAULTS_FILE", conf / "defaults")
+    monkeypatch.setattr("gentoobootstrap.paths.VARIANTS_DIR", conf / "variants")
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 2**20)
+    with serve(layout.root) as url:
+        stages.obtain(settings(url, cache_dir, keyring))
+        build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
+        (conf / "variants" / "default.conf").write_text(
+            f'MIRROR="{url}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\n'
+            'ARCH="amd64"\nCLEAN_CACHE="0"\n'
+        )
+        assert cli.main("create", [], ganeti_environ(image)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    dated = [line for line in err if "2026-11-22 17:03:59" in line]
+    assert dated == [err[-1]] and "ERROR: create: " in err[-1]
+    assert "2026-11-29 17:00:00" in err[-1]
+    assert image.read_bytes() == b"\0" * 2**20  # refused before the disk was touched
+
+
+def modes(root: Path) -> dict[str, str]:
+    """``relative path -> octal mode`` of everything below ``root``."""
+    return {
+        str(path.relative_to(root)): oct(path.lstat().st_mode & 0o7777)
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def test_cache_modes_do_not_come_from_the_umask(
+    tmp_path: Path, key: SigningKey, stage: Path, snapshot: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
+    local = make_tarball(tmp_path / "stage4.tar.xz")
+    cache_dir = tmp_path / "var" / "cache" / "gb"  # parents made too
+    saved = os.umask(0)
+    try:
+        with serve(layout.root, requests) as url:
+            s = settings(url, cache_dir, keyring, snapshot="latest")
+            got = stages.obtain(s)
+            stages.obtain_snapshot(s)
+            stages.obtain(dataclasses.replace(s, stage4_file=str(local)))
+    finally:
+        os.umask(saved)
+    found = modes(tmp_path / "var")
+    assert found.pop("cache/gb/tmp") == "0o700"
+    assert not [p for p in found if p.startswith("cache/gb/tmp/")]
+    for path, mode in found.items():
+        name = path.rsplit("/", 1)[-1]
+        expected = "0o600" if name == ".lock" else "0o755" if "." not in name else "0o644"
+        assert mode == expected, path
+
+    # A cache an older version left writable by anyone: repaired, the file obtained again.
+    entry_dir = got.parent
+    entry_dir.chmod(0o777)
+    got.chmod(0o666)
+    requests.clear()
+    with serve(layout.root, requests) as url:
+        again = stages.obtain(dataclasses.replace(s, mirror=url))
+    assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
+    assert oct(entry_dir.stat().st_mode & 0o7777) == "0o755"
+    assert oct(again.stat().st_mode & 0o7777) == "0o644"
+    (entry_dir / "meta.json").chmod(0o666)
+    requests.clear()
+    with serve(layout.root, requests) as url:
+        stages.obtain(dataclasses.replace(s, mirror=url))
+    assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
+    assert oct((entry_dir / "meta.json").stat().st_mode & 0o7777) == "0o644"
+
+
+def test_cache_metadata_naming_a_file_outside_its_entry_is_ignored(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    s = settings(layout.root.as_uri(), tmp_path / "cache", keyring)
+    got = stages.obtain(s)
+    meta = json.loads((got.parent / "meta.json").read_text())
+    meta["file"] = "../../../mirror/" + layout.relative
+    (got.parent / "meta.json").write_text(json.dumps(meta))
+    assert cache.Entry(tmp_path / "cache", got.parent).meta is None
+    assert stages.obtain(s) == got

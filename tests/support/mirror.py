@@ -48,9 +48,12 @@ class SigningKey:
     def clearsign(self, data: bytes) -> bytes:
         return self._gpg("--local-user", self.fingerprint, "--clearsign", input=data)
 
-    def detach_sign(self, path: Path) -> bytes:
+    def detach_sign(self, path: Path, when: Optional[str] = None) -> bytes:
+        """A detached signature of ``path``, made now or at ``when`` (e.g. 20251122T004500)."""
+        faked = ["--faked-system-time", f"{when}!"] if when else []
         return self._gpg(
-            "--local-user", self.fingerprint, "--armor", "--detach-sign", "-o", "-", str(path)
+            *faked,
+            *("--local-user", self.fingerprint, "--armor", "--detach-sign", "-o", "-", str(path)),
         )
 
     def export(self, dest: Path) -> Path:
@@ -60,11 +63,19 @@ class SigningKey:
 
 
 @contextlib.contextmanager
-def signing_key(name: str = "Test Release Engineering") -> Iterator[SigningKey]:
-    """A fresh key pair in its own GNUPGHOME; the agent is stopped and the home removed after."""
+def signing_key(
+    name: str = "Test Release Engineering", created: Optional[str] = None
+) -> Iterator[SigningKey]:
+    """A fresh key pair in its own GNUPGHOME; the agent is stopped and the home removed after.
+
+    ``created`` (e.g. 20250101T000000) backdates the keys, so that it can sign as of a
+    past moment (:meth:`SigningKey.detach_sign`'s ``when``).
+    """
     home = Path(tempfile.mkdtemp(prefix="gb-gpg-"))
     try:
         run = [*_GPG, "--homedir", str(home)]
+        if created:
+            run += ["--faked-system-time", f"{created}!"]
         subprocess.run(
             [*run, "--quick-gen-key", f"{name} <releng@example.org>", "ed25519", "cert", "never"],
             check=True,

@@ -77,3 +77,44 @@ def test_progress_is_rate_limited(
         "stage.tar.xz: 100% of 100.0 MB, 10.0 MB/s",
         "stage.tar.xz: 100% of 100.0 MB, 10.0 MB/s",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "cached", "older"),
+    [
+        (
+            "stage3-amd64-openrc-20251122T170359Z.tar.xz",
+            "stage3-amd64-openrc-20261122T170359Z.tar.zst",
+            True,
+        ),
+        (
+            "stage3-amd64-openrc-20261122T170358Z.tar.xz",
+            "stage3-amd64-openrc-20261122T170359Z.tar.xz",
+            True,
+        ),
+        (
+            "stage3-amd64-openrc-20261129T000000Z.tar.xz",
+            "stage3-amd64-openrc-20261122T170359Z.tar.zst",
+            False,
+        ),
+        (
+            "stage3-amd64-openrc-20261122T170359Z.tar.xz",
+            "stage3-amd64-openrc-20261122T170359Z.tar.zst",
+            False,
+        ),
+        # The old date-only names: a day is before any time of a later day.
+        ("stage3-amd64-20200101.tar.bz2", "stage3-amd64-openrc-20200102T000000Z.tar.xz", True),
+        ("stage3-amd64-openrc-20200101T120000Z.tar.xz", "stage3-amd64-20200101.tar.bz2", False),
+        # Without a date in either name there is nothing to compare.
+        ("stage4-custom.tar.xz", "stage3-amd64-openrc-20261122T170359Z.tar.zst", False),
+        ("stage3-amd64-openrc-20251122T170359Z.tar.xz", "stage4-custom.tar.xz@0123", False),
+    ],
+)
+def test_older_release(name: str, cached: str, older: bool) -> None:
+    assert stages.is_older(name, cached) is older
+
+
+def test_release_stamp() -> None:
+    assert stages.release("stage3-amd64-openrc-20261122T170359Z.tar.xz") == ("20261122", "170359")
+    assert stages.release("stage3-amd64-20200101.tar.bz2") == ("20200101", "000000")
+    assert stages.release("gentoo-latest.tar.xz") is None

@@ -200,3 +200,12 @@ def test_unsigned_body_strips_armor_and_dash_escapes() -> None:
     )
     assert verification.unsigned_body(data) == b"# comment\n-----x\na/b.tar.xz 1\n"
     assert verification.unsigned_body(b"plain\n") == b"plain\n"
+
+
+def test_when_the_newest_good_signature_was_made() -> None:
+    assert verification.signed_at(validsig(SUBKEY, GENTOO)) == 1795000000
+    two = validsig(SUBKEY, GENTOO) + validsig(SUBKEY, GENTOO).replace("1795000000", "1795000600")
+    assert verification.signed_at(two) == 1795000600
+    iso = validsig(SUBKEY, GENTOO).replace("1795000000", "20261122T004500")
+    assert verification.signed_at(iso) == 1795308300
+    assert verification.signed_at("[GNUPG:] GOODSIG 0123 x\n") == 0
