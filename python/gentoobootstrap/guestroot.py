@@ -539,11 +539,12 @@ class GuestRoot:
     def copy_in(self, source: Path, path: str) -> None:
         """Copy the node's directory ``source`` over guest directory ``path``, merging.
 
-        ``source`` is the admin's and trusted; the guest is not: its directories
-        are resolved inside it (made where missing), and a file or link of
-        ``source`` replaces what the guest has at its place, never writing
-        through a guest symlink.  Files keep their mode and times; links are
-        copied as links.
+        ``source`` is the admin's and trusted; the guest is not.  A directory of
+        ``source`` goes where the guest's path resolves inside the guest (made
+        where missing); a guest symlink there that leads to no directory in the
+        guest is replaced by a directory.  A file or link of ``source`` replaces
+        what the guest has at its place, never writing through a guest symlink.
+        Files keep their mode and times; links are copied as links.
         """
         with self._root("copy into", path) as rootfd:
             self._copy_dir(rootfd, source, path, os.stat(source).st_mode, 0)
@@ -551,18 +552,34 @@ class GuestRoot:
     def _copy_dir(self, rootfd: int, source: Path, path: str, mode: int, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise GuestError(f"cannot copy {source} into the guest: nested too deeply")
-        subdirectories = []
+        self._unlink_stray_link(rootfd, path)
         with _closing(self._makedirs(rootfd, path, stat.S_IMODE(mode))) as dirfd:
             for entry in sorted(os.scandir(source), key=lambda e: e.name):
                 found = entry.stat(follow_symlinks=False)
                 if stat.S_ISDIR(found.st_mode):
-                    subdirectories.append((entry, found.st_mode))
+                    where = str(PurePosixPath(path, entry.name))
+                    self._copy_dir(rootfd, Path(entry.path), where, found.st_mode, depth + 1)
                 elif stat.S_ISLNK(found.st_mode):
                     self._symlink_at(dirfd, entry.name, os.readlink(entry.path))
                 elif stat.S_ISREG(found.st_mode):
                     data = Path(entry.path).read_bytes()
                     times = (found.st_atime_ns, found.st_mtime_ns)
                     self._write_at(dirfd, entry.name, data, stat.S_IMODE(found.st_mode), times)
-        for entry, entry_mode in subdirectories:
-            target = str(PurePosixPath("/", path, entry.name))
-            self._copy_dir(rootfd, Path(entry.path), target, entry_mode, depth + 1)
+
+    def _unlink_stray_link(self, rootfd: int, path: str) -> None:
+        """Remove the symlink at ``path`` if it leads to no directory inside the guest."""
+        parent, name = _split(path)
+        try:
+            parentfd = _resolve(rootfd, parent)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with _closing(parentfd):
+            try:
+                if not stat.S_ISLNK(os.stat(name, dir_fd=parentfd, follow_symlinks=False).st_mode):
+                    return
+                with _closing(_resolve(rootfd, path)) as fd:
+                    if stat.S_ISDIR(os.fstat(fd).st_mode):
+                        return
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            os.unlink(name, dir_fd=parentfd)

@@ -218,10 +218,20 @@ def test_copy_in_merges_without_writing_through(tmp_path: Path, node: Path) -> N
     assert os.readlink(portage / "make.conf.link") == "make.conf"
     assert (portage / "use/ganeti").read_text() == "app-editors/vim -X\n"
     assert (portage / "repos.conf").read_text() == "kept\n"
-    os.symlink(str(node / "dir"), top / "etc/portage/package.env")  # dangling inside the guest
-    (conf / "package.env").mkdir()
-    (conf / "package.env/x").write_text("x\n")
-    with pytest.raises(GuestError, match=r"^the guest's /etc/portage/package.env is a symbolic"):
+    # Links to nothing (or to a file) inside the guest give way to the admin's directories.
+    os.symlink(str(node / "dir"), top / "etc/portage/package.env")
+    os.symlink("/etc/portage/repos.conf", top / "etc/portage/package.mask")
+    for name in ("package.env", "package.mask"):
+        (conf / name).mkdir()
+        (conf / name / "x").write_text("x\n")
+    GuestRoot(top).copy_in(conf, "/etc/portage")
+    for name in ("package.env", "package.mask"):
+        assert not (portage / name).is_symlink()
+        assert (portage / name / "x").read_text() == "x\n"
+    assert (portage / "repos.conf").read_text() == "kept\n"
+    (portage / "package.keywords").write_text("a file of the stage\n")
+    (conf / "package.keywords").mkdir()
+    with pytest.raises(GuestError, match=r"^the guest's /etc/portage/package.keywords is not a"):
         GuestRoot(top).copy_in(conf, "/etc/portage")
 
 
