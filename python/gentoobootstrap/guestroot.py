@@ -577,6 +577,9 @@ class GuestRoot:
             try:
                 if not stat.S_ISLNK(os.stat(name, dir_fd=parentfd, follow_symlinks=False).st_mode):
                     return
+            except FileNotFoundError:
+                return
+            try:
                 with _closing(_resolve(rootfd, path)) as fd:
                     if stat.S_ISDIR(os.fstat(fd).st_mode):
                         return

@@ -204,6 +204,8 @@ def test_copy_in_merges_without_writing_through(tmp_path: Path, node: Path) -> N
     (conf / "make.conf").write_text('FEATURES="getbinpkg"\n')
     (conf / "make.conf").chmod(0o640)
     os.symlink("make.conf", conf / "make.conf.link")
+    (conf / "env/deeper").mkdir(parents=True)  # new to the guest
+    (conf / "env/deeper/file").write_text("new\n")
     top = tmp_path / "root"
     (top / "etc/portage/use").mkdir(parents=True)
     (top / "etc/portage/repos.conf").write_text("kept\n")
@@ -218,6 +220,7 @@ def test_copy_in_merges_without_writing_through(tmp_path: Path, node: Path) -> N
     assert os.readlink(portage / "make.conf.link") == "make.conf"
     assert (portage / "use/ganeti").read_text() == "app-editors/vim -X\n"
     assert (portage / "repos.conf").read_text() == "kept\n"
+    assert (portage / "env/deeper/file").read_text() == "new\n"
     # Links to nothing (or to a file) inside the guest give way to the admin's directories.
     os.symlink(str(node / "dir"), top / "etc/portage/package.env")
     os.symlink("/etc/portage/repos.conf", top / "etc/portage/package.mask")
