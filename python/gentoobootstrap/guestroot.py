@@ -162,6 +162,7 @@ def _walk(rootfd: int, path: str, follow: bool) -> int:
 
 def _resolve(rootfd: int, path: str, follow: bool = True) -> int:
     """An O_PATH descriptor of guest ``path`` below ``rootfd``; ``follow`` for the last part."""
+    path = path or "/"
     fd = _in_root(rootfd, path, follow)
     return _walk(rootfd, path, follow) if fd is None else fd
 
