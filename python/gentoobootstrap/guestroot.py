@@ -29,15 +29,15 @@ read back from the kernel (``/proc/self/fd``) and checked to lie under the
 guest's root.  That name holds no symlink, and nothing else changes a guest
 tree while a script works on it (the instance is down; hooks, trusted, run last).
 
-No other module does a raw path operation on a guest tree.
-``tests/unit/test_guest_tree_ban.py`` holds that line the way ruff's
-``banned-api`` keeps ``subprocess`` in the runner: it reads every module of the
+No other module does a raw path operation on a guest tree.  Ruff's
+``banned-api`` bans ``shutil.copytree`` (use :meth:`GuestRoot.copy_in`), but it
+cannot express the rest: the operations are methods of ordinary ``Path``
+objects, and only the names a path is reached by tell a guest's from the
+node's.  So ``tests/unit/test_guest_tree_ban.py`` reads every module of the
 library and refuses a path joined onto a guest root (``target / "etc"``,
-``os.path.join(target, ...)``) and any filesystem call on what
-:meth:`GuestRoot.path` returns.  Ruff cannot express this rule: the operations
-are methods of ordinary ``Path`` objects, and only the names a path is reached
-by tell a guest's from the node's.  So the test is a tripwire that knows the
-names the code gives guest roots (``target``, ``top``), not a proof; a reviewed
+``os.path.join(target, ...)``, ``f"{target}/etc"``) and any filesystem call on
+what :meth:`GuestRoot.path` returns.  It is a tripwire that knows the names the
+code gives guest roots (``target``, ``top``), not a proof; each reviewed
 exception is listed in it with its reason.
 """
 
