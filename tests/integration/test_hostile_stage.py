@@ -18,7 +18,9 @@ from typing import Callable
 
 import pytest
 
-from gentoobootstrap import stages
+from gentoobootstrap import create, stages
+from gentoobootstrap.context import Context
+from gentoobootstrap.settings import Settings
 from support import ganeti_environ, mounts_under, osdef, stage
 from support.mirror import make_tarball
 
@@ -82,7 +84,7 @@ def inside(tree: Path, node_path: Path) -> Path:
     return tree / str(node_path).lstrip("/")
 
 
-def create(
+def run_create(
     tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
@@ -125,7 +127,7 @@ def test_fstab_and_portage_links_are_replaced_in_the_guest(
     (confdir / "package.use").mkdir(parents=True)
     (confdir / "package.use/ganeti").write_text("app-editors/vim -X\n")
     (confdir / "make.conf").write_text('FEATURES="getbinpkg"\n')
-    status, log, image = create(
+    status, log, image = run_create(
         tmp, monkeypatch, capfd, hostile(tmp, change), portage_confdir=confdir
     )
     assert status == 0, log
@@ -155,7 +157,7 @@ def test_a_snapshot_lands_where_the_guests_repos_link_leads(
 
     snapshot = make_tarball(tmp / "snapshot.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
     monkeypatch.setattr(stages, "obtain_snapshot", lambda settings: snapshot)
-    status, log, image = create(tmp, monkeypatch, capfd, hostile(tmp, change))
+    status, log, image = run_create(tmp, monkeypatch, capfd, hostile(tmp, change))
     assert status == 0, log
     with osdef.mounted(image, tmp / "check", fstype="ext4") as root:
         tree = inside(root, repos) / "gentoo"
@@ -182,7 +184,7 @@ def test_links_to_nothing_in_the_guest_are_one_error(
     tmp = canary.parent
     snapshot = make_tarball(tmp / "snapshot.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
     monkeypatch.setattr(stages, "obtain_snapshot", lambda settings: snapshot)
-    status, log, _ = create(
+    status, log, _ = run_create(
         tmp, monkeypatch, capfd, hostile(tmp, lambda tree: link(tree, path, canary / named))
     )
     error = one_error(status, log)
@@ -218,7 +220,7 @@ def test_chroot_mounts_land_inside_the_guest(
     hooks.mkdir(parents=True)
     (hooks / "10-mounts").write_text(HOOK.format(seen=seen))
     (hooks / "10-mounts").chmod(0o755)
-    status, log, _ = create(tmp, monkeypatch, capfd, hostile(tmp, change))
+    status, log, _ = run_create(tmp, monkeypatch, capfd, hostile(tmp, change))
     if not in_stage:
         assert one_error(status, log) == (
             f"ERROR: the guest's /proc is a symbolic link to {canary / 'proc'}, "
@@ -235,3 +237,25 @@ def test_chroot_mounts_land_inside_the_guest(
         f"{top}{canary}/dev",
         f"{top}{canary}/dev/pts",
     ]
+
+
+def test_snapshot_and_portage_steps_replace_links_at_their_own_names(canary: Path) -> None:
+    """The steps themselves, on a bare tree: /var/db/repos/gentoo and /etc/portage are links."""
+    tmp = canary.parent
+    target = tmp / "target"
+    (target / "var/db/repos").mkdir(parents=True)
+    os.symlink(str(canary / "repos/gentoo"), target / "var/db/repos/gentoo")
+    (target / "etc").mkdir()
+    os.symlink(str(canary / "etc-dir"), target / "etc/portage")
+    confdir = tmp / "portage"
+    confdir.mkdir()
+    (confdir / "make.conf").write_text('FEATURES="getbinpkg"\n')
+    ctx = Context(env=None, settings=Settings(portage_confdir=confdir))  # type: ignore[arg-type]
+    ctx.target = target
+    ctx.snapshot = make_tarball(tmp / "snap.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
+    create.unpack_snapshot(ctx)
+    create.copy_portage_config(ctx)
+    repo = target / "var/db/repos/gentoo"
+    assert not repo.is_symlink() and (repo / "metadata/timestamp.chk").read_bytes() == b"new\n"
+    portage = target / "etc/portage"
+    assert not portage.is_symlink() and os.listdir(portage) == ["make.conf"]
