@@ -10,9 +10,7 @@ anything touches the disk.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
@@ -25,6 +23,7 @@ from gentoobootstrap.errors import (
     OSEnvError,
     StageError,
 )
+from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
@@ -150,22 +149,24 @@ def unpack_stage(ctx: Context) -> None:
 
 
 def unpack_snapshot(ctx: Context) -> None:
-    """The ebuild tree at /var/db/repos/gentoo (old snapshots have a top-level portage/)."""
+    """The ebuild tree at /var/db/repos/gentoo (old snapshots have a top-level portage/).
+
+    Unpacked into a directory of our own inside the guest's /var/db/repos
+    (resolved inside the guest, like every path below), then renamed into place.
+    """
     if ctx.snapshot is None:
         return
     assert ctx.target is not None
-    repos = ctx.target / "var" / "db" / "repos"
-    repos.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=repos, prefix=".snapshot-"))
-    unpack.extract(ctx.snapshot, scratch)
-    tops = list(scratch.iterdir())
-    if len(tops) != 1 or not tops[0].is_dir():
+    root = GuestRoot(ctx.target)
+    scratch = root.mkdtemp("/var/db/repos", ".snapshot-")
+    repos = str(PurePosixPath(scratch).parent)
+    unpack.extract(ctx.snapshot, root.directory(scratch))
+    tops = root.listdir(scratch)
+    if len(tops) != 1 or not root.is_dir(f"{scratch}/{tops[0]}", follow=False):
         raise StageError(f"{ctx.snapshot}: expected one top-level gentoo/ or portage/ directory")
-    tree = repos / "gentoo"
-    if tree.exists():  # a stage ships it empty; the snapshot replaces it
-        shutil.rmtree(tree)
-    tops[0].rename(tree)
-    scratch.rmdir()
+    root.rmtree(f"{repos}/gentoo")  # a stage ships it empty; the snapshot replaces it
+    root.rename(f"{scratch}/{tops[0]}", f"{repos}/gentoo")
+    root.rmdir(scratch)
 
 
 def copy_portage_config(ctx: Context) -> None:
@@ -173,12 +174,7 @@ def copy_portage_config(ctx: Context) -> None:
     if ctx.settings.portage_confdir is None:
         return
     assert ctx.target is not None
-    shutil.copytree(
-        ctx.settings.portage_confdir,
-        ctx.target / "etc" / "portage",
-        symlinks=True,
-        dirs_exist_ok=True,
-    )
+    GuestRoot(ctx.target).copy_in(ctx.settings.portage_confdir, "/etc/portage")
 
 
 def write_fstab(ctx: Context) -> None:
@@ -187,10 +183,9 @@ def write_fstab(ctx: Context) -> None:
         filesystems.fstab_entry(filesystems.uuid_of(device), p.mountpoint or "none", p.fstype)
         for p, device in _devices(ctx)
     ]
-    fstab = ctx.target / "etc" / "fstab"
-    original = fstab.read_text() if fstab.is_file() else ""
-    fstab.parent.mkdir(parents=True, exist_ok=True)
-    fstab.write_text(filesystems.fstab_text(entries, original))
+    root = GuestRoot(ctx.target)
+    original = root.read_text("/etc/fstab") or ""
+    root.write_text("/etc/fstab", filesystems.fstab_text(entries, original))
 
 
 #: What create does, in order: nothing touches the disk before the stage (and snapshot) are

@@ -66,7 +66,7 @@ def set_hostname(root: GuestRoot, fqdn: str) -> None:
     """
     short = fqdn.split(".", 1)[0]
     root.write_text("/etc/hostname", short + "\n")
-    if root.path("/etc/conf.d").is_dir():
+    if root.is_dir("/etc/conf.d"):
         conf = root.read_text("/etc/conf.d/hostname") or ""
         line = f'hostname="{short}"'
         new, count = re.subn(r"(?m)^\s*hostname=.*$", line, conf)

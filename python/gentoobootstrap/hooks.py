@@ -183,7 +183,8 @@ def chroot_mounts(target: Path) -> Iterator[None]:
     root = GuestRoot(target)
     with contextlib.ExitStack() as stack:
         for guest_path, source in CHROOT_MOUNTS:
-            # Resolved inside the guest: a stage's /dev symlink cannot aim a mount at the node.
+            # Resolved inside the guest, and mounted on the name the kernel gives the directory
+            # found: a stage's /dev symlink cannot aim a mount at the node.
             where = root.mkdir(guest_path)
             if source == "proc":
                 stack.enter_context(mounts.mount("proc", where, fstype="proc"))

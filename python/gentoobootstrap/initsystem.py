@@ -7,7 +7,6 @@ it works on any node whatever its distribution or architecture.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional
 
 from gentoobootstrap.errors import GuestError
@@ -21,8 +20,8 @@ UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/sys
 
 def detect(root: GuestRoot) -> Init:
     """``systemd`` when the guest's /sbin/init is systemd, ``openrc`` for sysvinit/openrc-init."""
-    init = root.path("/sbin/init")
-    if init.name == "systemd" and init.exists():
+    init = root.realpath("/sbin/init")
+    if init is not None and init.endswith("/systemd"):
         return "systemd"
     if any(root.exists(p) for p in ("/sbin/openrc", "/etc/runlevels", "/etc/inittab")):
         return "openrc"
@@ -40,32 +39,29 @@ def unit_file(root: GuestRoot, unit: str) -> Optional[str]:
         name = f"{prefix}@.{rest.rpartition('.')[2]}"
     for directory in UNIT_DIRS:
         for candidate in (f"{directory}/{unit}", f"{directory}/{name}"):
-            if root.path(candidate).is_file():
+            if root.is_file(candidate):
                 return candidate
     return None
 
 
 def has_service(root: GuestRoot, init: Init, name: str) -> bool:
     if init == "openrc":
-        return root.path(f"/etc/init.d/{name}").is_file()
+        return root.is_file(f"/etc/init.d/{name}")
     return unit_file(root, name if "." in name else f"{name}.service") is not None
 
 
-def _install_section(path: Path) -> dict[str, list[str]]:
+def _install_section(text: str) -> dict[str, list[str]]:
     """The ``[Install]`` keys of a unit file; keys may repeat (configparser would refuse)."""
-    try:
-        values: dict[str, list[str]] = {}
-        section = ""
-        for raw in path.read_text(errors="replace").splitlines():
-            line = raw.strip()
-            if line.startswith("[") and line.endswith("]"):
-                section = line[1:-1]
-            elif section == "Install" and "=" in line and not line.startswith(("#", ";")):
-                key, _, value = line.partition("=")
-                values.setdefault(key.strip(), []).extend(value.split())
-        return values
-    except OSError as e:
-        raise GuestError(f"cannot read unit file {path}: {e.strerror}") from None
+    values: dict[str, list[str]] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif section == "Install" and "=" in line and not line.startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            values.setdefault(key.strip(), []).extend(value.split())
+    return values
 
 
 def enable(
@@ -81,7 +77,7 @@ def enable(
     that section is wanted by ``target``.
     """
     if init == "openrc":
-        if not root.path(f"/etc/init.d/{name}").is_file():
+        if not root.is_file(f"/etc/init.d/{name}"):
             raise GuestError(f"the stage has no OpenRC service {name} (/etc/init.d/{name})")
         root.symlink(f"/etc/runlevels/{runlevel}/{name}", f"/etc/init.d/{name}")
     else:
@@ -95,7 +91,7 @@ def _enable_unit(root: GuestRoot, unit: str, target: str, seen: set[str]) -> Non
     found = unit_file(root, unit)
     if found is None:
         raise GuestError(f"the stage has no systemd unit {unit} (looked in {', '.join(UNIT_DIRS)})")
-    install = _install_section(root.path(found)) or {"WantedBy": [target]}
+    install = _install_section(root.read_text(found) or "") or {"WantedBy": [target]}
     instance = unit.partition("@")[2].rpartition(".")[0]
     for key in ("WantedBy", "RequiredBy"):
         suffix = ".wants" if key == "WantedBy" else ".requires"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,55 @@ def test_not_a_gentoo_stage(tmp_path: Path) -> None:
     (tmp_path / "root/etc").mkdir(parents=True)
     with pytest.raises(GuestError, match="cannot tell the stage's init system"):
         guest.configure_guest(make_ctx(tmp_path, tmp_path / "root"))
+
+
+def _listing(path: Path) -> dict[str, tuple[int, int, bytes]]:
+    found = {}
+    for p in [path, *sorted(path.rglob("*"))]:
+        st = p.lstat()
+        body = os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file() else b""
+        found[str(p)] = (st.st_mode, st.st_mtime_ns, body)
+    return found
+
+
+@pytest.mark.parametrize("init", ["openrc", "systemd"])
+def test_every_configured_path_linked_to_the_node_stays_in_the_guest(
+    tmp_path: Path, init: str
+) -> None:
+    """Each file and directory guest configuration touches is a link to a node canary."""
+    node = tmp_path / "node"
+    for name in ("file", "ssh/ssh_host_ed25519_key", "dir/kept"):
+        (node / name).parent.mkdir(parents=True, exist_ok=True)
+        (node / name).write_text("node's\n")
+    before = _listing(node)
+    top = TREES[init](tmp_path / "root")
+    files = ["hostname", "hosts", "machine-id", "resolv.conf", "securetty", "inittab"]
+    files += ["conf.d/hostname", "conf.d/net", "systemd/network/10-ganeti-eth0.link"]
+    for name in files:
+        where = top / "etc" / name
+        if os.path.lexists(where):
+            where.unlink()
+        where.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(str(node / "file"), where)
+    shutil.rmtree(top / "etc/ssh")
+    os.symlink(str(node / "ssh"), top / "etc/ssh")  # host keys: removed only inside the guest
+    os.symlink(str(node / "dir"), top / "root/.ssh")  # led nowhere in the guest: an error
+    settings = Settings(network="ganeti")
+    ctx = make_ctx(tmp_path, top, settings, **dict(NICS, OSP_SSH_KEY=KEY))
+    with pytest.raises(GuestError, match=r"^the guest's /root/.ssh is a symbolic link to /"):
+        guest.configure_guest(ctx)
+    (top / "root/.ssh").unlink()
+    guest.configure_guest(ctx)
+    written = [
+        "hostname",
+        "hosts",
+        "machine-id",
+        "resolv.conf",
+        "systemd/network/10-ganeti-eth0.link",
+    ]
+    written += ["conf.d/hostname", "conf.d/net", "inittab"] if init == "openrc" else []
+    for name in written:
+        assert not (top / "etc" / name).is_symlink(), name
+    assert (top / "etc/hostname").read_text() == "web1\n"
+    assert (top / "root/.ssh/authorized_keys").read_text() == f"{KEY}\n"
+    assert _listing(node) == before
