@@ -255,7 +255,7 @@ def set_timezone(root: GuestRoot, zone: str) -> None:
     if not zone:
         return
     # The zone may be the timezone OS parameter: never echoed nor logged.
-    if not root.path(f"/usr/share/zoneinfo/{zone}").is_file():
+    if not root.is_file(f"/usr/share/zoneinfo/{zone}"):
         raise ConfigError(
             "the stage has no zoneinfo file of that name (from TIMEZONE or the timezone "
             "OS parameter); allowed values: a zoneinfo name the stage ships, such as Europe/Berlin",

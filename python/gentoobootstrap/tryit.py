@@ -30,6 +30,7 @@ from typing import IO, Optional, TextIO
 
 from gentoobootstrap import disks, filesystems, mounts, paths, runner
 from gentoobootstrap.errors import DiskError, GentooBootstrapError, Interrupted
+from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
 from gentoobootstrap.signals import interrupts_as_exceptions
 
@@ -270,11 +271,12 @@ def describe(disk: Path) -> str:
                 root = (node, fstype)
         if root is not None:
             target = stack.enter_context(mounts.temporary_directory())
-            options = ["ro", "norecovery"] if root[1] == "xfs" else ["ro"]
+            options = ["ro", "nosuid", "nodev", "noexec"] + (
+                ["norecovery"] if root[1] == "xfs" else []
+            )
             stack.enter_context(mounts.mount(root[0], target, options=options))
-            fstab = target / "etc" / "fstab"
             lines.append("/etc/fstab:")
-            text = fstab.read_text() if fstab.is_file() else "(none)\n"
+            text = GuestRoot(target).read_text("/etc/fstab") or "(none)\n"
             lines += [
                 "  " + line for line in text.splitlines() if line and not line.startswith("#")
             ]

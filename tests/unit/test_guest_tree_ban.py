@@ -33,8 +33,6 @@ REVIEWED = {
     ("export", "export_files"): "pending: the size of the /boot mount point",
     ("import_", "rewrite_fstab"): "pending: /etc's times, through GuestRoot.stat and set_times",
     ("instancedisk", "open_disk"): "pending: the root probe and the /boot mount point",
-    ("tryit", "describe"): "pending: reads the fstab of the disk try-it made",
-    ("guest", "set_timezone"): "pending: GuestRoot.is_file",
 }
 
 
