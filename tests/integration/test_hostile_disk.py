@@ -28,6 +28,13 @@ from support.install import GANETI_PATH, InstalledOS
 pytestmark = pytest.mark.root
 
 LAYOUT = Layout("msdos", "ext4", 400, 32)
+#: A shell snippet for tar's wrapper: run the guest's blkid from where export mounted /boot
+#: (tar's --directory), recording what the shell says and its exit status.
+TRY_GUEST_PROGRAM = """for a in "$@"; do
+    case "$a" in --directory=*) top="${{a#--directory=}}" ;; esac
+done
+"$top/boot/sbin/blkid" > "{seen}/exec" 2>&1; echo "$?" >> "{seen}/exec"
+"""
 #: What the guest's programs would do if the node ran them.
 EVIL = '#!/bin/sh\necho "{name} ran on the node" > {marker}\nexit 0\n'
 
@@ -104,14 +111,15 @@ class Hostile:
             (root / "etc/hostname").unlink()
             (root / "etc/hostname").symlink_to(self.canary_dir / "canary")
 
-    def wrap(self, tool: str) -> None:
-        """A node-side ``tool`` on PATH that records the mount table it sees, then runs the
-        real one (the node's own, trusted)."""
+    def wrap(self, tool: str, then: str = "") -> None:
+        """A node-side ``tool`` on PATH that records the mount table it sees, runs ``then``
+        and then the real tool (the node's own, trusted)."""
         self.wrappers.mkdir(exist_ok=True)
         real = shutil.which(tool, path=GANETI_PATH)
         script = self.wrappers / tool
         script.write_text(
-            f'#!/bin/sh\ncat /proc/self/mountinfo > "{self.seen}/{tool}"\nexec {real} "$@"\n'
+            f'#!/bin/sh\ncat /proc/self/mountinfo > "{self.seen}/{tool}"\n{then}\n'
+            f'exec {real} "$@"\n'
         )
         script.chmod(0o755)
 
@@ -156,7 +164,8 @@ def hostile(
 
 def test_export_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
     before = snapshot(hostile.canary_dir)
-    hostile.wrap("tar")
+    # While tar runs, try the guest's setuid blkid through export's own mount of /boot.
+    hostile.wrap("tar", TRY_GUEST_PROGRAM.format(seen=hostile.seen))
     out = hostile.tmp / "disk0.stream"
     env = hostile.environ(SOURCE_NAME, EXPORT_DEVICE=str(hostile.image), EXPORT_INDEX="0")
     with open(out, "wb") as f:
@@ -175,6 +184,8 @@ def test_export_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
     assert sorted(Path(m).name for m in mounted) == ["boot", "root"], mounted
     for point, options in mounted.items():
         assert {"ro", "nosuid", "nodev", "noexec"} <= options, (point, options)
+    tried = (hostile.seen / "exec").read_text()
+    assert "Permission denied" in tried and tried.split()[-1] == "126", tried  # noexec
 
 
 def test_rename_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
