@@ -451,3 +451,31 @@ def test_a_mount_made_as_the_signal_came_is_unmounted(
     with pytest.raises(Interrupted), mounts.mount(Path("/dev/x"), tmp_path):
         pytest.fail("never reached")
     assert commands == ["mount", "umount"] and mounted == []
+
+
+def test_the_mount_directory_pins_the_tools_and_goes_with_its_mount_points(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pinned: list[Path] = []
+    monkeypatch.setattr(runner, "pin", pinned.append)
+    monkeypatch.setattr(mounts.tempfile, "tempdir", str(tmp_path))
+    with mounts.temporary_directory() as top:
+        assert pinned == [top]  # before anything can be mounted in it
+        (top / "root").mkdir()
+        (top / "boot").mkdir()
+    assert not top.exists()
+
+
+def test_the_mount_directory_stays_while_something_is_mounted_on_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never a recursive removal: what a mount left must stay untouched."""
+    monkeypatch.setattr(runner, "pin", lambda path: None)
+    monkeypatch.setattr(mounts.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(mounts, "is_mountpoint", lambda path: True)
+    with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
+        with mounts.temporary_directory() as top:
+            (top / "etc").mkdir()  # as the guest's root filesystem would show
+            raise DiskError("original")
+    assert (top / "etc").is_dir()
+    assert "could not release the directory" in caplog.text
