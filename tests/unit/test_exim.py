@@ -362,3 +362,18 @@ def test_header_values_are_never_logged_raw(
     with pytest.raises(StreamError) as e:
         head_of(tar_bytes({"GENTOOBOOTSTRAP.format": "2\nERROR: forged"}))
     assert "\n" not in str(e.value) and "stream format 2\\nERROR: forged is not" in str(e.value)
+
+
+def test_a_guest_fstab_that_is_no_regular_file_is_never_opened(tmp_path: Path) -> None:
+    """A FIFO would hang export and rename for good; a link out of the guest finds nothing."""
+    from gentoobootstrap import instancedisk
+
+    (tmp_path / "etc").mkdir()
+    os.mkfifo(tmp_path / "etc/fstab")
+    assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
+    (tmp_path / "etc/fstab").unlink()
+    node = tmp_path.parent / f"{tmp_path.name}-node-fstab"
+    node.write_text("/dev/vdb1 /boot ext4 defaults 0 2\n")
+    (tmp_path / "etc/fstab").symlink_to(node)
+    assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
+    node.unlink()
