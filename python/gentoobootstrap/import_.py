@@ -81,10 +81,14 @@ def restore_files(ctx: ImportContext) -> None:
     stream.enlarge_pipe(write_fd)
     stream.enlarge_pipe(STDIN)  # when stdin is a pipe
     received = None
-    with tempfile.TemporaryFile() as errors:
+    # restore keeps its work files in TMPDIR under names from the dump's date: a private
+    # directory, so neither another import of the same dump nor a local user can collide.
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryDirectory() as scratch:
         try:
             try:
-                with runner.spawn(argv, stdin=read_fd, stderr=errors, cwd=ctx.target):
+                with runner.spawn(
+                    argv, stdin=read_fd, stderr=errors, env={"TMPDIR": scratch}, cwd=ctx.target
+                ):
                     os.close(read_fd)
                     read_fd = -1
                     try:

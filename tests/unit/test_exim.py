@@ -3,6 +3,7 @@ import's error paths — no root, tools faked."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -377,3 +378,22 @@ def test_a_guest_fstab_that_is_no_regular_file_is_never_opened(tmp_path: Path) -
     (tmp_path / "etc/fstab").symlink_to(node)
     assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
     node.unlink()
+
+
+def test_restore_keeps_its_work_files_in_a_private_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """restore names them after the dump's date: in a shared /tmp another import of the same
+    dump (or a local user) would make it fail."""
+    seen: dict[str, object] = {}
+
+    @contextlib.contextmanager
+    def spawn(argv, **kwargs):  # type: ignore[no-untyped-def]
+        scratch = Path(kwargs["env"]["TMPDIR"])
+        seen.update(scratch=scratch, empty=scratch.is_dir() and not any(scratch.iterdir()))
+        yield None
+
+    monkeypatch.setattr(runner, "spawn", spawn)
+    monkeypatch.setattr(import_, "STDIN", pipe_with(b""))
+    import_.restore_files(import_context(tmp_path, stream.Head("dump", b"\0" * 1024)))
+    assert seen["empty"] is True and not Path(str(seen["scratch"])).exists()
