@@ -126,12 +126,13 @@ def make_filesystems(ctx: Context) -> None:
 
 
 def mount_filesystems(ctx: Context) -> None:
+    """Root on a directory of our own, /boot on a directory made in the new, empty root."""
     assert ctx.root_dev is not None and ctx.layout is not None
     target = ctx.stack.enter_context(mounts.temporary_directory())
-    ctx.stack.enter_context(mounts.mount(ctx.root_dev, target))
+    ctx.stack.enter_context(mounts.mount(ctx.root_dev, target, options=mounts.FRESH))
     if ctx.boot_dev is not None:
         (target / "boot").mkdir()
-        ctx.stack.enter_context(mounts.mount(ctx.boot_dev, target / "boot"))
+        ctx.stack.enter_context(mounts.mount(ctx.boot_dev, target / "boot", options=mounts.FRESH))
     ctx.target = target
 
 

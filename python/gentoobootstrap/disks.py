@@ -4,8 +4,13 @@ Works on nodes whose kernel scans partition tables (``/dev/vda1``,
 ``/dev/loop0p1``, ``/dev/rbd0p1``) and on kernels or devices that do not
 (no partition parsers, device-mapper LVs, DRBD): partitions are found through
 sysfs — never by guessing names — added with ``partx`` (BLKPG) when the kernel
-did not, and as a last resort given one loop device each (``--offset`` and
-``--sizelimit``), so neither kpartx nor device-mapper is needed.
+did not, and as a last resort given one loop device each (an offset and a size
+limit), so neither kpartx nor device-mapper is needed.
+
+Loop devices are set up with the kernel's ioctls, with ``LO_FLAGS_AUTOCLEAR``
+from the start: the kernel frees one when its last user goes.  We hold it open
+while we use it, so even a SIGKILL leaves nothing attached once our process and
+its mount namespace are gone.
 
 Each resource is a context manager; compose them on an ExitStack:
 
@@ -19,14 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import stat
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import CommandError, DiskError, Interrupted
@@ -201,18 +208,48 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
     """The block device of disk ``path``: a block device as is, a regular file on a loop device.
 
     The loop device asks for partition scanning so kernels that parse tables
-    show ``/dev/loopNpM`` by themselves; it is detached on leaving.
+    show ``/dev/loopNpM`` by themselves; it is released on leaving.
     """
     if is_block_device(path):
         yield path
         return
     if not path.is_file():
         raise DiskError(f"{path} is neither a block device nor a regular file")
-    argv = ["losetup", "--show", "--find", "--partscan"]
-    if readonly:
-        argv.append("--read-only")
-    loop = _new_loop([*argv, path], path)
-    log.debug("attached %s to %s", path, loop)
+    with loop_device(path, readonly=readonly, partscan=True) as loop:
+        log.debug("attached %s to %s", path, loop)
+        yield loop
+
+
+# --- loop devices ----------------------------------------------------------------------------
+
+LOOP_SET_FD = 0x4C00
+LOOP_CLR_FD = 0x4C01
+LOOP_SET_STATUS64 = 0x4C04
+LOOP_CONFIGURE = 0x4C0A  # Linux 5.8: attach and set the flags in one step
+LOOP_CTL_GET_FREE = 0x4C82
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4
+LO_FLAGS_PARTSCAN = 8
+#: struct loop_info64: device, inode, rdevice, offset, sizelimit, number, encrypt type,
+#: encrypt key size, flags, file name, crypt name, encrypt key, init[2].
+_LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
+LOOP_CONTROL = Path("/dev/loop-control")
+#: Free loop devices taken by someone else first, before we give up.
+LOOP_ATTEMPTS = 16
+
+
+@contextlib.contextmanager
+def loop_device(
+    backing: Path,
+    *,
+    offset: int = 0,
+    size: int = 0,
+    readonly: bool = False,
+    partscan: bool = False,
+) -> Iterator[Path]:
+    """A loop device on ``backing`` (``size`` bytes from ``offset``; 0: to the end), freed by
+    the kernel when its last user goes: on leaving, or when our process dies."""
+    loop, fd = _new_loop(backing, offset, size, readonly, partscan)
     failing = False
     try:
         wait_for(lambda: is_block_device(loop), f"{loop} to appear")
@@ -221,32 +258,79 @@ def attach(path: Path, *, readonly: bool = False) -> Iterator[Path]:
         failing = True
         raise
     finally:
-        release(loop.name, lambda: detach(loop), failing)
+        before = _read(SYS_BLOCK / loop.name / "loop" / "backing_file")
+        os.close(fd)  # our last reference: the kernel clears the device (autoclear)
+        release(loop.name, lambda: _wait_released(loop, before), failing)
 
 
-def _new_loop(argv: Sequence[Union[str, Path]], backing: Path) -> Path:
-    """Run ``losetup --show --find ...``; a signal that stops it after it attached must not
-    leak the loop device."""
-    before = set(loops_of(backing))
+def _new_loop(
+    backing: Path, offset: int, size: int, readonly: bool, partscan: bool
+) -> tuple[Path, int]:
+    """A free loop device set up on ``backing`` with autoclear: its node and our open fd."""
+    flags = LO_FLAGS_AUTOCLEAR
+    flags |= LO_FLAGS_READ_ONLY if readonly else 0
+    flags |= LO_FLAGS_PARTSCAN if partscan else 0
+    name = os.fsencode(os.path.realpath(backing))[:63]
+    info = _LOOP_INFO64.pack(0, 0, 0, offset, size, 0, 0, 0, flags, name, b"", b"", 0, 0)
+    file_fd = os.open(backing, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
     try:
-        return Path(runner.output(argv))
-    except Interrupted:
-        for loop in set(loops_of(backing)) - before:  # signals are ignored from here on
-            release(loop.name, lambda loop=loop: detach(loop), failing=True)  # type: ignore[misc]
+        for _ in range(LOOP_ATTEMPTS):
+            control = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                loop = Path(f"/dev/loop{fcntl.ioctl(control, LOOP_CTL_GET_FREE)}")
+            finally:
+                os.close(control)
+            wait_for(lambda loop=loop: is_block_device(loop), f"{loop} to appear")  # type: ignore[misc]
+            fd = os.open(loop, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                _configure(fd, file_fd, info)
+            except OSError as e:
+                os.close(fd)
+                if e.errno == errno.EBUSY:
+                    continue  # another program took it between the two calls
+                raise DiskError(f"cannot set up a loop device for {backing}: {e}") from None
+            except BaseException:
+                os.close(fd)  # autoclear: closing it frees the device
+                raise
+            return loop, fd
+    finally:
+        os.close(file_fd)
+    raise DiskError(f"no free loop device for {backing} after {LOOP_ATTEMPTS} attempts")
+
+
+def _configure(fd: int, file_fd: int, info: bytes) -> None:
+    """Attach ``file_fd`` to loop device ``fd`` with ``info`` (its flags include autoclear)."""
+    try:
+        fcntl.ioctl(fd, LOOP_CONFIGURE, struct.pack("=2I", file_fd, 0) + info + bytes(64))
+        return
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTTY):
+            raise
+    # Kernels before 5.8: attach, then set offset, size and flags.
+    fcntl.ioctl(fd, LOOP_SET_FD, file_fd)
+    try:
+        fcntl.ioctl(fd, LOOP_SET_STATUS64, info)
+    except BaseException:
+        fcntl.ioctl(fd, LOOP_CLR_FD)
         raise
 
 
 def detach(loop: Path) -> None:
-    """Detach ``loop`` and wait until it is really free.
+    """Detach a loop device attached elsewhere (``losetup --detach``); wait until it is free."""
+    before = _read(SYS_BLOCK / loop.name / "loop" / "backing_file")
+    runner.run(["losetup", "--detach", loop])
+    _wait_released(loop, before)
+
+
+def _wait_released(loop: Path, before: Optional[str]) -> None:
+    """Wait until ``loop`` is really free.
 
     While anyone still has it open (a probing blkid, a filesystem finishing its
-    unmount) the kernel only marks it to be cleared on the last close.
+    unmount) the kernel clears it only on their last close.
     """
-    backing = SYS_BLOCK / loop.name / "loop" / "backing_file"
-    before = _read(backing)
-    runner.run(["losetup", "--detach", loop])
     if before is None:
         return
+    backing = SYS_BLOCK / loop.name / "loop" / "backing_file"
     # Gone, or already attached anew by someone else.
     wait_for(
         lambda: _read(backing) != before, f"{loop} to be released (something keeps it open)", 30
@@ -377,21 +461,8 @@ def _partx_delete(device: Path) -> None:
         log.error("could not remove the partitions of %s from the kernel: %s", device, e)
 
 
-@contextlib.contextmanager
 def _loop_slice(
     device: Path, offset: int, size: int, what: str, readonly: bool = False
-) -> Iterator[Path]:
-    argv: list[Union[str, Path]] = ["losetup", "--show", "--find"]
-    if readonly:
-        argv.append("--read-only")
-    argv += ["--offset", str(offset), "--sizelimit", str(size), device]
-    loop = _new_loop(argv, device)
-    log.debug("%s of %s is %s", what, device, loop)
-    failing = False
-    try:
-        yield loop
-    except BaseException:
-        failing = True
-        raise
-    finally:
-        release(loop.name, lambda: detach(loop), failing)
+) -> contextlib.AbstractContextManager[Path]:
+    log.debug("%s of %s gets a loop device", what, device)
+    return loop_device(device, offset=offset, size=size, readonly=readonly)

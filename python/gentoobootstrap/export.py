@@ -1,8 +1,9 @@
 """``export``: one disk of the instance as a stream on stdout.
 
-Disk 0 becomes the instance's tree (root with /boot mounted in it) as the
-stream :mod:`gentoobootstrap.stream` describes, read from filesystems mounted
-read-only; any other disk is copied raw.  Stdout carries only the data: the
+Disk 0 becomes the instance's tree (root, with /boot's filesystem under
+``./boot``) as the stream :mod:`gentoobootstrap.stream` describes, read from
+filesystems mounted read-only, each on a directory of our own: tar joins the
+two trees itself.  Any other disk is copied raw.  Stdout carries only the data: the
 stream goes to a private copy of the real stdout and fd 1 points at stderr
 meanwhile, so no stray print (ours, a library's or a child's) can corrupt it.
 """
@@ -24,7 +25,7 @@ from gentoobootstrap.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: Per-filesystem entries that belong to the filesystem, not the guest.
+#: Per-filesystem entries that belong to the filesystem, not the guest (stream names).
 FILESYSTEM_ENTRIES = ("./lost+found", "./boot/lost+found")
 
 
@@ -68,8 +69,8 @@ def export_files(env: OSEnv, source: Path, out: int) -> None:
             )
         size = used_bytes(opened.target)
         fstypes = f"root:{opened.root_fstype}"
-        if opened.boot is not None:
-            size += used_bytes(opened.target / "boot")
+        if opened.boot_target is not None:
+            size += used_bytes(opened.boot_target)
             fstypes += f" boot:{opened.boot_fstype}"
         uuids = " ".join(f"{role}:{u}" for role, found in opened.uuids().items() for u in found)
         report_size(env, size)
@@ -84,18 +85,48 @@ def export_files(env: OSEnv, source: Path, out: int) -> None:
             "tar",
             "--create",
             "--file=-",
-            f"--directory={opened.target}",
+            f"--directory={opened.top}",
             *stream.TAR_CREATE,
             *stream.header_options(header),
-            "--anchored",
-            *(f"--exclude={entry}" for entry in FILESYSTEM_ENTRIES),
+            *tree_options(opened),
             "--warning=no-file-ignored",  # sockets: tar cannot store them, nor should it
-            ".",
+            *trees(opened),
         ]
         with log.complete_step(f"stream the files ({size / (1 << 20):.1f} MiB in use)"):
             count, digest = _run_tar(argv, out)
             stream.write_all(out, stream.end_block(count, digest))
         logger.info("%d bytes sent, CRC-32 %s", count + stream.BLOCK, digest)
+
+
+def trees(opened: instancedisk.InstanceDisk) -> list[str]:
+    """What tar archives, relative to ``opened.top``: root, then /boot's filesystem if any."""
+    return [instancedisk.ROOT_DIR] + ([instancedisk.BOOT_DIR] if opened.boot else [])
+
+
+def tree_options(opened: instancedisk.InstanceDisk) -> list[str]:
+    """tar options that name the members of :func:`trees` as the guest sees them.
+
+    ``root/etc`` is stored as ``./etc`` and ``boot/grub`` as ``./boot/grub``; with a /boot
+    filesystem, whatever the root holds at ``/boot`` is left out (its mount point, or
+    anything a guest put there).  Symlink targets are never renamed (the S flag).
+    """
+    root, boot = instancedisk.ROOT_DIR, instancedisk.BOOT_DIR
+
+    def source(name: str) -> str:  # stream name -> name below opened.top
+        if opened.boot and (name == "./boot" or name.startswith("./boot/")):
+            return boot + name[len("./boot") :]
+        return root + name[1:]
+
+    excluded = [source(name) for name in FILESYSTEM_ENTRIES]
+    transforms = [f"s,^{root},.,S"]
+    if opened.boot:
+        excluded.append(f"{root}/boot")
+        transforms.append(f"s,^{boot},./boot,S")
+    return [
+        "--anchored",
+        *(f"--exclude={name}" for name in excluded),
+        *(f"--transform={expression}" for expression in transforms),
+    ]
 
 
 def _run_tar(argv: list[str | Path], out: int) -> tuple[int, str]:

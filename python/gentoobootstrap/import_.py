@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import IO, Callable, Optional
 
 from gentoobootstrap import create, disks, filesystems, fstab, runner, stream
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import CommandError, OSEnvError, StreamError
 from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.log import printable
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
@@ -41,11 +44,9 @@ def read_stream_head(ctx: ImportContext) -> None:
     size = ctx.head.size
     what = {"gentoobootstrap": "an export of this OS", "tar": "a tar archive (not ours: no "
             "size check, no checksum)", "dump": "a dump(8) stream (restore -r)"}  # fmt: skip
-    logger.info(
-        "stream: %s%s",
-        what[ctx.head.format],
-        f", {size >> 20} MiB of files from {ctx.head.header.get('instance', '?')}" if size else "",
-    )
+    source = printable(ctx.head.header.get("instance", "?"))
+    files = f", {size >> 20} MiB of files from {source}" if size else ""
+    logger.info("stream: %s%s", what[ctx.head.format], files)
     if ctx.head.format == "dump":
         runner.find_tool("restore")
 
@@ -61,6 +62,12 @@ def check_disk(ctx: ImportContext) -> None:
     create.plan_disk(ctx, ctx.head.size)
 
 
+#: The only things restore says that are no error (after its "/sbin/restore: "): the new
+#: filesystem already holds lost+found and the /boot mount point, and a node script has
+#: no terminal to ask on (-y answers).
+RESTORE_HARMLESS = re.compile(r"\./(lost\+found|boot): File exists|cannot open /dev/tty: .*")
+
+
 def restore_files(ctx: ImportContext) -> None:
     assert ctx.target is not None and ctx.head is not None
     head = ctx.head
@@ -68,41 +75,64 @@ def restore_files(ctx: ImportContext) -> None:
         argv: list[str | Path] = ["restore", "-r", "-y", "-f", "-"]
     else:
         argv = ["tar", "--extract", "--file=-", f"--directory={ctx.target}", *stream.TAR_EXTRACT]
+    name = "restore" if head.format == "dump" else "tar"
     hold_back = stream.BLOCK if head.format == "gentoobootstrap" else 0
     read_fd, write_fd = os.pipe()
     stream.enlarge_pipe(write_fd)
     stream.enlarge_pipe(STDIN)  # when stdin is a pipe
     received = None
-    try:
+    # restore keeps its work files in TMPDIR under names from the dump's date: a private
+    # directory, so neither another import of the same dump nor a local user can collide.
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryDirectory() as scratch:
         try:
-            with runner.spawn(argv, stdin=read_fd, cwd=ctx.target):
-                os.close(read_fd)
-                read_fd = -1
-                try:
-                    received = stream.copy_in(head.block, STDIN, write_fd, hold_back=hold_back)
-                finally:
-                    os.close(write_fd)
-                    write_fd = -1
-                if hold_back:
+            try:
+                with runner.spawn(
+                    argv, stdin=read_fd, stderr=errors, env={"TMPDIR": scratch}, cwd=ctx.target
+                ):
+                    os.close(read_fd)
+                    read_fd = -1
+                    try:
+                        received = stream.copy_in(head.block, STDIN, write_fd, hold_back=hold_back)
+                    finally:
+                        os.close(write_fd)
+                        write_fd = -1
+                    if hold_back:
+                        stream.check_end(received.end, received.count, received.digest)
+            except CommandError as e:
+                said = _complaints(errors)
+                if received is not None and hold_back:
+                    # A damaged stream is the clearer error; an intact one leaves tar's (disk
+                    # full...).
                     stream.check_end(received.end, received.count, received.digest)
-        except CommandError as e:
-            if received is not None and hold_back:
-                # A damaged stream is the clearer error; an intact one leaves tar's (disk full...).
-                stream.check_end(received.end, received.count, received.digest)
-                raise
-            name = "restore" if head.format == "dump" else "tar"
-            tail = " | ".join(e.stderr.strip().splitlines()[-3:])
-            raise StreamError(
-                f"{name} cannot restore the stream (truncated or corrupt?): {tail}"
-            ) from None
-    finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
+                    raise CommandError(e.argv, e.returncode, "\n".join(said)) from None
+                tail = " | ".join(said[-3:])
+                raise StreamError(
+                    f"{name} cannot restore the stream (truncated or corrupt?): {tail}"
+                ) from None
+        finally:
+            for fd in (read_fd, write_fd):
+                if fd >= 0:
+                    os.close(fd)
+        # restore goes on after errors (-y) and still exits 0: its messages tell.
+        complaints = _complaints(errors) if head.format == "dump" else []
+        if complaints:
+            raise StreamError(f"restore failed on the stream: {' | '.join(complaints[:3])}")
     assert received is not None
     if head.format == "dump":
         (ctx.target / "restoresymtable").unlink(missing_ok=True)
     logger.info("%d bytes restored", received.count)
+
+
+def _complaints(errors: IO[bytes]) -> list[str]:
+    """The lines the extractor wrote to ``errors`` (harmless ones left out), made printable:
+    they name the stream's files."""
+    errors.seek(0)
+    lines = [line.strip() for line in errors.read().decode(errors="replace").splitlines()]
+    return [
+        printable(line)
+        for line in lines
+        if line and not RESTORE_HARMLESS.fullmatch(re.sub(r"^\S*restore: ", "", line))
+    ]
 
 
 def rewrite_fstab(ctx: ImportContext) -> None:

@@ -6,6 +6,11 @@ recovery, ``ro,norecovery`` for XFS, ``ro,rescue=nologreplay`` for btrfs);
 rename opens the instance's disk read-write.  The root is the filesystem that
 holds ``/etc/fstab`` (the one ``root_path`` names is tried first), and /boot is
 the partition the root's fstab names for it.
+
+The disk is its owner's: every byte of it may be hostile.  Its filesystems are
+mounted ``nosuid,nodev,noexec`` (mounts.FOREIGN), each on a directory of our own
+(``root`` and ``boot`` in a private directory), never on a path inside another
+guest filesystem, which the guest could have made a symlink to the node.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from gentoobootstrap import disks, filesystems, fstab, layout, mounts, runner
-from gentoobootstrap.errors import CommandError, DiskError
+from gentoobootstrap.errors import CommandError, DiskError, GentooBootstrapError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
 
@@ -36,17 +41,32 @@ READONLY_OPTIONS = {
 }
 
 
+#: Where root and /boot are mounted, in the private directory (``InstanceDisk.top``).
+ROOT_DIR = "root"
+BOOT_DIR = "boot"
+
+
 @dataclass
 class InstanceDisk:
-    """An opened instance disk: its devices and where its tree is mounted."""
+    """An opened instance disk: its devices and where its filesystems are mounted."""
 
     disk: Path
-    target: Path
+    top: Path  # our private directory; root is mounted on top/ROOT_DIR, /boot on top/BOOT_DIR
     root: Path
     root_fstype: str
     boot: Optional[Path] = None
     boot_fstype: str = ""
     swaps: list[Path] = field(default_factory=list)
+
+    @property
+    def target(self) -> Path:
+        """Where the root filesystem is mounted."""
+        return self.top / ROOT_DIR
+
+    @property
+    def boot_target(self) -> Optional[Path]:
+        """Where /boot is mounted (None when it is on the root filesystem)."""
+        return self.top / BOOT_DIR if self.boot is not None else None
 
     def uuids(self) -> dict[str, list[str]]:
         """role -> UUIDs of the filesystems and swaps found (for the stream header)."""
@@ -70,7 +90,9 @@ def _mount_ro(
     attempts = READONLY_OPTIONS[fstype] if snapshot else (("ro",),)
     for i, options in enumerate(attempts):
         try:
-            stack.enter_context(mounts.mount(device, target, fstype=fstype, options=options))
+            stack.enter_context(
+                mounts.mount(device, target, fstype=fstype, options=(*options, *mounts.FOREIGN))
+            )
             if i:
                 log.warning(
                     "%s needs journal recovery; mounted with %s (the snapshot is read as it is)",
@@ -107,13 +129,16 @@ def open_disk(
     candidates = sorted(
         (n for n, kind in types.items() if kind in MOUNTABLE), key=lambda n: (n != wanted, n)
     )
-    target = stack.enter_context(mounts.temporary_directory())
+    top = stack.enter_context(mounts.temporary_directory())
+    target = top / ROOT_DIR
+    target.mkdir(mode=0o700)
     root_number = None
     for number in candidates:
         probe = contextlib.ExitStack()
         with probe:
             _mount_ro(probe, nodes[number], target, types[number], snapshot=readonly)
-            if (target / "etc" / "fstab").is_file() or (target / "etc" / "os-release").exists():
+            root = GuestRoot(target)
+            if _guest_file(root, "/etc/fstab") is not None or root.exists("/etc/os-release"):
                 stack.enter_context(probe.pop_all())
                 root_number = number
                 break
@@ -124,9 +149,10 @@ def open_disk(
             f"(partitions: {kinds})"
         )
     if not readonly:
-        runner.run(["mount", "-o", "remount,rw", target])
+        # All options again: a remount sets every per-mount flag anew.
+        runner.run(["mount", "-o", ",".join(("remount", "rw", *mounts.FOREIGN)), target])
     opened = InstanceDisk(
-        disk, target, nodes[root_number], types[root_number],
+        disk, top, nodes[root_number], types[root_number],
         swaps=[nodes[n] for n, kind in sorted(types.items()) if kind == "swap"],
     )  # fmt: skip
     log.info("root: %s (%s) on %s", opened.root, opened.root_fstype, source)
@@ -135,20 +161,36 @@ def open_disk(
     )
     if boot_number is not None:
         opened.boot, opened.boot_fstype = nodes[boot_number], types[boot_number]
-        boot = target / "boot"
+        boot = top / BOOT_DIR
+        boot.mkdir(mode=0o700)
         if readonly:
             _mount_ro(stack, opened.boot, boot, opened.boot_fstype)
         else:
-            stack.enter_context(mounts.mount(opened.boot, boot, fstype=opened.boot_fstype))
+            stack.enter_context(
+                mounts.mount(opened.boot, boot, fstype=opened.boot_fstype, options=mounts.FOREIGN)
+            )
         log.info("/boot: %s (%s)", opened.boot, opened.boot_fstype)
     return opened
+
+
+def _guest_file(root: GuestRoot, path: str) -> Optional[str]:
+    """The text of the guest's regular file ``path`` (None when there is none).
+
+    Anything else (a FIFO, a device) is not opened: reading it could hang or fail.
+    """
+    try:
+        if not root.exists(path) or not root.path(path).is_file():
+            return None
+        return root.read_text(path)
+    except (OSError, GentooBootstrapError) as e:
+        raise DiskError(f"cannot read the guest's {path}: {e}") from None
 
 
 def _boot_partition(
     root: GuestRoot, nodes: dict[int, Path], types: dict[int, str], root_number: int
 ) -> Optional[int]:
     """The partition the guest's fstab mounts on /boot; None when /boot is on the root."""
-    entry = fstab.lookup(root.read_text("/etc/fstab") or "", "/boot")
+    entry = fstab.lookup(_guest_file(root, "/etc/fstab") or "", "/boot")
     if entry is None:
         return None
     source = fstab.normal_source(entry.source)

@@ -25,6 +25,20 @@ def setup(debug: bool = False) -> None:
     root.propagate = False
 
 
+#: The longest untrusted value shown in a log line.
+PRINTABLE_MAX = 200
+
+
+def printable(value: str) -> str:
+    """An untrusted ``value`` fit for one log line: control characters (newlines included),
+    other unprintable characters and backslashes escaped, cut at PRINTABLE_MAX characters."""
+    shown = "".join(
+        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+        for c in value[:PRINTABLE_MAX]
+    )
+    return shown + ("..." if len(value) > PRINTABLE_MAX else "")
+
+
 @contextlib.contextmanager
 def complete_step(name: str) -> Iterator[None]:
     """Log ``name`` when it starts and its duration when it ends (mkosi's complete_step)."""

@@ -32,6 +32,13 @@ CLONE_NEWNS = 0x00020000
 #: Attempts before a busy unmount becomes lazy, and the growing pause between them.
 UMOUNT_ATTEMPTS = 5
 
+#: Options for a guest filesystem this script did not just make: nothing on it runs on the
+#: node, gains privileges or reaches a device.
+FOREIGN = ("nosuid", "nodev", "noexec")
+#: Options for the filesystems create and import make: hooks chroot into them and run
+#: their programs there.
+FRESH = ("nosuid", "nodev")
+
 
 def private_namespace() -> bool:
     """Move this process (and the children it starts) into a mount namespace of its own.
@@ -146,14 +153,27 @@ def _unmounting(target: Path, *, recursive: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def temporary_directory(prefix: str = "gentoobootstrap-") -> Iterator[Path]:
-    """An empty directory for mount points, removed on leaving (only if nothing is mounted)."""
+    """An empty directory of our own for guest mounts, removed on leaving (only if nothing is
+    mounted).
+
+    Every node tool is resolved before it is handed out (runner.pin): from then on no tool
+    is looked up below it.  The mount points made in it are removed with it.
+    """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     failing = False
     try:
+        runner.pin(path)
         yield path
     except BaseException:
         failing = True
         raise
     finally:
-        # rmdir, never rm -rf: should a mount remain, what is in it must stay untouched.
-        release(f"the directory {path}", path.rmdir, failing)
+        release(f"the directory {path}", lambda: _remove_directory(path), failing)
+
+
+def _remove_directory(path: Path) -> None:
+    # rmdir, never rm -rf: should a mount remain, what is in it must stay untouched.
+    if not is_mountpoint(path):
+        for entry in path.iterdir():  # the mount points made in it
+            entry.rmdir()
+    path.rmdir()

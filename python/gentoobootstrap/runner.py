@@ -25,16 +25,20 @@ from gentoobootstrap.errors import CommandError, ToolNotFoundError
 
 log = logging.getLogger(__name__)
 
-#: Where a missing tool comes from (Debian package / Gentoo package).
+#: Every tool the library runs, and where it comes from when missing (Debian / Gentoo package).
 PACKAGES = {
     "blkid": "util-linux",
+    "blockdev": "util-linux",
     "btrfs": "btrfs-progs",
+    "bzip2": "bzip2",
     "catalyst": "dev-util/catalyst",
     "findmnt": "util-linux",
     "fuser": "psmisc",
     "getfattr": "attr",
     "gpg": "gnupg",
     "gpgv": "gnupg (gpgv)",
+    "gzip": "gzip",
+    "lbzip2": "lbzip2",
     "losetup": "util-linux (mount)",
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.ext2": "e2fsprogs",
@@ -42,10 +46,14 @@ PACKAGES = {
     "mkfs.ext4": "e2fsprogs",
     "mkfs.xfs": "xfsprogs",
     "mkswap": "util-linux",
+    "mount": "util-linux (mount)",
     "partx": "util-linux",
+    "pbzip2": "pbzip2",
+    "pigz": "pigz",
     "restore": "dump",
     "sfdisk": "fdisk (Debian) / util-linux (Gentoo)",
     "tar": "tar",
+    "umount": "util-linux (mount)",
     "wipefs": "util-linux",
     "xfs_admin": "xfsprogs",
     "xz": "xz-utils",
@@ -62,10 +70,38 @@ Input = Union[str, bytes, None]
 Redirect = Union[int, IO[Any], None]
 
 
+#: Tools found so far, by (search path, name): each is looked up once per search path.
+_found: dict[tuple[str, str], str] = {}
+#: Directories guest filesystems are mounted below (real paths): never searched for tools.
+_guest_dirs: list[str] = []
+
+
+def pin(guest_dir: Path) -> None:
+    """Resolve every tool of :data:`PACKAGES` now, before a guest filesystem is mounted below
+    ``guest_dir``; from now on no tool is looked up there.
+
+    So a program on a guest's disk never runs on the node, whatever a guest mount covers.
+    """
+    _guest_dirs.append(os.path.realpath(guest_dir))
+    for name in PACKAGES:
+        _lookup(name)
+
+
+def _in_guest(path: str) -> bool:
+    return any(path == top or path.startswith(top + "/") for top in _guest_dirs)
+
+
 def tool_path() -> str:
-    """The PATH tools are looked up in: the caller's, then the system directories."""
+    """The PATH tools are looked up in: the caller's, then the system directories; never a
+    relative directory (the working directory may be a guest's tree) nor one below a guest
+    mount."""
     path = os.environ.get("PATH", "")
-    return f"{path}:{_SYSTEM_PATH}" if path else _SYSTEM_PATH
+    entries = f"{path}:{_SYSTEM_PATH}" if path else _SYSTEM_PATH
+    return ":".join(
+        entry
+        for entry in entries.split(":")
+        if os.path.isabs(entry) and not _in_guest(os.path.normpath(entry))
+    )
 
 
 def environment(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
@@ -76,16 +112,27 @@ def environment(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     return env
 
 
+def _lookup(name: str) -> Optional[str]:
+    path = tool_path()
+    found = _found.get((path, name))
+    if found is None:
+        found = shutil.which(name, path=path)
+        if found is None or _in_guest(os.path.realpath(found)):
+            return None
+        _found[path, name] = found
+    return found
+
+
 def find_tool(name: str) -> str:
     """The absolute path of ``name``, or :class:`ToolNotFoundError` naming its package."""
-    found = shutil.which(name, path=tool_path())
+    found = _lookup(name)
     if found is None:
         raise ToolNotFoundError(name, PACKAGES.get(name))
     return found
 
 
 def have_tool(name: str) -> bool:
-    return shutil.which(name, path=tool_path()) is not None
+    return _lookup(name) is not None
 
 
 def _render(argv: Sequence[str], redact: Sequence[str]) -> str:

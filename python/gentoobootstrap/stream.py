@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from gentoobootstrap.errors import StreamError
+from gentoobootstrap.log import printable
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class Head:
 
     format: str  # "gentoobootstrap", "tar" or "dump"
     block: bytes  # the bytes already read, to be fed to the extractor first
-    header: Mapping[str, str] = field(default_factory=dict)  # our pax keywords, prefix removed
+    #: Our pax keywords, prefix removed: the exporter's word, so log them only through
+    #: log.printable.
+    header: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> Optional[int]:
@@ -163,7 +166,7 @@ def read_head(fd: int) -> Head:
             return Head("tar", block)
         if ours["format"] != FORMAT_VERSION:
             raise StreamError(
-                f"stream format {ours['format']} is not supported (this version reads "
+                f"stream format {printable(ours['format'])} is not supported (this version reads "
                 f"{FORMAT_VERSION}): import it with the version that exported it"
             )
         return Head("gentoobootstrap", block, ours)

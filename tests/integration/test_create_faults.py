@@ -1,6 +1,6 @@
-"""create when things go wrong: a step fails, SIGTERM arrives mid-unpack.  Afterwards
-nothing of ours is attached or mounted, the last log line says what happened, and a
-reinstall over the half-finished disk works."""
+"""create when things go wrong: a step fails, SIGTERM or SIGKILL arrives mid-unpack.
+Afterwards nothing of ours is attached or mounted, the last log line says what happened,
+and a reinstall over the half-finished disk works."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from test_create import BOOT_SWAP_400, MIB, check_installed, run_create, sparse
 
-from support import REPO, ganeti_environ, leaks, osdef, stage
+from support import REPO, ganeti_environ, leaks, loop_devices_of, osdef, stage
+from support.install import InstalledOS
 
 pytestmark = pytest.mark.root
 
@@ -186,3 +187,52 @@ def test_a_stage_too_big_for_the_disk_says_so(
     last = log.strip().splitlines()[-1]
     assert "the stage does not fit: msdos: 1 root ext4 255 MiB is full" in last, log
     assert "bigger disk" in last
+
+
+def test_sigkill_mid_unpack_leaves_nothing_attached(
+    installed_os: InstalledOS, no_leaks: Path, stages: dict
+) -> None:
+    """A job killed after its timeout: no handler runs, yet the kernel frees everything once
+    the script and its children are gone (its loop devices are set to clear themselves on
+    their last close, its mounts live in its own mount namespace)."""
+    image = sparse(no_leaks / "disk.img", 400)
+    (no_leaks / "tmp").mkdir()
+    installed_os.add_variant(
+        "sigkill",
+        {
+            "STAGE4_FILE": str(stages["openrc", "xz"].tarball),
+            "CUSTOMIZE_DIR": str(no_leaks / "no-hooks"),
+            "BOOT_SIZE": "64",
+            "SWAP": "yes",
+            "SWAP_SIZE": "32",
+        },
+    )
+    env = ganeti_environ(image, OS_VARIANT="sigkill", TMPDIR=str(no_leaks / "tmp"))
+    logfile = no_leaks / "create.log"
+    with open(logfile, "wb") as out:
+        process = subprocess.Popen(
+            [str(installed_os.script("create"))],
+            env=env,
+            cwd=installed_os.os_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "unpack stage ..." not in logfile.read_text():
+            assert process.poll() is None, logfile.read_text()
+            assert time.monotonic() < deadline, "the unpack did not start"
+            time.sleep(0.02)
+        assert loop_devices_of(no_leaks), "nothing attached mid-unpack?"
+        process.kill()
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # The kernel releases asynchronously, once the last user (tar finishing) is gone.
+    deadline = time.monotonic() + 120
+    while leaks(no_leaks):
+        assert time.monotonic() < deadline, f"still attached or mounted: {leaks(no_leaks)}"
+        time.sleep(0.05)

@@ -388,6 +388,33 @@ def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stage
         assert fstab_lines(b)[0].split()[1:3] == ["/", "xfs"]
 
 
+def test_restore_errors_fail_the_import(os_def: OS, no_leaks: Path) -> None:
+    """A dump stream whose directory entry for etc is damaged: restore -y says "bad name to
+    addentry", goes on and exits 0 with /etc missing; import fails with one ERROR line."""
+    if shutil.which("restore") is None or shutil.which("dump") is None:
+        pytest.skip("needs dump and restore (Debian: dump)")
+    tree_dir = no_leaks / "tree"
+    (tree_dir / "etc").mkdir(parents=True)
+    (tree_dir / "etc/hostname").write_text("source\n")
+    fs_image = sparse(no_leaks / "root.img", 16)
+    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(tree_dir), str(fs_image))
+    loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
+    try:
+        dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
+        assert dumped.returncode == 0, dumped.stderr
+    finally:
+        detach(loop)
+    at = dumped.stdout.index(b"etc\0")
+    damaged = no_leaks / "damaged.dump"
+    damaged.write_bytes(dumped.stdout[:at] + b"e/c\0" + dumped.stdout[at + 4 :])
+    layout = Layout("msdos", "ext4", 320)
+    result = os_def.import_(sparse(no_leaks / "target.img", layout.size_mib), damaged, layout)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ERROR: import: restore failed on the stream: bad name to addentry ./e/c" in last
+    assert len(last) < 1000, last  # restore's endless paths are cut
+
+
 # --- rename -----------------------------------------------------------------------------------
 
 

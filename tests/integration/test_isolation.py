@@ -1,5 +1,6 @@
 """A real OS-script run works in a mount namespace of its own: its mounts never appear in
-the node's namespace, so nothing else can pin them and a SIGKILL cannot leak them."""
+the node's namespace, so nothing else can pin them and a SIGKILL cannot leak them.  The
+filesystems create makes are mounted nosuid,nodev."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ PROBE = """#!/bin/sh
 # Where is this hook's mount namespace, and does it see TARGET mounted?
 readlink /proc/self/ns/mnt > "$OUT/ns"
 grep -c " $TARGET " /proc/self/mounts > "$OUT/target-mounts"
+grep " $TARGET " /proc/self/mountinfo > "$OUT/target-mountinfo"
 """
 
 
@@ -45,5 +47,8 @@ def test_create_mounts_in_a_private_namespace(
 
     assert result.returncode == 0, result.stderr
     assert (out / "target-mounts").read_text().strip() == "1"  # the hook saw TARGET mounted
+    # The new filesystem: no setuid programs, no devices; its programs run (hooks chroot).
+    options = set((out / "target-mountinfo").read_text().split()[5].split(","))
+    assert {"rw", "nosuid", "nodev"} <= options and "noexec" not in options, options
     assert (out / "ns").read_text().strip() != os.readlink("/proc/self/ns/mnt")
     assert leaks(no_leaks) == []

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -44,47 +45,84 @@ def fake_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(disks, "kernel_partitions", lambda device: {})
 
 
-def test_attach_a_file_on_a_loop_device_and_detach_it(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@dataclasses.dataclass
+class FakeLoops:
+    """Loop devices handed out by a faked _new_loop (the ioctls need root), each with a real
+    fd to close; ``released`` lists those waited for, in order."""
+
+    made: list[tuple[str, int, int, bool, bool]] = dataclasses.field(default_factory=list)
+    fds: list[int] = dataclasses.field(default_factory=list)
+    released: list[str] = dataclasses.field(default_factory=list)
+    failure: Exception | None = None
+
+    def new(self, backing, offset, size, readonly, partscan):  # type: ignore[no-untyped-def]
+        self.made.append((str(backing), offset, size, readonly, partscan))
+        self.fds.append(os.open(os.devnull, os.O_RDONLY))
+        return Path(f"/dev/loop{len(self.made) + 6}"), self.fds[-1]
+
+    def wait(self, loop: Path, before: str | None) -> None:
+        self.released.append(loop.name)
+        if self.failure is not None:
+            raise self.failure
+
+    def all_closed(self) -> bool:
+        return all(not _is_open(fd) for fd in self.fds)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def loops(monkeypatch: pytest.MonkeyPatch) -> FakeLoops:
+    fake = FakeLoops()
+    monkeypatch.setattr(disks, "_new_loop", fake.new)
+    monkeypatch.setattr(disks, "_wait_released", fake.wait)
+    return fake
+
+
+def test_attach_a_file_on_a_loop_device_and_release_it(loops: FakeLoops, tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"")
-    fp.register(
-        ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
-    )
-    fp.register(["/fake/losetup", "--detach", "/dev/loop7"])
     with disks.attach(image) as device:
         assert device == Path("/dev/loop7")
-        assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop7"]) == 0
-    assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop7"]) == 1
+        assert loops.made == [(str(image), 0, 0, False, True)]  # partition scanning asked
+        assert _is_open(loops.fds[0])  # our reference keeps it (autoclear)
+    assert loops.all_closed() and loops.released == ["loop7"]
 
 
-def test_a_block_device_is_used_as_is(fp) -> None:  # type: ignore[no-untyped-def]
+def test_a_block_device_is_used_as_is(fp, loops: FakeLoops) -> None:  # type: ignore[no-untyped-def]
     with disks.attach(Path("/dev/vg/lv")) as device:
         assert device == Path("/dev/vg/lv")
-    assert len(fp.calls) == 0
+    assert len(fp.calls) == 0 and loops.made == []
 
 
-def test_a_failing_detach_does_not_hide_the_original_error(fp, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_release_does_not_hide_the_original_error(
+    loops: FakeLoops,
+    tmp_path: Path,
+    caplog,  # type: ignore[no-untyped-def]
+) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"")
-    fp.register(
-        ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
-    )
-    fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
+    loops.failure = DiskError("timed out waiting for /dev/loop7 to be released")
     with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
-        with disks.attach(image):
+        with disks.attach(image, readonly=True):
             raise DiskError("original")
     assert "could not release loop7" in caplog.text
+    assert loops.made[0][3] is True and loops.all_closed()
 
 
-def test_a_failing_detach_after_success_is_an_error(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_release_after_success_is_an_error(loops: FakeLoops, tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"")
-    fp.register(
-        ["/fake/losetup", "--show", "--find", "--partscan", str(image)], stdout="/dev/loop7\n"
-    )
-    fp.register(["/fake/losetup", "--detach", "/dev/loop7"], returncode=1, stderr="busy\n")
-    with pytest.raises(CommandError, match="busy"), disks.attach(image):
+    loops.failure = DiskError("timed out waiting for /dev/loop7 to be released")
+    with pytest.raises(DiskError, match="timed out"), disks.attach(image):
         pass
+    assert loops.all_closed()
 
 
 def test_write_table_feeds_sfdisk_the_layout(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -117,32 +155,16 @@ def test_wipe_erases_old_partitions_then_the_disk(fp, monkeypatch: pytest.Monkey
     assert [c[-1] for c in fp.calls] == ["/dev/vda1", "/dev/vda"]
 
 
-def test_partitions_fall_back_to_one_loop_device_each(fp) -> None:  # type: ignore[no-untyped-def]
+def test_partitions_fall_back_to_one_loop_device_each(fp, loops: FakeLoops) -> None:  # type: ignore[no-untyped-def]
     """No kernel partitions and partx refused (device-mapper, DRBD): loop slices."""
     wanted = layout.plan(dataclasses.replace(Settings(), boot_size=64), 1024 * MIB).partitions
     device = "/dev/drbd0"
     fp.register(["/fake/blockdev", "--rereadpt", device], returncode=22)
     fp.register(["/fake/partx", "--update", device], returncode=1, stderr="partx: failed\n")
-    for n, p in enumerate(wanted):
-        fp.register(
-            [
-                "/fake/losetup",
-                "--show",
-                "--find",
-                "--offset",
-                str(p.start),
-                "--sizelimit",
-                str(p.size),
-                device,
-            ],
-            stdout=f"/dev/loop{n + 10}\n",
-        )
-    fp.register(["/fake/losetup", "--detach", "/dev/loop11"])
-    fp.register(["/fake/losetup", "--detach", "/dev/loop10"])
-    with disks.partitions(Path(device), wanted) as nodes:
-        assert nodes == {1: Path("/dev/loop10"), 2: Path("/dev/loop11")}
-    detaches = [c[-1] for c in fp.calls if "--detach" in c]
-    assert detaches == ["/dev/loop11", "/dev/loop10"]  # reverse order
+    with disks.partitions(Path(device), wanted, readonly=True) as nodes:
+        assert nodes == {1: Path("/dev/loop7"), 2: Path("/dev/loop8")}
+    assert loops.made == [(device, p.start, p.size, True, False) for p in wanted]
+    assert loops.released == ["loop8", "loop7"] and loops.all_closed()  # reverse order
 
 
 def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -411,27 +433,6 @@ def test_detach_waits_until_the_loop_device_is_free(fp, monkeypatch: pytest.Monk
     assert len(pauses) == 2 and not backing.exists()
 
 
-def test_a_loop_device_attached_as_the_signal_came_is_detached(
-    fp,  # type: ignore[no-untyped-def]
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    image = tmp_path / "disk.img"
-    image.write_bytes(b"")
-    backing = disks.SYS_BLOCK / "loop9" / "loop" / "backing_file"
-
-    def attached_then_signalled(argv, **kwargs):  # type: ignore[no-untyped-def]
-        backing.parent.mkdir(parents=True)
-        backing.write_text(f"{image}\n")  # losetup got as far as attaching
-        raise Interrupted(15, "SIGTERM")
-
-    monkeypatch.setattr(runner, "output", attached_then_signalled)
-    fp.register(["/fake/losetup", "--detach", "/dev/loop9"], callback=lambda p: backing.unlink())
-    with pytest.raises(Interrupted), disks.attach(image):
-        pytest.fail("never reached")
-    assert fp.call_count(["/fake/losetup", "--detach", "/dev/loop9"]) == 1
-
-
 def test_a_mount_made_as_the_signal_came_is_unmounted(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -450,3 +451,31 @@ def test_a_mount_made_as_the_signal_came_is_unmounted(
     with pytest.raises(Interrupted), mounts.mount(Path("/dev/x"), tmp_path):
         pytest.fail("never reached")
     assert commands == ["mount", "umount"] and mounted == []
+
+
+def test_the_mount_directory_pins_the_tools_and_goes_with_its_mount_points(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pinned: list[Path] = []
+    monkeypatch.setattr(runner, "pin", pinned.append)
+    monkeypatch.setattr(mounts.tempfile, "tempdir", str(tmp_path))
+    with mounts.temporary_directory() as top:
+        assert pinned == [top]  # before anything can be mounted in it
+        (top / "root").mkdir()
+        (top / "boot").mkdir()
+    assert not top.exists()
+
+
+def test_the_mount_directory_stays_while_something_is_mounted_on_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never a recursive removal: what a mount left must stay untouched."""
+    monkeypatch.setattr(runner, "pin", lambda path: None)
+    monkeypatch.setattr(mounts.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(mounts, "is_mountpoint", lambda path: True)
+    with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
+        with mounts.temporary_directory() as top:
+            (top / "etc").mkdir()  # as the guest's root filesystem would show
+            raise DiskError("original")
+    assert (top / "etc").is_dir()
+    assert "could not release the directory" in caplog.text

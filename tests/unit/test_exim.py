@@ -3,6 +3,7 @@ import's error paths — no root, tools faked."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -302,3 +303,97 @@ def test_stdout_carries_only_the_data(capfd: pytest.CaptureFixture[str]) -> None
     captured = capfd.readouterr()
     assert captured.out == "DATA"
     assert "a stray line" in captured.err and "a stray write" in captured.err
+
+
+def import_context(tmp_path: Path, head: stream.Head | None = None) -> import_.ImportContext:
+    env = osenv.parse(
+        "import",
+        ganeti_environ(tmp_path / "d.img", IMPORT_DEVICE=str(tmp_path / "d.img"), IMPORT_INDEX="0"),
+    )
+    return import_.ImportContext(env, Settings(), target=tmp_path, head=head)
+
+
+def test_restore_errors_fail_the_import_although_restore_exits_0(
+    fp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """restore -y goes on after an error and exits 0 with /etc missing: its messages tell.
+    Only what restoring into a new filesystem always says is harmless."""
+    monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
+    said = (
+        "/sbin/restore: ./lost+found: File exists\n"
+        "bad name to addentry ./e/c\n"
+        "\x1b[2Jcannot find\n"
+        "/sbin/restore: cannot open /dev/tty: No such device or address\n"
+    )
+    fp.register(["/fake/restore", fp.any()], stderr=said)
+    block = (1).to_bytes(4, "little") + b"\0" * 20 + (60012).to_bytes(4, "little")
+    monkeypatch.setattr(import_, "STDIN", pipe_with(b""))
+    ctx = import_context(tmp_path, stream.Head("dump", block.ljust(1024, b"\0")))
+    with pytest.raises(StreamError) as e:
+        import_.restore_files(ctx)
+    assert str(e.value) == (
+        "restore failed on the stream: bad name to addentry ./e/c | \\x1b[2Jcannot find"
+    )
+
+
+def test_a_clean_restore_passes(fp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
+    fp.register(["/fake/restore", fp.any()], stderr="restore: ./boot: File exists\n")
+    monkeypatch.setattr(import_, "STDIN", pipe_with(b""))
+    (tmp_path / "restoresymtable").write_text("")
+    import_.restore_files(import_context(tmp_path, stream.Head("dump", b"\0" * 1024)))
+    assert not (tmp_path / "restoresymtable").exists()
+
+
+def test_header_values_are_never_logged_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newline in a header value would forge a line of the OS log."""
+    forged = "src\n12:00:00 ERROR: import: forged\x1b[31m"
+    data = tar_bytes({"GENTOOBOOTSTRAP.format": "1", "GENTOOBOOTSTRAP.size": str(1 << 30),
+                      "GENTOOBOOTSTRAP.instance": forged})  # fmt: skip
+    monkeypatch.setattr(import_, "STDIN", pipe_with(data))
+    ctx = import_context(tmp_path)
+    with caplog.at_level(logging.INFO, logger="gentoobootstrap"):
+        import_.read_stream_head(ctx)
+    assert [r.getMessage() for r in caplog.records] == [
+        "stream: an export of this OS, 1024 MiB of files from "
+        "src\\n12:00:00 ERROR: import: forged\\x1b[31m"
+    ]
+    with pytest.raises(StreamError) as e:
+        head_of(tar_bytes({"GENTOOBOOTSTRAP.format": "2\nERROR: forged"}))
+    assert "\n" not in str(e.value) and "stream format 2\\nERROR: forged is not" in str(e.value)
+
+
+def test_a_guest_fstab_that_is_no_regular_file_is_never_opened(tmp_path: Path) -> None:
+    """A FIFO would hang export and rename for good; a link out of the guest finds nothing."""
+    from gentoobootstrap import instancedisk
+
+    (tmp_path / "etc").mkdir()
+    os.mkfifo(tmp_path / "etc/fstab")
+    assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
+    (tmp_path / "etc/fstab").unlink()
+    node = tmp_path.parent / f"{tmp_path.name}-node-fstab"
+    node.write_text("/dev/vdb1 /boot ext4 defaults 0 2\n")
+    (tmp_path / "etc/fstab").symlink_to(node)
+    assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
+    node.unlink()
+
+
+def test_restore_keeps_its_work_files_in_a_private_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """restore names them after the dump's date: in a shared /tmp another import of the same
+    dump (or a local user) would make it fail."""
+    seen: dict[str, object] = {}
+
+    @contextlib.contextmanager
+    def spawn(argv, **kwargs):  # type: ignore[no-untyped-def]
+        scratch = Path(kwargs["env"]["TMPDIR"])
+        seen.update(scratch=scratch, empty=scratch.is_dir() and not any(scratch.iterdir()))
+        yield None
+
+    monkeypatch.setattr(runner, "spawn", spawn)
+    monkeypatch.setattr(import_, "STDIN", pipe_with(b""))
+    import_.restore_files(import_context(tmp_path, stream.Head("dump", b"\0" * 1024)))
+    assert seen["empty"] is True and not Path(str(seen["scratch"])).exists()

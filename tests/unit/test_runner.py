@@ -102,6 +102,57 @@ def test_tools_are_found_outside_the_callers_path(
     assert runner.find_tool("mytool") == str(tool)
 
 
+def executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def guest_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh list of guest mount directories and tool cache for the test."""
+    monkeypatch.setattr(runner, "_guest_dirs", [])
+    monkeypatch.setattr(runner, "_found", {})
+
+
+@pytest.mark.usefixtures("guest_dirs")
+def test_tools_are_pinned_before_a_guest_mount_and_never_found_in_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A PATH entry below the mount directory (or a relative one) is never searched: the node's
+    tar is pinned, the guest's blkid is never found, and children get the same PATH."""
+    node_tar = executable(tmp_path / "node" / "tar")
+    guest = tmp_path / "mounts"
+    executable(guest / "root" / "usr" / "bin" / "blkid")
+    executable(guest / "root" / "usr" / "bin" / "tar")
+    entries = [str(guest / "root" / "usr" / "bin"), str(node_tar.parent), "bin", ""]
+    monkeypatch.setenv("PATH", ":".join(entries))
+    monkeypatch.setattr(runner, "_SYSTEM_PATH", str(tmp_path / "empty"))
+    monkeypatch.chdir(guest / "root" / "usr")
+    runner.pin(guest)
+    assert runner.find_tool("tar") == str(node_tar)
+    assert not runner.have_tool("blkid")
+    assert runner.environment()["PATH"] == f"{node_tar.parent}:{tmp_path / 'empty'}"
+    node_tar.unlink()  # resolved once: a later lookup does not search again
+    assert runner.find_tool("tar") == str(node_tar)
+
+
+@pytest.mark.usefixtures("guest_dirs")
+def test_a_tool_that_leads_into_a_guest_mount_is_not_found(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    guest = tmp_path / "mounts"
+    executable(guest / "root" / "bin" / "wipefs")
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "wipefs").symlink_to(guest / "root" / "bin" / "wipefs")
+    monkeypatch.setenv("PATH", str(tmp_path / "node"))
+    monkeypatch.setattr(runner, "_SYSTEM_PATH", str(tmp_path / "empty"))
+    runner.pin(guest)
+    with pytest.raises(ToolNotFoundError, match="wipefs not found: install util-linux"):
+        runner.find_tool("wipefs")
+
+
 def test_spawn_streams_and_checks_the_exit_status(tmp_path: Path) -> None:
     with runner.spawn(
         ["/bin/sh", "-c", "cat; echo gone >&2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
