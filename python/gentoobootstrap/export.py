@@ -85,7 +85,7 @@ def export_files(env: OSEnv, source: Path, out: int) -> None:
             "tar",
             "--create",
             "--file=-",
-            f"--directory={opened.top}",
+            f"--directory={opened.private}",
             *stream.TAR_CREATE,
             *stream.header_options(header),
             *tree_options(opened),
@@ -99,7 +99,7 @@ def export_files(env: OSEnv, source: Path, out: int) -> None:
 
 
 def trees(opened: instancedisk.InstanceDisk) -> list[str]:
-    """What tar archives, relative to ``opened.top``: root, then /boot's filesystem if any."""
+    """What tar archives, relative to ``opened.private``: root, then /boot's filesystem if any."""
     return [instancedisk.ROOT_DIR] + ([instancedisk.BOOT_DIR] if opened.boot else [])
 
 
@@ -112,7 +112,7 @@ def tree_options(opened: instancedisk.InstanceDisk) -> list[str]:
     """
     root, boot = instancedisk.ROOT_DIR, instancedisk.BOOT_DIR
 
-    def source(name: str) -> str:  # stream name -> name below opened.top
+    def source(name: str) -> str:  # stream name -> name below opened.private
         if opened.boot and (name == "./boot" or name.startswith("./boot/")):
             return boot + name[len("./boot") :]
         return root + name[1:]

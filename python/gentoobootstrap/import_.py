@@ -151,15 +151,14 @@ def rewrite_fstab(ctx: ImportContext) -> None:
     }
     root = GuestRoot(ctx.target)
     original = root.read_text("/etc/fstab")
-    etc = root.path("/etc")
-    times = etc.stat() if etc.is_dir() else None
+    times = root.stat("/etc") if root.is_dir("/etc") else None
     if original is None:
         logger.warning("the imported system has no /etc/fstab; writing a new one")
         root.write_text("/etc/fstab", filesystems.fstab_text(list(new.values())))
     else:
         root.write_text("/etc/fstab", fstab.rewrite(original, new, old))
     if times is not None:  # the new fstab is the only change: /etc keeps its times
-        os.utime(etc, ns=(times.st_atime_ns, times.st_mtime_ns))
+        root.set_times("/etc", ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 #: What import does to disk 0, in order.

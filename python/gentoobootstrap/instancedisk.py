@@ -41,7 +41,7 @@ READONLY_OPTIONS = {
 }
 
 
-#: Where root and /boot are mounted, in the private directory (``InstanceDisk.top``).
+#: Where root and /boot are mounted, in the private directory (``InstanceDisk.private``).
 ROOT_DIR = "root"
 BOOT_DIR = "boot"
 
@@ -51,7 +51,7 @@ class InstanceDisk:
     """An opened instance disk: its devices and where its filesystems are mounted."""
 
     disk: Path
-    top: Path  # our private directory; root is mounted on top/ROOT_DIR, /boot on top/BOOT_DIR
+    private: Path  # our own directory: root on private/ROOT_DIR, /boot on private/BOOT_DIR
     root: Path
     root_fstype: str
     boot: Optional[Path] = None
@@ -61,12 +61,12 @@ class InstanceDisk:
     @property
     def target(self) -> Path:
         """Where the root filesystem is mounted."""
-        return self.top / ROOT_DIR
+        return self.private / ROOT_DIR
 
     @property
     def boot_target(self) -> Optional[Path]:
         """Where /boot is mounted (None when it is on the root filesystem)."""
-        return self.top / BOOT_DIR if self.boot is not None else None
+        return self.private / BOOT_DIR if self.boot is not None else None
 
     def uuids(self) -> dict[str, list[str]]:
         """role -> UUIDs of the filesystems and swaps found (for the stream header)."""
@@ -129,8 +129,8 @@ def open_disk(
     candidates = sorted(
         (n for n, kind in types.items() if kind in MOUNTABLE), key=lambda n: (n != wanted, n)
     )
-    top = stack.enter_context(mounts.temporary_directory())
-    target = top / ROOT_DIR
+    private = stack.enter_context(mounts.temporary_directory())
+    target = private / ROOT_DIR
     target.mkdir(mode=0o700)
     root_number = None
     for number in candidates:
@@ -152,7 +152,7 @@ def open_disk(
         # All options again: a remount sets every per-mount flag anew.
         runner.run(["mount", "-o", ",".join(("remount", "rw", *mounts.FOREIGN)), target])
     opened = InstanceDisk(
-        disk, top, nodes[root_number], types[root_number],
+        disk, private, nodes[root_number], types[root_number],
         swaps=[nodes[n] for n, kind in sorted(types.items()) if kind == "swap"],
     )  # fmt: skip
     log.info("root: %s (%s) on %s", opened.root, opened.root_fstype, source)
@@ -161,7 +161,7 @@ def open_disk(
     )
     if boot_number is not None:
         opened.boot, opened.boot_fstype = nodes[boot_number], types[boot_number]
-        boot = top / BOOT_DIR
+        boot = private / BOOT_DIR
         boot.mkdir(mode=0o700)
         if readonly:
             _mount_ro(stack, opened.boot, boot, opened.boot_fstype)
@@ -179,7 +179,7 @@ def _guest_file(root: GuestRoot, path: str) -> Optional[str]:
     Anything else (a FIFO, a device) is not opened: reading it could hang or fail.
     """
     try:
-        if not root.exists(path) or not root.path(path).is_file():
+        if not root.is_file(path):
             return None
         return root.read_text(path)
     except (OSError, GentooBootstrapError) as e:

@@ -25,14 +25,11 @@ PACKAGE = REPO / "python" / "gentoobootstrap"
 #: The names the library gives a guest's root directory (a variable or an attribute).
 GUEST_ROOTS = {"target", "top"}
 
-#: (module, function) -> why its raw path operations on a guest tree are allowed.  "pending":
-#: known, to move to GuestRoot; no new entry without a reason that makes it safe.
+#: (module, function) -> why its raw path operations on a guest tree are allowed; no new
+#: entry without a reason that makes it safe.
 REVIEWED = {
     ("create", "mount_filesystems"): "the root filesystem is empty, made by mkfs just before",
     ("import_", "restore_files"): "unlinks restore's own file (a link there is not followed)",
-    ("export", "export_files"): "pending: the size of the /boot mount point",
-    ("import_", "rewrite_fstab"): "pending: /etc's times, through GuestRoot.stat and set_times",
-    ("instancedisk", "open_disk"): "pending: the root probe and the /boot mount point",
 }
 
 
