@@ -11,13 +11,15 @@ is terminated and waited for.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Optional, Union
 
@@ -154,6 +156,23 @@ def _resolve(argv: Sequence[Union[str, Path]]) -> list[str]:
     return args
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int) -> None:
+    """In the child, before it runs the tool: be killed when the script dies, even by SIGKILL,
+    so no child outlives it holding its mount namespace (and so its loop devices) alive."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the script died before the line above took effect
+        os._exit(1)
+
+
+def _child_setup() -> Callable[[], None]:
+    parent = os.getpid()
+    return lambda: _dies_with(parent)
+
+
 def _stop(proc: subprocess.Popen[Any]) -> None:
     """Terminate a child that is still running and reap it (kill after 10 s)."""
     if proc.poll() is None:
@@ -202,6 +221,7 @@ def run(
         cwd=cwd,
         text=text,
         errors="replace" if text else None,
+        preexec_fn=_child_setup(),
     )
     try:
         out, err = proc.communicate(input)
@@ -248,6 +268,7 @@ def spawn(
             stderr=errfile if stderr is None else stderr,
             env=environment(env),
             cwd=cwd,
+            preexec_fn=_child_setup(),
         )
         try:
             try:

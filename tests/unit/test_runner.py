@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import pytest
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import CommandError, ToolNotFoundError
+from support import REPO
+
+PYTHON_DIR = REPO / "python"
 
 TOOL = "/usr/sbin/faketool"
 
@@ -175,3 +180,33 @@ def test_spawn_terminates_the_child_when_the_body_fails() -> None:
 def test_empty_command_is_refused() -> None:
     with pytest.raises(ValueError):
         runner.run([])
+
+
+def test_a_child_dies_with_the_script(tmp_path: Path) -> None:
+    """A script killed with SIGKILL takes its running tools with it (they would otherwise keep
+    its mount namespace, and so its loop devices, alive)."""
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from gentoobootstrap import runner;"
+        "runner.run(['sh', '-c', 'echo $$ > ' + sys.argv[2] + '; exec sleep 600'])"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(PYTHON_DIR), str(pidfile)])
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the child never started"
+        assert parent.poll() is None, "the script ended early"
+        time.sleep(0.01)
+    child = int(pidfile.read_text())
+    parent.kill()
+    parent.wait()
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        assert time.monotonic() < deadline + 30, f"child {child} outlived the script"
+        time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"
