@@ -236,3 +236,32 @@ def test_sigkill_mid_unpack_leaves_nothing_attached(
     while leaks(no_leaks):
         assert time.monotonic() < deadline, f"still attached or mounted: {leaks(no_leaks)}"
         time.sleep(0.05)
+
+
+def test_a_stage_cannot_write_through_its_own_symlink(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The classic: a member ``evil -> /node/dir`` and then ``evil/pwned``.  Every name is
+    clean, so the member check passes; tar itself must not write through the link."""
+    canary = no_leaks / "canary"
+    canary.mkdir()
+    (canary / "keep").write_text("node file\n")
+    before = sorted(os.listdir(canary)), (canary / "keep").read_bytes(), canary.stat().st_mtime_ns
+    path = no_leaks / "evil.tar.xz"
+    with tarfile.open(path, "w:xz") as tar:
+        info = tarfile.TarInfo("./etc")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        info = tarfile.TarInfo("./evil")
+        info.type, info.linkname = tarfile.SYMTYPE, str(canary)
+        tar.addfile(info)
+        info = tarfile.TarInfo("./evil/pwned")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    image = sparse(no_leaks / "disk.img", 320)
+    status, log = run_create(no_leaks, monkeypatch, image, path, capfd)
+    assert status == 1, log
+    assert "Traceback" not in log
+    assert "ERROR: create:" in log.strip().splitlines()[-1], log
+    after = sorted(os.listdir(canary)), (canary / "keep").read_bytes(), canary.stat().st_mtime_ns
+    assert after == before
