@@ -53,6 +53,14 @@ have() {
     return 1
 }
 
+# quietly COMMAND...: run it, showing its output only when it fails.
+quietly() {
+    if ! out=$("$@" 2>&1); then
+        say "$1 failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+        return 1
+    fi
+}
+
 # Size of the filesystem on $mnt in MiB.
 fs_mib() { df -Pk "$mnt" 2>/dev/null | awk 'NR == 2 { print int($2 / 1024) }'; }
 
@@ -74,11 +82,10 @@ grow_partition() {
     # gpt keeps a backup table at the old end of the disk: move it to the new end first.
     # --no-reread: root is mounted; partx tells the kernel the partition's new size.
     if sfdisk --dump "$disk" 2>/dev/null | grep -q '^label: gpt'; then
-        sfdisk --quiet --no-reread --no-tell-kernel --relocate gpt-bak-std "$disk" >/dev/null ||
-            return 1
+        quietly sfdisk --no-reread --no-tell-kernel --relocate gpt-bak-std "$disk" || return 1
     fi
-    echo ', +' | sfdisk --quiet --no-reread --no-tell-kernel -N "$number" "$disk" || return 1
-    partx --update --nr "$number" "$disk" || return 1
+    echo ', +' | quietly sfdisk --no-reread --no-tell-kernel -N "$number" "$disk" || return 1
+    quietly partx --update --nr "$number" "$disk" || return 1
     say "grew $part to the end of $disk"
 }
 
@@ -90,10 +97,7 @@ grow_filesystem() {
     *) say "cannot grow a $fstype filesystem: $mnt is not grown" && false ;;
     esac || return 0
     before=$(fs_mib)
-    if ! out=$("$@" 2>&1); then
-        say "$1 failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
-        return 1
-    fi
+    quietly "$@" || return 1
     after=$(fs_mib)
     [ "$before" = "$after" ] || say "grew the $fstype filesystem on $mnt from $before to $after MiB"
 }
