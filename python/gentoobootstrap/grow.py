@@ -46,10 +46,10 @@ status=0
 
 say() { echo "$me: $*"; }
 
-# have TOOL PACKAGE: true when TOOL is installed, else one line naming PACKAGE.
+# have TOOL PACKAGE WHAT: true when TOOL is installed, else one line naming PACKAGE.
 have() {
     command -v "$1" >/dev/null 2>&1 && return 0
-    say "$1 not found (install $2): $mnt is not grown"
+    say "$1 not found (install $2): $3 is not grown"
     return 1
 }
 
@@ -78,7 +78,7 @@ grow_partition() {
     # In 512-byte sectors; less than 2 MiB after root is the table's own (gpt's backup).
     free=$(($(cat "$disk_sys/size") - end))
     [ "$free" -ge 4096 ] || return 0
-    have sfdisk sys-apps/util-linux && have partx sys-apps/util-linux || return 0
+    have sfdisk sys-apps/util-linux "$part" && have partx sys-apps/util-linux "$part" || return 0
     # gpt keeps a backup table at the old end of the disk: move it to the new end first.
     # --no-reread: root is mounted; partx tells the kernel the partition's new size.
     if sfdisk --dump "$disk" 2>/dev/null | grep -q '^label: gpt'; then
@@ -91,9 +91,9 @@ grow_partition() {
 
 grow_filesystem() {
     case $fstype in
-    ext2 | ext3 | ext4) have resize2fs sys-fs/e2fsprogs && set -- resize2fs "$part" ;;
-    xfs) have xfs_growfs sys-fs/xfsprogs && set -- xfs_growfs "$mnt" ;;
-    btrfs) have btrfs sys-fs/btrfs-progs && set -- btrfs filesystem resize max "$mnt" ;;
+    ext2 | ext3 | ext4) have resize2fs sys-fs/e2fsprogs "$mnt" && set -- resize2fs "$part" ;;
+    xfs) have xfs_growfs sys-fs/xfsprogs "$mnt" && set -- xfs_growfs "$mnt" ;;
+    btrfs) have btrfs sys-fs/btrfs-progs "$mnt" && set -- btrfs filesystem resize max "$mnt" ;;
     *) say "cannot grow a $fstype filesystem: $mnt is not grown" && false ;;
     esac || return 0
     before=$(fs_mib)
@@ -102,7 +102,7 @@ grow_filesystem() {
     [ "$before" = "$after" ] || say "grew the $fstype filesystem on $mnt from $before to $after MiB"
 }
 
-have findmnt sys-apps/util-linux || exit 0
+have findmnt sys-apps/util-linux "$mnt" || exit 0
 part=$(findmnt -nvr -o SOURCE --mountpoint "$mnt")
 fstype=$(findmnt -nr -o FSTYPE --mountpoint "$mnt")
 if [ ! -b "$part" ]; then

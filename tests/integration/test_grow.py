@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,20 +69,19 @@ def root_entry(image: Path, number: int) -> dict[str, int]:
     return next(p for p in osdef.partitions(image) if p["number"] == number)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_grow_script_grows_root_to_the_end_of_the_enlarged_disk(
-    name: str,
-    no_leaks: Path,
+def install(
+    case: Case,
+    tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
     stages: dict,
-) -> None:
-    case = CASES[name]
-    image = no_leaks / "disk.img"
+) -> Path:
+    """create ``case`` on a 420 MiB disk file, then enlarge the file by ADDED_MIB."""
+    image = tmp / "disk.img"
     with open(image, "wb") as f:
         f.truncate(420 * MIB)
     confdir = osdef.configure(
-        no_leaks / "conf",
+        tmp / "conf",
         stage4_file=stages[case.flavour, case.compression].tarball,
         partition_style=case.style,
         filesystem=case.fs,
@@ -90,12 +92,15 @@ def test_grow_script_grows_root_to_the_end_of_the_enlarged_disk(
     osdef.point_paths_at(confdir, monkeypatch)
     environ = ganeti_environ(image, INSTANCE_HV_root_path=case.root_path)
     assert osdef.create(environ) == 0, capfd.readouterr().err
-    number = 0 if case.style == "none" else int(case.root_path[len("/dev/vda") :])
-    old = root_entry(image, number) if number else {"start": 0, "size": 420 * MIB}
-
     with open(image, "r+b") as f:
         f.truncate((420 + ADDED_MIB) * MIB)
-    mountpoint = no_leaks / "root"
+    return image
+
+
+@contextlib.contextmanager
+def root_mounted(image: Path, number: int, mountpoint: Path) -> Iterator[tuple[Path, Path]]:
+    """The disk attached as it is now, root partition ``number`` (0: the disk) mounted;
+    (disk, root device)."""
     mountpoint.mkdir()
     with contextlib.ExitStack() as stack:
         loop = stack.enter_context(disks.attach(image))
@@ -103,14 +108,43 @@ def test_grow_script_grows_root_to_the_end_of_the_enlarged_disk(
         nodes = stack.enter_context(disks.partitions(loop, found)) if found else {0: loop}
         sh.mount("-o", "nosuid,nodev", str(nodes[number]), str(mountpoint))
         stack.callback(sh.umount, str(mountpoint))
-        script = mountpoint / grow.SCRIPT.lstrip("/")
-        assert script.read_text() == grow.SCRIPT_TEXT
+        yield loop, nodes[number]
+
+
+def run_script(mountpoint: Path, *hide: str) -> subprocess.CompletedProcess[str]:
+    """The guest's installed script on ``mountpoint``; ``hide``: node tools it must not find
+    (covered, in a mount namespace of its own, by a file that is no program)."""
+    script = mountpoint / grow.SCRIPT.lstrip("/")
+    assert script.read_text() == grow.SCRIPT_TEXT
+    argv = ["sh", str(script), str(mountpoint)]
+    if hide:
+        covers = " && ".join(f"mount --bind /dev/null {shlex.quote(tool)}" for tool in hide)
+        argv = ["unshare", "--mount", "sh", "-c", f'{covers} && exec "$@"', "-", *argv]
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def root_number(case: Case) -> int:
+    return 0 if case.style == "none" else int(case.root_path[len("/dev/vda") :])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_grow_script_grows_root_to_the_end_of_the_enlarged_disk(
+    name: str,
+    no_leaks: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    stages: dict,
+) -> None:
+    case = CASES[name]
+    image = install(case, no_leaks, monkeypatch, capfd, stages)
+    number = root_number(case)
+    old = root_entry(image, number) if number else {}
+    mountpoint = no_leaks / "root"
+    with root_mounted(image, number, mountpoint) as (loop, root):
         before = fs_bytes(mountpoint)
-        run = subprocess.run(
-            ["sh", script, mountpoint], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        run = run_script(mountpoint)
         out = run.stdout
-        partition_grown = f"grew {nodes[number]} to the end of {loop}" in out
+        partition_grown = f"grew {root} to the end of {loop}" in out
         assert partition_grown == (case.style != "none"), out
         if case.fs.startswith("ext") and not can_resize_ext_online():
             assert run.returncode == 1 and "resize2fs failed" in out, out
@@ -121,11 +155,9 @@ def test_grow_script_grows_root_to_the_end_of_the_enlarged_disk(
             grown_fs = True
             after = fs_bytes(mountpoint)
             assert after - before > 0.8 * ADDED_MIB * MIB, (before, after)
-            # Nothing left to grow: the next boot writes nothing and says nothing.
-            again = subprocess.run(
-                ["sh", script, mountpoint], capture_output=True, text=True, check=True
-            )
-            assert again.stdout + again.stderr == ""
+            # Nothing left to grow: the next boot leaves the table alone and says nothing.
+            again = run_script(mountpoint)
+            assert (again.returncode, again.stdout) == (0, "")
 
     size = image.stat().st_size
     if number:
@@ -141,6 +173,32 @@ def test_grow_script_grows_root_to_the_end_of_the_enlarged_disk(
             "the partition grew; the filesystem cannot here: the kernel grows a mounted ext "
             "filesystem only for CAP_SYS_RESOURCE, which this process lacks"
         )
+
+
+def test_a_missing_tool_is_one_line_and_no_failure(
+    no_leaks: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    stages: dict,
+) -> None:
+    """Without xfs_growfs the partition still grows; the filesystem waits for the tool."""
+    case = CASES["gpt-xfs-swap"]
+    image = install(case, no_leaks, monkeypatch, capfd, stages)
+    mountpoint = no_leaks / "root"
+    with root_mounted(image, root_number(case), mountpoint) as (loop, root):
+        before = fs_bytes(mountpoint)
+        xfs_growfs = shutil.which("xfs_growfs")
+        assert xfs_growfs
+        run = run_script(mountpoint, xfs_growfs)
+        assert (run.returncode, run.stdout) == (
+            0,
+            f"ganeti-growroot: grew {root} to the end of {loop}\n"
+            "ganeti-growroot: xfs_growfs not found (install sys-fs/xfsprogs): "
+            f"{mountpoint} is not grown\n",
+        )
+        assert fs_bytes(mountpoint) == before
+        # Once the tool is there, the next run grows the filesystem.
+        assert "grew the xfs filesystem" in run_script(mountpoint).stdout
 
 
 def test_a_root_partition_that_is_not_last_is_left_alone(no_leaks: Path) -> None:
