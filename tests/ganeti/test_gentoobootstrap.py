@@ -15,7 +15,7 @@ import pytest
 from lab import DOMAIN, Guest, Lab, guest_disk, partitions
 
 from gentoobootstrap.parameters import PARAMETERS
-from support import stage
+from support import guesttree, stage
 from support.install import InstalledOS
 
 pytestmark = pytest.mark.ganeti
@@ -41,9 +41,9 @@ def assert_succeeded(log: str) -> None:
 
 
 def assert_stage_installed(guest: Guest, test_stage: stage.Stage, fstype: str) -> None:
-    """The stage is on the guest entry by entry; only /etc may differ (configured by us)."""
+    """The stage is on the guest entry by entry; only /etc and the grow service may differ."""
     assert guest.fstype(guest.root) == fstype
-    problems = stage.compare(test_stage.tree, guest.root, ignore={"boot"})
+    problems = stage.compare(test_stage.tree, guest.root, ignore={"boot", *guesttree.GROWN})
     boot = [m for t, m in guest.filesystems.values() if m != guest.root]
     if boot:  # a separate /boot: compared on its own filesystem
         [boot_mount] = boot

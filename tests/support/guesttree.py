@@ -130,6 +130,10 @@ def _with_parents(path: str) -> set[str]:
     return {str(rel), *(str(p) for p in rel.parents if str(p) != ".")}
 
 
+#: Relative paths the grow service adds or touches: tests comparing the stage skip them.
+GROWN = {p for path in GROW_FILES for p in _with_parents(path)}
+
+
 #: What guest configuration changes in a stage with the default settings on KVM with a
 #: serial console (support.ganeti_environ): tests comparing the unpacked stage skip these.
 CONFIGURED = {
@@ -147,5 +151,5 @@ CONFIGURED = {
     "etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service",
     "etc/ssh",
     *(f"etc/ssh/ssh_host_{k}_key{p}" for k in ("rsa", "ecdsa", "ed25519") for p in ("", ".pub")),
-    *(p for path in GROW_FILES for p in _with_parents(path)),
+    *GROWN,
 }
