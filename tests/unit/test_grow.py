@@ -76,6 +76,7 @@ def test_grow_root_setting_is_yes_unless_turned_off(tmp_path: Path) -> None:
     assert config.parse(config.read_file(variant), variant).grow_root is False
 
 
-def test_the_script_is_posix_sh() -> None:
-    assert grow.SCRIPT_TEXT.startswith("#!/bin/sh\n")
-    subprocess.run(["sh", "-n"], input=grow.SCRIPT_TEXT, text=True, check=True)
+@pytest.mark.parametrize("text", [grow.SCRIPT_TEXT, grow.OPENRC_TEXT])
+def test_the_scripts_are_posix_sh(text: str) -> None:
+    assert text.startswith(("#!/bin/sh\n", "#!/sbin/openrc-run\n"))
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
