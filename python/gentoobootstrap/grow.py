@@ -113,7 +113,8 @@ if [ -z "$fstype" ] || [ ! -b "$part" ]; then
     say "cannot find the block device of $mnt: nothing grown"
     exit 0
 fi
-sys=/sys/class/block/$(basename "$(readlink -f "$part")")
+# By device number: the name may be one sysfs does not know (a /dev/root node).
+sys=$(readlink -f "/sys/dev/block/$(mountpoint -x "$part")")
 if [ -r "$sys/partition" ]; then
     disk_sys=$(dirname "$(readlink -f "$sys")")
     disk=/dev/${disk_sys##*/}

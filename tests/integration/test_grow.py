@@ -14,6 +14,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,15 +101,19 @@ def install(
 @contextlib.contextmanager
 def root_mounted(image: Path, number: int, mountpoint: Path) -> Iterator[tuple[Path, Path]]:
     """The disk attached as it is now, root partition ``number`` (0: the disk) mounted;
-    (disk, root device)."""
+    (disk, root device).  Mounted through a node of another name, as a kernel's /dev/root
+    is: the script must find the partition by its device number."""
     mountpoint.mkdir()
     with contextlib.ExitStack() as stack:
         loop = stack.enter_context(disks.attach(image))
         _, found = disks.read_table(loop)
         nodes = stack.enter_context(disks.partitions(loop, found)) if found else {0: loop}
-        sh.mount("-o", "nosuid,nodev", str(nodes[number]), str(mountpoint))
+        root = mountpoint.parent / "root-device"
+        os.mknod(root, stat.S_IFBLK | 0o600, os.stat(nodes[number]).st_rdev)
+        stack.callback(root.unlink)
+        sh.mount("-o", "nosuid,nodev", str(root), str(mountpoint))
         stack.callback(sh.umount, str(mountpoint))
-        yield loop, nodes[number]
+        yield loop, root
 
 
 def run_script(mountpoint: Path, *hide: str) -> subprocess.CompletedProcess[str]:
