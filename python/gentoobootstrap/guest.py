@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import initsystem, network, parameters
+from gentoobootstrap import grow, initsystem, network, parameters
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import ConfigError, GuestError, ParameterError
 from gentoobootstrap.guestroot import GuestRoot
@@ -53,6 +53,7 @@ def configure_guest(ctx: Context) -> None:
     if settings.copy_resolv_conf:
         copy_resolv_conf(root)
     remove_ssh_host_keys(root)
+    grow.install_grow_service(root, init, settings.grow_root)
 
 
 # -- name --------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ The root filesystem goes on the partition that ``INSTANCE_HV_root_path`` names
 when it names a partition of the first disk (Ganeti KVM's default
 ``/dev/vda1``), so an instance booted with the node's kernel finds its root;
 the other partitions take the remaining numbers in the order boot, swap.
+Whatever its number, root is the partition physically last on the disk — boot
+and swap sit before it — so that it can grow into space added at the disk's end.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def plan(
             f"{settings.boot_size} MiB is below the minimum of {MIN_BOOT_MIB} (0: no /boot)",
             key="BOOT_SIZE",
         )
-    others = []  # (role, MiB, fstype) in numbering order
+    others = []  # (role, MiB, fstype) in disk and numbering order
     if settings.boot_size:
         others.append(("boot", settings.boot_size, BOOT_FILESYSTEM))
     swap = swap_mib(settings, maxmem_mib)
@@ -178,19 +180,18 @@ def plan(
     )
     _check_size(disk_size, needed, what)
     root_mib = disk_size // MIB - reserved - fixed
-    numbered = iter(others)
+    # On the disk: boot, swap, then root up to the end (so it can grow there); root keeps
+    # its number and the others take the remaining numbers in their disk order.
+    on_disk = [*others, ("root", root_mib, fstype)]
+    numbers = [*(n for n in range(1, count + 1) if n != root_number), root_number]
     partitions = []
     start = MIB
-    for number in range(1, count + 1):
-        if number == root_number:
-            role, size, kind = "root", root_mib, fstype
-        else:
-            role, size, kind = next(numbered)
+    for number, (role, size, kind) in zip(numbers, on_disk):
         partitions.append(Partition(number, role, start, size * MIB, kind))
         start += size * MIB
     if style == "gpt":
         partitions.append(Partition(count + 1, "bios", BIOS_BOOT_START, MIB - BIOS_BOOT_START))
-    return Layout(style, tuple(partitions))
+    return Layout(style, tuple(sorted(partitions, key=lambda p: p.number)))
 
 
 def _check_size(disk_size: int, needed_mib: int, what: str) -> None:

@@ -191,6 +191,12 @@ class Settings:
     filesystem: str = setting(
         "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*FILESYSTEMS)
     )
+    grow_root: bool = setting(
+        "yes",
+        "the guest grows its root partition and filesystem to fill the disk, at boot and when "
+        "the disk grows",
+        YESNO,
+    )
     kernel_args: str = setting(
         "", "extra kernel command line for guests that boot from their own disk"
     )

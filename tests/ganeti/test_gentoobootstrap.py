@@ -15,7 +15,7 @@ import pytest
 from lab import DOMAIN, Guest, Lab, guest_disk, partitions
 
 from gentoobootstrap.parameters import PARAMETERS
-from support import stage
+from support import guesttree, stage
 from support.install import InstalledOS
 
 pytestmark = pytest.mark.ganeti
@@ -41,9 +41,9 @@ def assert_succeeded(log: str) -> None:
 
 
 def assert_stage_installed(guest: Guest, test_stage: stage.Stage, fstype: str) -> None:
-    """The stage is on the guest entry by entry; only /etc may differ (configured by us)."""
+    """The stage is on the guest entry by entry; only /etc and the grow service may differ."""
     assert guest.fstype(guest.root) == fstype
-    problems = stage.compare(test_stage.tree, guest.root, ignore={"boot"})
+    problems = stage.compare(test_stage.tree, guest.root, ignore={"boot", *guesttree.GROWN})
     boot = [m for t, m in guest.filesystems.values() if m != guest.root]
     if boot:  # a separate /boot: compared on its own filesystem
         [boot_mount] = boot
@@ -147,6 +147,26 @@ def test_add_with_the_filesystem_parameter_makes_xfs(
 
     assert_succeeded(os_log(lab, mark, "add", name("xfs1")))
     installed_guest(lab, name("xfs1"), test_stage, "xfs")
+
+
+def test_grow_disk_adds_the_space_right_after_the_root_partition(
+    lab: Lab, gentoobootstrap: InstalledOS, test_stage: stage.Stage
+) -> None:
+    """gnt-instance grow-disk: root is last on the disk, so the guest can grow into the space."""
+    mark = lab.log_mark()
+    lab.add_instance(name("grow1"), f"{OS}+lab2", disk="size=2G")
+    assert_succeeded(os_log(lab, mark, "add", name("grow1")))
+    lab.gnt("instance", "grow-disk", name("grow1"), "0", "1G")
+
+    disk = lab.disk_path(name("grow1"))
+    assert disk.stat().st_size == 3 * 2**30
+    with guest_disk(disk, lab.workdir) as guest:
+        [root] = [n for n, (_, mount) in guest.filesystems.items() if mount == guest.root]
+        last = max(guest.partitions, key=lambda p: p.start)
+        assert last.number == root == 1  # root_path's /dev/vda1, with /boot and swap before it
+        # The old end of the disk, less gpt's backup table: the new GiB follows root directly.
+        assert last.start + last.size == 2 * 2**30 - 2**20
+        assert (guest.root / "usr/libexec/ganeti-growroot").is_file()
 
 
 def test_os_parameters_reach_the_guest_and_a_secret_one_stays_out_of_the_log(

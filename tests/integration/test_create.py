@@ -138,8 +138,10 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
     roles = dict(zip(case.expect, parts))
     for p in parts:
         assert p["start"] % MIB == 0 and p["size"] % MIB == 0, "not aligned to 1 MiB"
-    for a, b in zip(parts, parts[1:]):
+    on_disk = sorted(parts, key=lambda p: p["start"])
+    for a, b in zip(on_disk, on_disk[1:]):
         assert a["start"] + a["size"] <= b["start"]
+    assert on_disk[-1] is roles["root"], "root is not the last partition on the disk"
     info = {role: osdef.probe(image, p["start"], p["size"]) for role, p in roles.items()}
     assert info["root"]["TYPE"] == case.fs and info["root"]["LABEL"] == "root"
     assert roles["root"]["type"] in LINUX

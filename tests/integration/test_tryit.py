@@ -47,9 +47,9 @@ def test_try_makes_the_image_runs_create_and_shows_the_result(
     assert status == 0, out + log.read_text()
     assert image.stat().st_size == 400 << 20 and image.stat().st_blocks < (400 << 20) // 512
     assert "partition table: msdos" in out
-    assert re.search(r"partition 1: start 1 MiB, size 335 MiB, xfs, label root, UUID \S+", out)
-    assert re.search(r"partition 2: start 336 MiB, size 64 MiB, swap, label swap", out)
-    root_uuid = osdef.probe(image, 1 << 20, 335 << 20)["UUID"]
+    assert re.search(r"partition 1: start 65 MiB, size 335 MiB, xfs, label root, UUID \S+", out)
+    assert re.search(r"partition 2: start 1 MiB, size 64 MiB, swap, label swap", out)
+    root_uuid = osdef.probe(image, 65 << 20, 335 << 20)["UUID"]
     assert f"UUID={root_uuid}\t/\txfs\tnoatime\t0 1" in out
     # The log is create's, as Ganeti's OS log holds it: one line per step with its duration.
     text = log.read_text()

@@ -8,7 +8,9 @@ careless write onto the node.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from gentoobootstrap import grow
 
 INITTAB = """\
 # /etc/inittab:  This file describes how the INIT process should set up
@@ -111,6 +113,27 @@ def systemd_tree(top: Path) -> Path:
 TREES = {"openrc": openrc_tree, "systemd": systemd_tree}
 
 
+#: What the grow service (GROW_ROOT) adds to an OpenRC or a systemd stage.
+GROW_FILES = (
+    grow.SCRIPT,
+    grow.UDEV_RULE,
+    grow.OPENRC_SERVICE,
+    f"/etc/runlevels/default/{grow.NAME}",
+    grow.SYSTEMD_UNIT,
+    f"/etc/systemd/system/multi-user.target.wants/{grow.NAME}.service",
+)
+
+
+def _with_parents(path: str) -> set[str]:
+    """``path`` relative to the root, with its directories (their mtimes change too)."""
+    rel = PurePosixPath(path).relative_to("/")
+    return {str(rel), *(str(p) for p in rel.parents if str(p) != ".")}
+
+
+#: Relative paths the grow service adds or touches: tests comparing the stage skip them.
+GROWN = {p for path in GROW_FILES for p in _with_parents(path)}
+
+
 #: What guest configuration changes in a stage with the default settings on KVM with a
 #: serial console (support.ganeti_environ): tests comparing the unpacked stage skip these.
 CONFIGURED = {
@@ -128,4 +151,5 @@ CONFIGURED = {
     "etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service",
     "etc/ssh",
     *(f"etc/ssh/ssh_host_{k}_key{p}" for k in ("rsa", "ecdsa", "ed25519") for p in ("", ".pub")),
+    *GROWN,
 }

@@ -29,11 +29,11 @@ def test_default_is_one_msdos_root_partition_from_1mib_to_the_end() -> None:
     assert plan.root.fstype == "ext4" and plan.root.mountpoint == "/"
 
 
-def test_boot_and_swap_follow_root_when_root_path_is_partition_1() -> None:
+def test_root_is_partition_1_but_last_on_the_disk_after_boot_and_swap() -> None:
     plan = layout.plan(
         settings(boot_size=128, swap=True, swap_size=512), 4 * GIB, root_path="/dev/vda1"
     )
-    assert roles(plan) == [(1, "root", 1, 3455), (2, "boot", 3456, 128), (3, "swap", 3584, 512)]
+    assert roles(plan) == [(1, "root", 641, 3455), (2, "boot", 1, 128), (3, "swap", 129, 512)]
     assert plan.role("boot").fstype == layout.BOOT_FILESYSTEM  # type: ignore[union-attr]
     assert plan.role("swap").fstype == "swap"  # type: ignore[union-attr]
 
@@ -57,12 +57,38 @@ def test_root_goes_on_the_partition_root_path_names(
         settings(boot_size=64, swap=True, swap_size=256), 2 * GIB, root_path=root_path
     )
     assert [(p.number, p.role) for p in plan.partitions] == expected
-    # Contiguous, aligned, in number order, ending at the disk's end.
+    # On the disk: contiguous, aligned, boot then swap, and root last up to the disk's end.
+    on_disk = sorted(plan.partitions, key=lambda p: p.start)
+    assert [p.role for p in on_disk] == ["boot", "swap", "root"]
     start = MIB
-    for p in plan.partitions:
+    for p in on_disk:
         assert p.start == start and p.size % MIB == 0
         start += p.size
     assert start == 2 * GIB
+
+
+@pytest.mark.parametrize(
+    ("style", "boot", "swap", "number"),
+    [
+        (style, boot, swap, number)
+        for style in ("msdos", "gpt")
+        for boot in (0, 64)
+        for swap in (False, True)
+        for number in range(1, 2 + bool(boot) + swap)
+    ],
+)
+def test_root_is_always_last_on_the_disk_whatever_its_number(
+    style: str, boot: int, swap: bool, number: int
+) -> None:
+    """What lets root grow into space added at the disk's end: nothing lies after it."""
+    plan = layout.plan(
+        settings(partition_style=style, boot_size=boot, swap=swap, swap_size=64),
+        GIB,
+        root_path=f"/dev/vda{number}",
+    )
+    assert plan.root.number == number
+    assert max(plan.partitions, key=lambda p: p.start) is plan.root
+    assert plan.root.start + plan.root.size == GIB - (MIB if style == "gpt" else 0)
 
 
 def test_root_path_beyond_the_layout_is_refused_naming_the_setting() -> None:
@@ -136,9 +162,9 @@ def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
     plan = layout.plan(settings(boot_size=64, swap=True, swap_size=64), GIB)
     assert plan.sfdisk_script() == (
         "label: dos\nunit: sectors\n\n"
-        "1: start=2048, size=1832960, type=L\n"
-        "2: start=1835008, size=131072, type=L, bootable\n"
-        "3: start=1966080, size=131072, type=S\n"
+        "1: start=264192, size=1832960, type=L\n"
+        "2: start=2048, size=131072, type=L, bootable\n"
+        "3: start=133120, size=131072, type=S\n"
     )
     gpt = layout.plan(settings(partition_style="gpt"), GIB)
     assert gpt.sfdisk_script(4096) == (
