@@ -37,8 +37,8 @@ GENTOO_NON_TOOLS = {
     "sec-keys/openpgp-keys-gentoo-release",
 }
 DEBIAN_NON_TOOLS = {"python3-configobj"}
-#: Build-Depends that debhelper and dh-python provide (apt-cache shows no such package).
-DEBHELPER_VIRTUAL = {"debhelper-compat", "dh-sequence-python3"}
+#: Build-Depends that are virtual: name -> the package that provides it.
+DEBHELPER_VIRTUAL = {"debhelper-compat": "debhelper", "dh-sequence-python3": "dh-python"}
 #: What the README's set-up command installs besides: the build and the interpreter.
 README_BUILD_TOOLS = {"autoconf", "automake", "make", "python3"}
 
@@ -182,8 +182,10 @@ def test_every_debian_package_exists() -> None:
     for field in debian_relations().values():
         names |= field
     names |= readme_requirements()[0]
-    names -= DEBHELPER_VIRTUAL  # provided by debhelper and dh-python, not packages
-    unknown = sorted(names - set(debian_packages(frozenset(names))))
+    known = debian_packages(frozenset(names | set(DEBHELPER_VIRTUAL.values())))
+    for virtual, provider in DEBHELPER_VIRTUAL.items():
+        assert re.search(rf"^Provides:.*\b{virtual}\b", known[provider], re.M), virtual
+    unknown = sorted(names - set(known) - set(DEBHELPER_VIRTUAL))
     assert not unknown, f"apt-cache knows no such package: {unknown}"
 
 
