@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import random
 import statistics
@@ -33,13 +34,28 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "python"), str(REPO / "tests")]
 
-from gentoobootstrap import cli, paths, stages  # noqa: E402
-from support import ganeti_environ  # noqa: E402
-from support.mirror import build_mirror, settings, signing_key  # noqa: E402
+from gentoobootstrap import cli, paths, stages, tryit  # noqa: E402
+
+
+def _test_mirror() -> Any:
+    """tests/support/mirror.py (standard library only), without the test package around it,
+    whose other helpers need the test tools."""
+    path = REPO / "tests" / "support" / "mirror.py"
+    spec = importlib.util.spec_from_file_location("bench_mirror", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_mirror = _test_mirror()
+build_mirror, settings, signing_key = _mirror.build_mirror, _mirror.settings, _mirror.signing_key
 
 SEED = 20261122
 #: (share of files, smallest, largest) — log-uniform within each class; the largest
@@ -258,7 +274,10 @@ def raw(work: Path, size: int) -> float:
 
 def create(work: Path) -> float:
     with sparse_disk(work) as image:
-        environ = ganeti_environ(image, PATH=os.environ["PATH"])
+        # What Ganeti gives create for a one-disk instance (gentoobootstrap-try's own
+        # environment; only the OS directory's name, OS_NAME, is taken from --os-dir).
+        args = tryit.parser().parse_args([str(image), "--os-dir", f"/{paths.OS_NAME}"])
+        environ = {**tryit.environment(args, image.stat().st_size), "PATH": os.environ["PATH"]}
 
         def run() -> None:
             status = cli.main("create", [], environ)

@@ -7,8 +7,8 @@
 # with the configured paths; run by hand, the paths of the documented
 #   ./configure --prefix=/usr --localstatedir=/var --sysconfdir=/etc
 # apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.  The image and its log go to
-# WORK (/var/tmp/gentoobootstrap-try); the variant stays (delete variants/tryit.conf and
-# its line in variants.list to undo).
+# WORK (/var/tmp/gentoobootstrap-try).  The variant exists only while it runs: the
+# installed variants.list is put back as it was and variants/tryit.conf removed.
 #
 # For the real thing (the newest official stage3) try the default variant instead:
 #   gentoobootstrap-try /var/tmp/disk.img --size 8G --name test.example.com
@@ -54,14 +54,31 @@ tar -C "$tree" --numeric-owner --owner=0 --group=0 -cJf "$stage.tmp" .
 mv "$stage.tmp" "$stage"
 rm -rf "$tree"
 
+marker="# Written by try-it.sh: a tiny local test stage, not a real Gentoo."
+conf=$CONF_DIR/variants/tryit.conf
+list=$OS_DIR/variants.list
+if [ -e "$conf" ] && [ "$(head -n 1 "$conf")" != "$marker" ]; then
+    echo "ERROR: $conf exists and is not try-it.sh's: rename that variant first" >&2
+    exit 1
+fi
+# Put the admin's configuration back however this ends.
+saved=$WORK/variants.list.saved
+cp -p "$list" "$saved"
+undo() {
+    cat "$saved" > "$list"
+    rm -f "$saved" "$conf"
+}
+trap undo EXIT
+trap 'exit 130' INT TERM HUP
+
 mkdir -p "$CONF_DIR/variants"
-cat > "$CONF_DIR/variants/tryit.conf" <<CONF
-# Written by try-it.sh: a tiny local test stage, not a real Gentoo.
+cat > "$conf" <<CONF
+$marker
 STAGE4_FILE="$stage"
 VERIFY="none"
 SWAP="yes"
 SWAP_SIZE="64"
 CONF
-grep -qx tryit "$OS_DIR/variants.list" || echo tryit >> "$OS_DIR/variants.list"
+grep -qx tryit "$list" || echo tryit >> "$list"
 
-exec "$SBINDIR/gentoobootstrap-try" "$WORK/disk.img" --size "$SIZE" --name "$NAME" --variant tryit
+"$SBINDIR/gentoobootstrap-try" "$WORK/disk.img" --size "$SIZE" --name "$NAME" --variant tryit

@@ -1,10 +1,11 @@
 """The files and README sections generated from the declarations.
 
 ``make`` writes the OS directory's ``ganeti_api_version``, ``parameters.list``
-and ``variants.list`` and the defaults file with ``python -m
-gentoobootstrap.docs NAME``; the README's reference tables sit between
-``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers and are rewritten by
-``readme-update`` (a unit test checks they are current).
+and ``variants.list``, the defaults file and the manual pages
+(:mod:`gentoobootstrap.manpages`) with ``python -m gentoobootstrap.docs NAME``;
+the README's reference tables sit between ``<!-- BEGIN name -->`` and
+``<!-- END name -->`` markers and are rewritten by ``readme-update`` (a unit
+test checks they are current).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
-from gentoobootstrap import osenv, parameters, paths, settings
+from gentoobootstrap import manpages, osenv, parameters, paths, settings
 
 #: Variants made by ``make install``; admins add theirs to variants.list.
 VARIANTS = ("default",)
@@ -74,6 +75,7 @@ FILES: dict[str, Callable[[], str]] = {
     "parameters.list": parameters.parameters_list_text,
     "variants.list": variants_list_text,
     "defaults": settings.defaults_file_text,
+    **manpages.PAGES,
 }
 
 

@@ -10,6 +10,13 @@ Everything the lab makes is a context manager on one ExitStack, so it is torn
 down in reverse order also when a test fails or the run is interrupted:
 instances, cluster, daemons, namespace, loop devices, files, OS links, and the
 node's ``/etc/ganeti`` and ``/var/lib/ganeti`` as they were before.
+
+The lab's commands and daemons see only the lab's OS definitions: in their mount
+namespace (``ip netns exec`` makes one, a slave of the node's) a directory of the
+lab's is mounted over the first directory of Ganeti's OS search path and an empty
+one over every other.  What the node has installed (this OS from ``make install``,
+say) cannot change the results, and no OS is found twice: Ganeti 3.0.2's
+``gnt-os diagnose`` fails on an OS present in two search directories.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -40,7 +48,8 @@ NODE_IP = "198.51.100.10"  # RFC 5737 documentation range: nothing routes there
 CLUSTER_IP = "198.51.100.11"
 DOMAIN = "ganeti.lab"
 CLUSTER = f"cluster.{DOMAIN}"
-OS_SEARCH_DIR = Path("/srv/ganeti/os")  # the first directory of Ganeti's OS search path
+#: Where Debian's Ganeti keeps its configure-time constants (OS_SEARCH_PATH among them).
+GANETI_CONSTANTS = "/usr/share/ganeti/*/ganeti/_constants.py"
 OS_LOG_DIR = Path("/var/log/ganeti/os")
 ADOPT_ROOT = Path("/dev/disk")  # Ganeti adopts block devices only below here
 #: Node state that the lab puts back as it found it.
@@ -99,6 +108,15 @@ def skip_reason() -> Optional[str]:
     if Path("/var/lib/ganeti/config.data").exists() and not killed_lab:
         return "this machine already belongs to a Ganeti cluster; the lab needs a node of its own"
     return None
+
+
+def ganeti_os_search_path() -> list[Path]:
+    """Ganeti's OS search path, as its build configured it."""
+    for constants in sorted(Path("/").glob(GANETI_CONSTANTS.lstrip("/"))):
+        found = re.search(r"^OS_SEARCH_PATH = (\[.*\])$", constants.read_text(), re.M)
+        if found:
+            return [Path(d) for d in json.loads(found.group(1))]
+    raise LabUnavailable(f"no OS_SEARCH_PATH in {GANETI_CONSTANTS}: not Debian's Ganeti?")
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
@@ -383,15 +401,29 @@ class Lab:
     node: str = ""
     storage_dir: Path = field(init=False)
     adopt_dir: Path = field(init=False)
+    #: The lab's OS definitions, seen in place of the first OS search directory.
+    os_root: Path = field(init=False)
+    #: Ganeti's OS search path; the lab's processes see os_root in place of the first.
+    os_search_path: list[Path] = field(default_factory=list)
     #: What one test made (adopted block devices); closed after its instances are removed.
     test_stack: contextlib.ExitStack[Optional[bool]] = field(default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
         self.storage_dir = self.workdir / "file-storage"
         self.adopt_dir = ADOPT_ROOT / self.namespace
+        self.os_root = self.workdir / "os"
 
     def in_namespace(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.namespace, *argv]
+        """``argv`` in the lab's namespace, seeing only the lab's OS definitions."""
+        first, *others = self.os_search_path
+        empty = self.workdir / "no-os"
+        mounts = [f"mount --bind {shlex.quote(str(self.os_root))} {shlex.quote(str(first))}"]
+        mounts += [
+            f"if [ -d {quote} ]; then mount --bind {shlex.quote(str(empty))} {quote}; fi"
+            for quote in (shlex.quote(str(d)) for d in others)
+        ]
+        script = " && ".join([*mounts, 'exec "$@"'])
+        return ["ip", "netns", "exec", self.namespace, "sh", "-ec", script, "sh", *argv]
 
     def gnt(self, command: str, *args: str, check: bool = True) -> Result:
         """``gnt-COMMAND ARGS`` inside the namespace, e.g. ``lab.gnt("os", "diagnose")``."""
@@ -457,15 +489,14 @@ class Lab:
 
     @contextlib.contextmanager
     def os_definition(self, name: str, directory: Path) -> Iterator[Path]:
-        """Make the OS definition in ``directory`` visible to Ganeti as ``name``."""
-        with created(OS_SEARCH_DIR):
-            link = OS_SEARCH_DIR / name
-            note("made", link)
-            link.symlink_to(directory)
-            try:
-                yield link
-            finally:
-                link.unlink()
+        """Make the OS definition in ``directory`` visible to Ganeti as ``name``
+        (found in the first OS search directory, where the lab sees its os_root)."""
+        link = self.os_root / name
+        link.symlink_to(directory)
+        try:
+            yield self.os_search_path[0] / name
+        finally:
+            link.unlink()
 
     def log_mark(self) -> frozenset[str]:
         """The OS logs that exist now: :meth:`os_logs` lists those written after."""
@@ -554,7 +585,7 @@ def cluster(workdir: Path) -> Iterator[Lab]:
     reason = skip_reason()
     if reason:
         raise LabUnavailable(reason)
-    lab = Lab(workdir)
+    lab = Lab(workdir, os_search_path=ganeti_os_search_path())
     # Ganeti names the node socket.getfqdn(): the machine's host name, resolved in the
     # namespace's /etc/hosts, where it is an alias of the node's name in the lab's domain.
     hostname = socket.gethostname()
@@ -577,6 +608,10 @@ def cluster(workdir: Path) -> Iterator[Lab]:
                 if reason:
                     raise LabUnavailable(reason)
                 stack.enter_context(node_state_kept(workdir))
+                # The mount point of the lab's OS root, made (and removed) if missing.
+                stack.enter_context(created(lab.os_search_path[0]))
+                lab.os_root.mkdir()
+                (workdir / "no-os").mkdir()
                 stack.enter_context(
                     network_namespace(
                         lab.namespace,
@@ -610,7 +645,7 @@ def cluster(workdir: Path) -> Iterator[Lab]:
 
 def _stop_daemons(lab: Lab) -> None:
     """Stop every daemon (``destroy`` leaves the on-demand metad), then anything left in the ns."""
-    run(lab.in_namespace(DAEMON_UTIL, "stop-all"), check=False)
+    run(["ip", "netns", "exec", lab.namespace, DAEMON_UTIL, "stop-all"], check=False)
     for pid in namespace_pids(lab.namespace):
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGTERM)

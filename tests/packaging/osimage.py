@@ -92,8 +92,9 @@ def check_image(image: Path, layout: Layout, shebang: str) -> dict[str, int]:
     assert (conf / PACKAGE).is_file(), "no defaults file"
     assert (conf / "instance-gentoobootstrap" / "variants" / "default.conf").is_file()
     assert (conf / "instance-gentoobootstrap" / "hooks").is_dir()
-    executable = [p for p in conf.rglob("*") if p.is_file() and p.stat().st_mode & 0o111]
-    assert not executable, f"executable files under /etc (hooks would run): {executable}"
+    hooks = conf / "instance-gentoobootstrap" / "hooks"
+    executable = [p for p in hooks.rglob("*") if p.is_file() and p.stat().st_mode & 0o111]
+    assert not executable, f"executable files in the hooks directory would run: {executable}"
 
     return {p.name: p.lstat().st_mode for p in sorted(os_path.iterdir()) if p.name != "__pycache__"}
 

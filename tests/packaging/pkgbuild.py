@@ -114,6 +114,25 @@ def make_dist(src: Path, version: str) -> Path:
     return tarball
 
 
+def gentoo_tree() -> Path:
+    """The shared subset of Gentoo's ebuild repository: ``shared/gentoo-tree`` beside the
+    clone (CI puts ``shared/`` next to it) or beside one of its parent directories."""
+    for parent in REPO.parents:
+        tree = parent / "shared" / "gentoo-tree"
+        if (tree / "profiles" / "repo_name").is_file():
+            return tree
+    missing(f"no shared/gentoo-tree beside {REPO} or a parent directory")
+
+
+#: ::gentoo packages the shared subset lacks (see the README there).
+GENTOO_EXTRA = Path(__file__).resolve().parent / "gentoo-extra"
+
+
+def gentoo_package_exists(atom: str) -> bool:
+    """Whether ``category/name`` is a package of ::gentoo (the subset or its additions)."""
+    return any((base / atom).is_dir() for base in (gentoo_tree(), GENTOO_EXTRA))
+
+
 def release_ebuild() -> Path:
     """The release ebuild (there is exactly one beside the live one)."""
     ebuilds = [p for p in EBUILD_DIR.glob("*.ebuild") if not p.name.endswith("-9999.ebuild")]

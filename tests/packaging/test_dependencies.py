@@ -1,101 +1,118 @@
-"""The packages depend on every tool the OS scripts run.
+"""Every package we name exists, and the packages depend on exactly what the code runs.
 
-The tools are those ``gentoobootstrap.runner.PACKAGES`` names plus every
-literal ``runner.run/output/spawn(["tool", ...])`` in the library.  A new tool
-fails this test until it is added to ``TOOLS`` below and to the ebuilds'
-RDEPEND (or optfeature) and debian/control.
+The tools are every literal program the library runs (the first word of its argv
+lists, and the names it gives ``runner.find_tool/have_tool``);
+``gentoobootstrap.runner.PACKAGES`` must name each of them, and only them, with its
+package.  From that one map the tests derive what the ebuilds and ``debian/control``
+must declare.  Gentoo atoms are checked against the shared Gentoo tree, Debian names
+against ``apt-cache`` (the package lists of the machine's apt sources).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
-from pkgbuild import REPO, release_ebuild
+import pytest
+from pkgbuild import EBUILD_DIR, REPO, gentoo_package_exists, gentoo_tree, missing, release_ebuild
 
 from gentoobootstrap import runner
 
-#: tool -> (Gentoo package, Debian package or None when Debian has none).
-TOOLS: dict[str, tuple[str, str | None]] = {
-    "blkid": ("sys-apps/util-linux", "util-linux"),
-    "blockdev": ("sys-apps/util-linux", "util-linux"),
-    "btrfs": ("sys-fs/btrfs-progs", "btrfs-progs"),
-    "catalyst": ("dev-util/catalyst", None),
-    "findmnt": ("sys-apps/util-linux", "util-linux"),
-    "fuser": ("sys-apps/psmisc", "psmisc"),
-    "getfattr": ("sys-apps/attr", "attr"),
-    "gpg": ("app-crypt/gnupg", "gnupg"),
-    "gpgv": ("app-crypt/gnupg", "gpgv"),
-    "losetup": ("sys-apps/util-linux", "mount"),
-    "mkfs.btrfs": ("sys-fs/btrfs-progs", "btrfs-progs"),
-    "mkfs.ext2": ("sys-fs/e2fsprogs", "e2fsprogs"),
-    "mkfs.ext3": ("sys-fs/e2fsprogs", "e2fsprogs"),
-    "mkfs.ext4": ("sys-fs/e2fsprogs", "e2fsprogs"),
-    "mkfs.xfs": ("sys-fs/xfsprogs", "xfsprogs"),
-    "mkswap": ("sys-apps/util-linux", "util-linux"),
-    "mount": ("sys-apps/util-linux", "mount"),
-    "partx": ("sys-apps/util-linux", "util-linux"),
-    "restore": ("app-backup/dump", "dump"),
-    "sfdisk": ("sys-apps/util-linux", "fdisk"),
-    "tar": ("app-arch/tar", "tar"),
-    "umount": ("sys-apps/util-linux", "mount"),
-    "wipefs": ("sys-apps/util-linux", "util-linux"),
-    "xfs_admin": ("sys-fs/xfsprogs", "xfsprogs"),
-    "xz": ("app-arch/xz-utils", "xz-utils"),
-    "zstd": ("app-arch/zstd", "zstd"),
-}
+LIBRARY = REPO / "python" / "gentoobootstrap"
+#: Where Ganeti's node daemon finds programs (the tools are installed in CI).
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+LIVE_EBUILD = EBUILD_DIR / f"{EBUILD_DIR.name}-9999.ebuild"
+#: Tried first when installed (parallel decompressors), never required.
+PREFERRED_ALTERNATIVES = {"lbzip2", "pbzip2", "pigz"}
 #: Needed only for some settings: optfeature (Gentoo), Suggests (Debian).
-OPTIONAL = {
-    "sys-fs/btrfs-progs",
-    "sys-fs/xfsprogs",
-    "dev-util/catalyst",
-    "app-backup/dump",
-    "btrfs-progs",
-    "xfsprogs",
-    "dump",
+OPTIONAL_TOOLS = {"mkfs.xfs", "mkfs.btrfs", "restore", "catalyst"}
+#: Runtime dependencies that are no program: the interpreter, its module, the keys.
+GENTOO_NON_TOOLS = {
+    "dev-lang/python",
+    "dev-python/configobj",
+    "sec-keys/openpgp-keys-gentoo-release",
 }
-#: Debian's Essential packages are always installed; policy forbids depending on them.
-ESSENTIAL = {"tar", "util-linux"}
+DEBIAN_NON_TOOLS = {"python3-configobj"}
+#: Build-Depends that are virtual: name -> the package that provides it.
+DEBHELPER_VIRTUAL = {"debhelper-compat": "debhelper", "dh-sequence-python3": "dh-python"}
+#: What the README's set-up command installs besides: the build and the interpreter.
+README_BUILD_TOOLS = {"autoconf", "automake", "make", "python3"}
 
 
 def tools_run_by_the_library() -> set[str]:
-    tools = set(runner.PACKAGES)
-    for module in (REPO / "python" / "gentoobootstrap").glob("*.py"):
+    """Programs the library runs: the first word of every argv list literal that is a
+    program on the node (``["tar", ...]``) and every name given to find_tool/have_tool."""
+    tools: set[str] = set()
+    for module in LIBRARY.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
-            if (
+            if isinstance(node, ast.List) and node.elts:
+                first = node.elts[0]
+                if (
+                    isinstance(first, ast.Constant)
+                    and isinstance(first.value, str)
+                    and shutil.which(first.value, path=SYSTEM_PATH)
+                ):
+                    tools.add(first.value)
+            elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "runner"
-                and node.func.attr in ("run", "output", "spawn")
+                and node.func.attr in ("find_tool", "have_tool")
                 and node.args
-                and isinstance(node.args[0], ast.List)
-                and node.args[0].elts
-                and isinstance(node.args[0].elts[0], ast.Constant)
-                and isinstance(node.args[0].elts[0].value, str)
+                and isinstance(node.args[0], ast.Constant)
             ):
-                tools.add(node.args[0].elts[0].value)
-    return tools
+                tools.add(node.args[0].value)
+    return tools - PREFERRED_ALTERNATIVES
 
 
-def ebuild_dependencies(ebuild: Path) -> tuple[set[str], set[str]]:
-    """The atoms in RDEPEND and those named by optfeature."""
+def alternatives(package: str) -> list[str]:
+    return package.split(" or ")
+
+
+def debian_package(tool: str) -> str | None:
+    """The tool's Debian package per runner.PACKAGES (None: Gentoo only)."""
+    first = alternatives(runner.PACKAGES[tool])[0]
+    return None if "/" in first else first
+
+
+def gentoo_atom(tool: str) -> str:
+    """The tool's Gentoo package: the atom runner.PACKAGES gives, else the one package
+    of the tree with the Debian name."""
+    names = alternatives(runner.PACKAGES[tool])
+    atoms = [name for name in names if "/" in name]
+    if atoms:
+        return atoms[0]
+    found = [
+        p
+        for p in gentoo_tree().glob(f"*/{names[0]}")
+        if p.is_dir() and p.parent.name not in ("app-alternatives", "virtual")
+    ]
+    assert len(found) == 1, f"{tool}: {names[0]} is {found} in the Gentoo tree; name the atom"
+    return f"{found[0].parent.name}/{names[0]}"
+
+
+def ebuild_dependencies(ebuild: Path) -> dict[str, set[str]]:
+    """The atoms of RDEPEND, BDEPEND and those named by optfeature (no versions or USE)."""
     text = ebuild.read_text()
-    rdepend = re.search(r'^RDEPEND="(.*?)"$', text, re.S | re.M)
-    assert rdepend, "no RDEPEND"
-    required = set(re.findall(r"\b[a-z0-9-]+/[A-Za-z0-9_+-]+", rdepend.group(1)))
-    optional = set(re.findall(r"^\toptfeature \"[^\"]+\" ([a-z0-9-]+/[A-Za-z0-9_+-]+)", text, re.M))
-    return required, optional
+    atom = r"(?<![\w/$-])[a-z0-9-]+/[A-Za-z0-9_+-]+?(?=-\d|\[|:|\s|$)"
+    deps = {}
+    for var in ("RDEPEND", "BDEPEND"):
+        match = re.search(rf'^{var}="(.*?)"$', text, re.S | re.M)
+        assert match, f"{ebuild.name}: no {var}"
+        deps[var] = set(re.findall(atom, match.group(1)))
+    deps["optfeature"] = set(re.findall(rf"^\toptfeature \"[^\"]+\" ({atom})", text, re.M))
+    return deps
 
 
 def debian_relations() -> dict[str, set[str]]:
-    """Depends, Recommends and Suggests of the binary package, without versions."""
-    control = (REPO / "debian" / "control").read_text()
-    binary = control.split("\n\n", 1)[1]
+    """The relation fields of debian/control, package names only."""
     fields: dict[str, set[str]] = {}
-    for name in ("Depends", "Recommends", "Suggests"):
-        match = re.search(rf"^{name}:(.*?)(?=^\S|\Z)", binary, re.S | re.M)
+    control = (REPO / "debian" / "control").read_text()
+    for name in ("Build-Depends", "Depends", "Recommends", "Suggests", "Enhances"):
+        match = re.search(rf"^{name}:(.*?)(?=^\S|\Z)", control, re.S | re.M)
         values = match.group(1) if match else ""
         values = "\n".join(line for line in values.splitlines() if not line.startswith("#"))
         fields[name] = {
@@ -107,33 +124,108 @@ def debian_relations() -> dict[str, set[str]]:
     return fields
 
 
-def test_every_tool_the_library_runs_is_known_here() -> None:
-    unknown = tools_run_by_the_library() - set(TOOLS)
-    assert not unknown, f"add to TOOLS and to the packages' dependencies: {sorted(unknown)}"
+def readme_requirements() -> tuple[set[str], set[str]]:
+    """The Debian packages the README's apt-get lines install and its Gentoo atoms."""
+    readme = (REPO / "README.md").read_text()
+    debian: set[str] = set()
+    for line in re.findall(r"apt-get install ([^&\n]*)", readme):
+        debian.update(word for word in line.split() if not word.startswith("-"))
+    section = readme.split("## Requirements", 1)[1].split("\n## ", 1)[0]
+    gentoo = set(re.findall(r"`([a-z0-9-]+/[A-Za-z0-9_+-]+)`", section))
+    return debian, gentoo
 
 
-def test_ebuild_depends_on_every_tool() -> None:
-    required, optional = ebuild_dependencies(release_ebuild())
-    for tool, (atom, _) in sorted(TOOLS.items()):
-        if atom in OPTIONAL:
-            assert atom in optional, f"{tool}: optfeature for {atom} missing"
-            assert atom not in required, f"{tool}: {atom} is optional, not RDEPEND"
-        else:
-            assert atom in required, f"{tool}: RDEPEND lacks {atom}"
-    assert "sec-keys/openpgp-keys-gentoo-release" in required
-    assert "dev-python/configobj" in required
+@functools.cache
+def debian_packages(names: frozenset[str]) -> dict[str, str]:
+    """``apt-cache show`` of each package Debian has, by name (one apt-cache run)."""
+    apt_cache = shutil.which("apt-cache")
+    if apt_cache is None:
+        missing("apt-cache is not installed (not a Debian machine)")
+    if not list(Path("/var/lib/apt/lists").glob("*_Packages*")):
+        missing("no apt package lists: run apt-get update")
+    result = subprocess.run(
+        [apt_cache, "show", "--no-all-versions", *sorted(names)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    stanzas = (s for s in result.stdout.split("\n\n") if s.startswith("Package: "))
+    return {stanza.split("\n", 1)[0].removeprefix("Package: "): stanza for stanza in stanzas}
 
 
-def test_debian_package_depends_on_every_tool() -> None:
+def essential(name: str) -> bool:
+    info = debian_packages(frozenset([name])).get(name, "")
+    return bool(re.search(r"^Essential: yes$", info, re.M))
+
+
+def test_runner_names_every_tool_the_library_runs_and_no_other() -> None:
+    run = tools_run_by_the_library()
+    assert run == set(runner.PACKAGES), (
+        f"not in runner.PACKAGES: {sorted(run - set(runner.PACKAGES))}; "
+        f"never run: {sorted(set(runner.PACKAGES) - run)}"
+    )
+
+
+def test_every_gentoo_atom_exists() -> None:
+    atoms = {atom for t in runner.PACKAGES for atom in alternatives(runner.PACKAGES[t])}
+    atoms = {atom for atom in atoms if "/" in atom}
+    for ebuild in EBUILD_DIR.glob("*.ebuild"):
+        for deps in ebuild_dependencies(ebuild).values():
+            atoms |= deps
+    atoms |= readme_requirements()[1]
+    unknown = sorted(atom for atom in atoms if not gentoo_package_exists(atom))
+    assert not unknown, f"not packages of ::gentoo: {unknown}"
+
+
+def test_every_debian_package_exists() -> None:
+    names = {n for t in runner.PACKAGES for n in alternatives(runner.PACKAGES[t]) if "/" not in n}
+    for field in debian_relations().values():
+        names |= field
+    names |= readme_requirements()[0]
+    known = debian_packages(frozenset(names | set(DEBHELPER_VIRTUAL.values())))
+    for virtual, provider in DEBHELPER_VIRTUAL.items():
+        assert re.search(rf"^Provides:.*\b{virtual}\b", known[provider], re.M), virtual
+    unknown = sorted(names - set(known) - set(DEBHELPER_VIRTUAL))
+    assert not unknown, f"apt-cache knows no such package: {unknown}"
+
+
+@pytest.mark.parametrize(
+    "ebuild", [release_ebuild(), EBUILD_DIR / f"{EBUILD_DIR.name}-9999.ebuild"]
+)
+def test_ebuild_declares_what_the_library_runs_and_only_that(ebuild: Path) -> None:
+    deps = ebuild_dependencies(ebuild)
+    required = {gentoo_atom(t) for t in runner.PACKAGES if t not in OPTIONAL_TOOLS}
+    optional = {gentoo_atom(t) for t in OPTIONAL_TOOLS} - required
+    assert deps["RDEPEND"] - GENTOO_NON_TOOLS == required
+    assert deps["optfeature"] == optional
+    assert GENTOO_NON_TOOLS - {"dev-lang/python"} <= deps["RDEPEND"]
+
+
+def test_ebuild_test_dependencies_are_what_make_check_imports() -> None:
+    """make check runs tests/unit, whose support code uses sh and pytest-subprocess."""
+    bdepend = ebuild_dependencies(release_ebuild())["BDEPEND"]
+    assert {"dev-python/pytest", "dev-python/pytest-subprocess", "dev-python/sh"} <= bdepend
+
+
+def test_debian_package_declares_what_the_library_runs_and_only_that() -> None:
     fields = debian_relations()
-    for tool, (_, package) in sorted(TOOLS.items()):
-        if package is None or package in ESSENTIAL:
-            continue
-        if package in OPTIONAL:
-            assert package in fields["Suggests"] | fields["Recommends"], f"{tool}: {package}"
-            assert package not in fields["Depends"], f"{tool}: {package} is optional"
-        else:
-            assert package in fields["Depends"], f"{tool}: Depends lacks {package}"
-    assert {"python3-configobj"} <= fields["Depends"]
-    assert "ganeti" in fields["Recommends"] | fields["Suggests"]
-    assert not ESSENTIAL & fields["Depends"], "Debian policy: no dependency on Essential packages"
+    packages = {t: debian_package(t) for t in runner.PACKAGES}
+    required = {p for t, p in packages.items() if p and t not in OPTIONAL_TOOLS}
+    optional = {p for t, p in packages.items() if p and t in OPTIONAL_TOOLS} - required
+    assert fields["Depends"] - DEBIAN_NON_TOOLS == {p for p in required if not essential(p)}
+    assert not {p for p in fields["Depends"] if essential(p)}, "policy: never on Essential"
+    assert fields["Suggests"] == optional
+    assert fields["Depends"] >= DEBIAN_NON_TOOLS
+    assert "ganeti" in fields["Recommends"]
+
+
+def test_readme_lists_what_the_packages_declare() -> None:
+    """The README's requirement lists: what the packages declare, and nothing unused."""
+    debian, gentoo = readme_requirements()
+    deps = ebuild_dependencies(release_ebuild())
+    assert gentoo == deps["RDEPEND"] | deps["optfeature"] | {"dev-lang/python"}
+    runtime = {p for t in runner.PACKAGES if (p := debian_package(t))}
+    required = {p for t in runner.PACKAGES if (p := debian_package(t)) and t not in OPTIONAL_TOOLS}
+    assert required | DEBIAN_NON_TOOLS <= debian, f"README lacks {required - debian}"
+    unused = debian - runtime - DEBIAN_NON_TOOLS - README_BUILD_TOOLS
+    assert not unused, f"the README installs packages nothing uses: {sorted(unused)}"

@@ -6,7 +6,9 @@ from source) or with the default OS directory (Ganeti from a package).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -162,3 +164,58 @@ def test_tarball_installs_what_the_checkout_installs(dist_tarball: Path, tmp_pat
     assert sorted(tarball_tree) == sorted(checkout_tree)
     differ = [path for path in tarball_tree if tarball_tree[path] != checkout_tree[path]]
     assert not differ, f"installed differently: {differ}"
+
+
+def declared_test_modules() -> set[str]:
+    """The Python packages the release ebuild declares for make check (test? BDEPEND and
+    configobj), as distribution names."""
+    text = release_ebuild().read_text()
+    bdepend = re.search(r'^BDEPEND="(.*?)"$', text, re.S | re.M)
+    assert bdepend, "no BDEPEND"
+    return set(re.findall(r"dev-python/([A-Za-z0-9_-]+)\[", bdepend.group(1)))
+
+
+def only(distributions: set[str], site: Path) -> Path:
+    """A directory holding exactly these distributions and what they require, as links
+    into this interpreter's environment."""
+    from packaging.requirements import Requirement
+
+    site.mkdir()
+    todo, seen = sorted(distributions), set()
+    while todo:
+        name = todo.pop()
+        dist = importlib.metadata.distribution(name)
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for requirement in map(Requirement, dist.requires or []):
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+        top = {Path(f).parts[0] for f in dist.files or []} or set(
+            (dist.read_text("top_level.txt") or "").split()
+        )
+        for name in top:
+            source = Path(str(dist.locate_file(name)))
+            candidates = [source, source.with_suffix(".py")]
+            for found in (c for c in candidates if c.exists() and not c.name.endswith(".pth")):
+                link = site / found.name
+                if not link.exists() and found.parent.name != "bin":
+                    link.symlink_to(found)
+    return site
+
+
+def test_make_check_needs_only_the_declared_test_dependencies(
+    release_tarball: Path, tmp_path: Path
+) -> None:
+    """make check from the release tarball, with a Python that has the packages the ebuild
+    declares for it (and their own requirements) and nothing else."""
+    declared = declared_test_modules()
+    assert {"pytest", "pytest-subprocess", "sh", "configobj"} <= declared
+    site = only(declared, tmp_path / "site")
+    src = unpack(release_tarball, tmp_path / "build")
+    run(["./configure", f"PYTHON={sys.executable}"], src)
+    run(["make"], src)
+    # -S: no site-packages, so only the directory above is importable.
+    pytest_argv = f"{sys.executable} -S -m pytest"
+    run(["make", "check", f"PYTEST={pytest_argv}"], src, {"PYTHONPATH": str(site)})

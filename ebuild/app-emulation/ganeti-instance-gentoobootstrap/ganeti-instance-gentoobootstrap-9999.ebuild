@@ -3,7 +3,7 @@
 
 EAPI=8
 
-PYTHON_COMPAT=( python3_{11..14} )
+PYTHON_COMPAT=( python3_{12..14} )
 
 inherit autotools git-r3 optfeature python-single-r1
 
@@ -18,20 +18,20 @@ REQUIRED_USE="${PYTHON_REQUIRED_USE}"
 RESTRICT="!test? ( test )"
 
 # What the OS scripts run (tests/packaging/test_dependencies.py keeps this
-# in step with the library); xfsprogs, btrfs-progs and catalyst are optional,
-# see pkg_postinst.
+# in step with the library); xfsprogs, btrfs-progs, dump and catalyst are
+# optional, see pkg_postinst.
 RDEPEND="
 	${PYTHON_DEPS}
 	$(python_gen_cond_dep '
 		dev-python/configobj[${PYTHON_USEDEP}]
 	')
+	app-arch/bzip2
+	app-arch/gzip
 	app-arch/tar
 	app-arch/xz-utils
 	app-arch/zstd
 	app-crypt/gnupg
 	sec-keys/openpgp-keys-gentoo-release
-	sys-apps/attr
-	sys-apps/psmisc
 	sys-apps/util-linux
 	sys-fs/e2fsprogs
 "
@@ -43,6 +43,7 @@ BDEPEND="
 		test? (
 			dev-python/pytest[${PYTHON_USEDEP}]
 			dev-python/pytest-subprocess[${PYTHON_USEDEP}]
+			dev-python/sh[${PYTHON_USEDEP}]
 		)
 	')
 "
@@ -73,7 +74,7 @@ src_install() {
 	python_fix_shebang "${ED}${OS_DIR}"/gentoobootstrap "${ED}"/usr/sbin
 	python_optimize "${ED}"/usr/share/${PN}/python
 	docompress -x /usr/share/doc/${PF}/examples
-	keepdir "${CONF_DIR}"/hooks
+	keepdir "${CONF_DIR}"/hooks /var/cache/${PN}
 
 	# Ganeti reads variants.list from the OS directory, which an upgrade
 	# overwrites: keep the admin's list under /etc instead.
@@ -101,5 +102,5 @@ pkg_postinst() {
 	optfeature "XFS root file systems (filesystem=xfs)" sys-fs/xfsprogs
 	optfeature "btrfs root file systems (filesystem=btrfs)" sys-fs/btrfs-progs
 	optfeature "building stage4 tarballs for variants (CATALYST_SPEC)" dev-util/catalyst
-	optfeature "importing ganeti-instance-debootstrap's dump exports" app-backup/dump
+	optfeature "importing ganeti-instance-debootstrap's dump exports" app-arch/dump
 }
