@@ -35,13 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 TAR = "--numeric-owner --xattrs --xattrs-include=*.* --acls"
 
+#: Runs an OS script in-process with the library and settings of this tree.
 DRIVER = """
-import os, sys
+import os, sys, tempfile
 from pathlib import Path
-sys.path[:0] = [{python!r}, {tests!r}]
-from support import osdef
-osdef.point_paths_at(Path({conf!r}))
-from gentoobootstrap import cli
+sys.path.insert(0, {python!r})
+from gentoobootstrap import cli, paths
+conf = Path({conf!r})
+paths.DEFAULTS_FILE, paths.VARIANTS_DIR, paths.OS_PATH = conf / "defaults", conf / "variants", conf
+tempfile.tempdir = str(conf / "tmp")
 sys.exit(cli.main(sys.argv[1], [], os.environ))
 """
 
@@ -84,7 +86,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="bench-exim-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="bench-exim-", dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
         return bench(work, args.fs, args.mib, args.runs)
     finally:
@@ -118,9 +120,7 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
         f'CACHE_DIR="{conf}/cache"\n'
     )
     driver = work / "driver.py"
-    driver.write_text(
-        DRIVER.format(python=str(REPO / "python"), tests=str(REPO / "tests"), conf=str(conf))
-    )
+    driver.write_text(DRIVER.format(python=str(REPO / "python"), conf=str(conf)))
     env = {
         "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
         "OS_API_VERSION": "20",
