@@ -58,6 +58,14 @@ def timed(command: str, env: dict[str, str] | None = None) -> float:
     return time.monotonic() - start
 
 
+def released(image: Path, seconds: int = 60) -> None:
+    """Wait (bounded) until no loop device is attached to ``image`` any more."""
+    sh(
+        f"for i in $(seq {seconds * 10}); do losetup -j {image} | grep -q . || exit 0; "
+        f"sleep 0.1; done; echo {image} is still attached >&2; exit 1"
+    )
+
+
 def fill(root: Path, mib: int) -> None:
     """About ``mib`` MiB: a third in 4-64 KiB files, the rest in 16 MiB files."""
     small = root / "usr/share/small"
@@ -102,7 +110,7 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     mnt = work / "mnt"
     mnt.mkdir()
     mkfs = {"xfs": "mkfs.xfs -q -f", "btrfs": "mkfs.btrfs -q -f"}.get(fs, f"mkfs.{fs} -q -F")
-    sh(f"{mkfs} {source}")
+    sh(f"{mkfs} {source} >/dev/null")
     sh(f"mount -o loop {source} {mnt}")
     try:
         fill(mnt, mib)
@@ -111,7 +119,8 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     finally:
         sh(f"umount {mnt}")
     # mount's autoclear loop device goes away asynchronously: wait, so the data is in the file.
-    sh(f"while losetup -j {source} | grep -q .; do sleep 0.1; done; sync")
+    released(source)
+    sh("sync")
     conf = work / "conf"
     (conf / "variants").mkdir(parents=True)
     (conf / "tmp").mkdir()
@@ -144,7 +153,7 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     )
     ours_export = f"{py} {driver} export | cat >/dev/null"
     tar_extract = (
-        f"{mkfs} {base} && mount -o loop {base} {mnt} && "
+        f"{mkfs} {base} >/dev/null && mount -o loop {base} {mnt} && "
         f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} "
         f"-C {mnt}; "
         f"s=$?; umount {mnt}; exit $s; }}"
@@ -170,6 +179,10 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
         ):
             seconds = timed(f"{command} 2>/dev/null", e)
             results[name] = min(seconds, results.get(name, seconds))
+            # The next run must not find the image still attached: XFS refuses to mount a
+            # second copy of a filesystem whose first is not yet gone.
+            for image in (source, base):
+                released(image)
     print(
         f"filesystem {fs}, {used / MIB:.0f} MiB used, stream {stream.stat().st_size / MIB:.0f} MiB"
     )
