@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    # The release tarball carries the tests but not the benchmarks.
+    pytest.mark.skipif(not BENCH.is_dir(), reason=f"no {BENCH} (a release tarball)"),
+]
 
 
 def _run(no_leaks: Path, *argv: str) -> str:
