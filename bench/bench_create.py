@@ -355,7 +355,7 @@ def timed(action: Callable[[], object]) -> float:
 
 def mkfs(fs: str, device: Path) -> None:
     force = {"xfs": "-f", "btrfs": "-f"}.get(fs, "-F")
-    run(f"mkfs.{fs}", "-q", force, device)
+    run(f"mkfs.{fs}", "-q", force, device, stdout=subprocess.DEVNULL)  # btrfs notes on stdout
 
 
 def naive(work: Path, disk_mib: int, fs: str, tarball: Path) -> float:
