@@ -470,8 +470,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     layouts = args.layouts.split(",")
-    if not set(layouts) <= set(LAYOUTS):
-        parser.error(f"--layouts: allowed values: {', '.join(LAYOUTS)}")
+    if not set(layouts) <= set(LAYOUTS) or len(set(layouts)) != len(layouts):
+        parser.error(f"--layouts: allowed values: {', '.join(LAYOUTS)}, each once")
+    if args.rounds < 1 or args.size_mib < 1:
+        parser.error("--rounds and --size-mib: allowed values: 1 or more")
     if os.geteuid() != 0:
         print("bench_create.py needs root (loop devices, mkfs, mount)", file=sys.stderr)
         return 2
