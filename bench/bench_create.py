@@ -1,32 +1,45 @@
+#!/usr/bin/env python3
 """Benchmark: how long create spends putting a full-size stage on the disk.
 
-Run as root:  python bench/bench_create.py [--workdir /var/tmp/gb-bench] [--size-mib 1200]
+Run as root from the source tree:
+
+    python3 bench/bench_create.py [--workdir /var/tmp/gb-bench] [--size-mib 1200]
+        [--rounds 3] [--layouts msdos,none] [--fs ext4]
+    python3 bench/bench_create.py --smoke     # 32 MiB, one round, in a throw-away workdir
+                                              # below $TMPDIR (default /var/tmp)
 
 It builds a realistic stage (about 1.2 GB unpacked, tens of thousands of files
 with a real size mix, content that xz compresses about as well as a real
-stage3), packs it as the mirror does (.tar.xz), publishes it on a signed
-``file://`` mirror and fills the cache with ``gentoobootstrap-fetch``'s code.
-Then, on the same kind of disk each time (a loop device on a fresh sparse
-file, page cache dropped before each run), it measures:
+stage3) with Gentoo's skeleton (OpenRC, inittab, passwd/shadow, fstab,
+os-release), packs it as the mirror does (.tar.xz) and publishes it on a
+``file://`` mirror with its DIGESTS (VERIFY=checksum: no gpg needed).  A first,
+cold ``create`` fills the cache.  Then, on the same kind of disk each time (a
+loop device on a fresh sparse file, page cache dropped before each run), it
+measures, interleaved:
 
-  naive   ``tar xJpf`` of the mirror's .tar.xz onto a fresh ext4 (what the
-          original did), until unmounted (data on the disk)
-  create  the real ``create`` (cli.main as Ganeti runs it) with the cache warm:
-          partition, mkfs, mount, check, unpack, fstab, unmount — end to end
+  naive   ``tar xJpf`` of the mirror's .tar.xz onto a fresh filesystem on the
+          whole device (what the original did), until unmounted (data on the disk)
   raw     ``dd`` of as many bytes as the stage holds unpacked onto the device
+  create  the real ``create`` script as Ganeti runs it (its own process, a
+          Ganeti environment), cache warm, end to end: partition, mkfs, mount,
+          check, unpack, fstab, guest configuration, unmount — once per layout
+          (msdos: root on partition 1, the default; none: the whole device)
 
-and prints the three times (median and best of the interleaved rounds) and
-the ratios (targets: create <= 0.5 x naive, create <= 1.5 x raw).  The
-generated stage is kept in the workdir and reused by the next run.
+and prints the times (median and best of the rounds) and each layout's ratios
+to naive and to raw measured in the same run.  Only the standard library and
+the tools of the README's set-up are used; the generated stage is kept in the
+workdir and reused by the next run of the same size.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import hashlib
 import os
 import random
+import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -34,38 +47,37 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "python"), str(REPO / "tests")]
-
-from gentoobootstrap import cli, paths, stages, tryit  # noqa: E402
-
-
-def _test_mirror() -> Any:
-    """tests/support/mirror.py (standard library only), without the test package around it,
-    whose other helpers need the test tools."""
-    path = REPO / "tests" / "support" / "mirror.py"
-    spec = importlib.util.spec_from_file_location("bench_mirror", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_mirror = _test_mirror()
-build_mirror, settings, signing_key = _mirror.build_mirror, _mirror.settings, _mirror.signing_key
-
 SEED = 20261122
 #: (share of files, smallest, largest) — log-uniform within each class; the largest
 #: class (compilers, libLLVM-like) is grown until the stage reaches its size.
 SIZE_CLASSES = ((0.55, 64, 4096), (0.35, 4096, 65536), (0.095, 65536, 1 << 20))
 LARGE = (1 << 20, 40 << 20)
-DISK_GIB = 4
+MIB = 1 << 20
+STAMP = "20261122T170359Z"
+ARCH, FLAVOR = "amd64", "openrc"
+#: create's PARTITION_STYLE → the root_path Ganeti would give it.
+LAYOUTS = {
+    "msdos": ("/dev/vda1", "root on partition 1"),
+    "gpt": ("/dev/vda1", "root on partition 1"),
+    "none": ("/dev/vda", "whole device"),
+}
+#: Runs ``create`` exactly as the OS script does, with the library and settings of this tree.
+DRIVER = """
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {python!r})
+from gentoobootstrap import cli, paths
+conf = Path({conf!r})
+paths.DEFAULTS_FILE, paths.VARIANTS_DIR, paths.OS_PATH = conf / "defaults", conf / "variants", conf
+tempfile.tempdir = str(conf / "tmp")
+sys.exit(cli.main("create", sys.argv[1:]))
+"""
 
 
-def sh(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], check=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
@@ -82,16 +94,10 @@ class Content:
     between passes that a real stage would not have.
     """
 
-    def __init__(self, rng: random.Random, corpus_roots: tuple[str, ...] = ("/usr",)) -> None:
-        self.rng = rng
-        self.files = sorted(
-            str(p)
-            for root in corpus_roots
-            for p in Path(root).rglob("*")
-            # big files only: reading thousands of small ones is slow, and binaries are big
-            if p.is_file() and not p.is_symlink() and p.stat().st_size >= 256 << 10
-        )
-        self.index = 0
+    def __init__(self, corpus_roots: tuple[str, ...] = ("/usr",), chunk: int = 64 << 20) -> None:
+        self.roots = corpus_roots
+        self.chunk = chunk
+        self.files = _corpus(corpus_roots)
         self.buffer = b""
         self.offset = 0
         self.passes = 0
@@ -99,11 +105,14 @@ class Content:
     def _refill(self, need: int) -> None:
         chunks = [self.buffer[self.offset :]]
         have = len(chunks[0])
+        read = True
         while have < need:
-            if self.index == len(self.files):
-                self.index, self.passes = 0, self.passes + 1
-            path = self.files[self.index]
-            self.index += 1
+            path = next(self.files, None)
+            if path is None:
+                if not read:
+                    raise RuntimeError(f"no file of 256 KiB or more below {self.roots}")
+                self.files, self.passes, read = _corpus(self.roots), self.passes + 1, False
+                continue
             with contextlib.suppress(OSError):
                 data = Path(path).read_bytes()
                 if self.passes:
@@ -111,24 +120,39 @@ class Content:
                     data = data.translate(bytes(b ^ key for b in range(256)))
                 chunks.append(data)
                 have += len(data)
+                read = True
         self.buffer, self.offset = b"".join(chunks), 0
 
     def make(self, size: int) -> bytes:
         if len(self.buffer) - self.offset < size:
-            self._refill(max(size, 64 << 20))
+            self._refill(max(size, self.chunk))
         data = self.buffer[self.offset : self.offset + size]
         self.offset += size
         return data
+
+
+def _corpus(roots: tuple[str, ...]) -> Iterator[str]:
+    """The big regular files below ``roots`` in a fixed order, walked only as far as needed."""
+    for root in roots:
+        for top, dirs, names in os.walk(root):
+            dirs.sort()
+            for name in sorted(names):
+                path = os.path.join(top, name)
+                with contextlib.suppress(OSError):
+                    st = os.lstat(path)
+                    # big files only: reading thousands of small ones is slow; binaries are big
+                    if stat.S_ISREG(st.st_mode) and st.st_size >= 256 << 10:
+                        yield path
 
 
 def _log_uniform(rng: random.Random, low: int, high: int) -> int:
     return int(low * (high / low) ** rng.random())
 
 
-def build_tree(root: Path, total: int) -> tuple[int, int]:
-    """A stage-shaped tree of about ``total`` bytes; returns (files, bytes)."""
+def build_bulk(root: Path, total: int) -> tuple[int, int]:
+    """A stage-shaped mass of about ``total`` bytes of files; returns (files, bytes)."""
     rng = random.Random(SEED)
-    content = Content(rng)
+    content = Content(chunk=min(total, 64 << 20))
     top = ["bin", "etc", "lib64", "sbin", "usr/bin", "usr/lib64", "usr/include", "usr/share/doc",
            "usr/share/man/man1", "usr/share/locale", "usr/lib/python3.12", "usr/libexec/gcc",
            "var/db/pkg", "usr/share/zoneinfo"]  # fmt: skip
@@ -140,7 +164,6 @@ def build_tree(root: Path, total: int) -> tuple[int, int]:
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
     files = written = 0
-    budget = total
     # Small and medium files first (about 45k), then large ones up to the total.
     counts = [int(45000 * share) for share, _, _ in SIZE_CLASSES]
     plan = [
@@ -148,13 +171,13 @@ def build_tree(root: Path, total: int) -> tuple[int, int]:
         for count, (_, low, high) in zip(counts, SIZE_CLASSES)
         for _ in range(count)
     ]
-    while sum(plan) < budget:
+    while sum(plan) < total:
         plan.append(_log_uniform(rng, *LARGE))
     rng.shuffle(plan)
     for size in plan:
-        if written >= budget:
+        if written >= total:
             break
-        size = min(size, budget - written)
+        size = min(size, total - written)
         path = rng.choice(dirs) / f"f{files:05d}"
         path.write_bytes(content.make(size))
         if files % 50 == 0:
@@ -166,40 +189,131 @@ def build_tree(root: Path, total: int) -> tuple[int, int]:
     return files, written
 
 
-def stage_tarball(work: Path, size: int) -> Path:
-    tarball = work / f"stage-{size >> 20}M.tar.xz"
+INITTAB = """\
+id:3:initdefault:
+si::sysinit:/sbin/openrc sysinit
+rc::bootwait:/sbin/openrc boot
+l0:0:wait:/sbin/openrc shutdown
+l1:S1:wait:/sbin/openrc single
+l3:3:wait:/sbin/openrc default
+l6:6:wait:/sbin/openrc reboot
+c1:12345:respawn:/sbin/agetty 38400 tty1 linux
+#s0:12345:respawn:/sbin/agetty -L 9600 ttyS0 vt100
+ca:12345:ctrlaltdel:/sbin/shutdown -r now
+"""
+
+#: Gentoo's skeleton as far as create's guest configuration reads it: path → (mode, content).
+SKELETON = {
+    "etc/gentoo-release": (0o644, "Gentoo Base System release 2.17\n"),
+    "usr/lib/os-release": (0o644, 'NAME=Gentoo\nID=gentoo\nPRETTY_NAME="Gentoo Linux"\n'),
+    "etc/inittab": (0o644, INITTAB),
+    "etc/fstab": (0o644, "# /etc/fstab: static file system information.\n"),
+    "etc/hosts": (0o644, "127.0.0.1\tlocalhost\n::1\t\tlocalhost\n"),
+    "etc/conf.d/hostname": (0o644, 'hostname="localhost"\n'),
+    "etc/machine-id": (0o444, "0123456789abcdef0123456789abcdef\n"),
+    "etc/passwd": (0o644, "root:x:0:0:root:/root:/bin/bash\n"
+                          "portage:x:250:250:portage:/var/lib/portage/home:/sbin/nologin\n"),
+    "etc/group": (0o644, "root::0:root\ntty::5:\nportage::250:portage\n"),
+    "etc/shadow": (0o640, "root:*:10770:0:::::\nportage:!:19000::::::\n"),
+    "etc/securetty": (0o644, "console\ntty1\n"),
+    "usr/share/zoneinfo/UTC": (0o644, "TZif2" + "\0" * 40),
+    "sbin/openrc": (0o755, "\x7fELF openrc\n"),
+    "sbin/init": (0o755, "\x7fELF sysvinit\n"),
+    "sbin/agetty": (0o755, "\x7fELF agetty\n"),
+    **{
+        f"etc/init.d/{service}": (0o755, f"#!/sbin/openrc-run\n# {service}\n")
+        for service in ("hostname", "net.lo", "netmount", "sshd", "local", "agetty")
+    },
+}  # fmt: skip
+SKELETON_LINKS = {
+    "etc/os-release": "../usr/lib/os-release",
+    "etc/localtime": "../usr/share/zoneinfo/UTC",
+    "etc/mtab": "/proc/self/mounts",
+    "etc/runlevels/boot/hostname": "/etc/init.d/hostname",
+    "etc/runlevels/default/netmount": "/etc/init.d/netmount",
+    "etc/runlevels/default/local": "/etc/init.d/local",
+}
+SKELETON_DIRS = {
+    "root": 0o700, "tmp": 0o1777, "var/tmp": 0o1777, "dev": 0o755, "proc": 0o755,
+    "sys": 0o755, "run": 0o755, "home": 0o755, "boot": 0o755, "etc/runlevels/sysinit": 0o755,
+    "etc/runlevels/shutdown": 0o755,
+}  # fmt: skip
+
+
+def build_skeleton(root: Path) -> None:
+    """What makes the tree a Gentoo stage to create: OpenRC, inittab, shadow, fstab, ..."""
+    for rel, mode in SKELETON_DIRS.items():
+        (root / rel).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / rel, mode)
+    for rel, (mode, text) in SKELETON.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.chmod(path, mode)
+    for rel, target in SKELETON_LINKS.items():
+        link = root / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+
+
+def stage_tarball(work: Path, size: int, preset: str = "-3") -> Path:
+    tarball = work / f"stage-gentoo-{size >> 20}M.tar.xz"
     if tarball.exists():
         return tarball
     tree = work / "tree"
-    sh("rm", "-rf", tree)
+    shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
     start = time.monotonic()
-    files, written = build_tree(tree, size)
+    files, written = build_bulk(tree, size)
+    build_skeleton(tree)
     print(f"generated {files} files, {written / 1e9:.2f} GB in {time.monotonic() - start:.0f}s")
     start = time.monotonic()
     part = tarball.with_suffix(".part")
     with open(part, "wb") as out:
         tar = subprocess.Popen(
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", "-", "."],
+            ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*.*", "--acls",
+             "-C", str(tree), "-cf", "-", "."],
             stdout=subprocess.PIPE,
-        )
+        )  # fmt: skip
         # -3, not catalyst's slower level: decoding speed hardly depends on it, and
         # compressing 1.2 GB at -6 takes most of an hour on a small CI machine.
-        sh("xz", "-T0", "-3", "-c", stdin=tar.stdout, stdout=out)
-        assert tar.wait() == 0
+        run("xz", "-T0", preset, "-c", stdin=tar.stdout, stdout=out)
+        if tar.wait() != 0:
+            raise RuntimeError("tar of the generated tree failed")
     part.rename(tarball)
-    sh("rm", "-rf", tree)
+    shutil.rmtree(tree)
     seconds = time.monotonic() - start
     print(f"packed {tarball.name}: {tarball.stat().st_size / 1e6:.0f} MB in {seconds:.0f}s")
     return tarball
 
 
 def unpacked_size(tarball: Path) -> int:
-    for line in sh("xz", "--robot", "--list", tarball, stdout=subprocess.PIPE).stdout.splitlines():
+    for line in run("xz", "--robot", "--list", tarball, stdout=subprocess.PIPE).stdout.splitlines():
         fields = line.split("\t")
         if fields[0] == "totals":
             return int(fields[4])
     raise RuntimeError("xz --list gave no totals")
+
+
+def publish(mirror: Path, tarball: Path) -> None:
+    """Gentoo's mirror layout: the latest file naming the dated stage, and its DIGESTS."""
+    autobuilds = mirror / "releases" / ARCH / "autobuilds"
+    relative = f"{STAMP}/stage3-{ARCH}-{FLAVOR}-{STAMP}.tar.xz"
+    stage = autobuilds / relative
+    stage.parent.mkdir(parents=True)
+    os.link(tarball, stage)
+    digests = []
+    for title, algorithm in (("BLAKE2B", hashlib.blake2b), ("SHA512", hashlib.sha512)):
+        h = algorithm()
+        with open(stage, "rb") as f:
+            while chunk := f.read(MIB):
+                h.update(chunk)
+        digests += [f"# {title} HASH", f"{h.hexdigest()}  {stage.name}"]
+    stage.with_name(stage.name + ".DIGESTS").write_text("\n".join(digests) + "\n")
+    (autobuilds / f"latest-stage3-{ARCH}-{FLAVOR}.txt").write_text(
+        f"# Latest as of {STAMP}\n{relative} {stage.stat().st_size}\n"
+    )
 
 
 # --- the disk ------------------------------------------------------------------------
@@ -212,11 +326,11 @@ def drop_caches() -> None:
 
 
 @contextlib.contextmanager
-def sparse_disk(work: Path) -> Iterator[Path]:
+def sparse_disk(work: Path, mib: int) -> Iterator[Path]:
     image = work / "disk.img"
     image.unlink(missing_ok=True)
     with open(image, "wb") as f:
-        f.truncate(DISK_GIB << 30)
+        f.truncate(mib * MIB)
     try:
         yield image
     finally:
@@ -225,42 +339,47 @@ def sparse_disk(work: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def loop(image: Path) -> Iterator[Path]:
-    device = Path(sh("losetup", "--find", "--show", image, stdout=subprocess.PIPE).stdout.strip())
+    device = Path(run("losetup", "--find", "--show", image, stdout=subprocess.PIPE).stdout.strip())
     try:
         yield device
     finally:
-        sh("losetup", "--detach", device)
+        run("losetup", "--detach", device)
 
 
-def timed(action: object) -> float:
+def timed(action: Callable[[], object]) -> float:
     drop_caches()
     start = time.monotonic()
-    action()  # type: ignore[operator]
+    action()
     return time.monotonic() - start
 
 
-def naive(work: Path, tarball: Path) -> float:
-    with sparse_disk(work) as image, loop(image) as device:
-        sh("mkfs.ext4", "-q", device)
+def mkfs(fs: str, device: Path) -> None:
+    force = {"xfs": "-f", "btrfs": "-f"}.get(fs, "-F")
+    run(f"mkfs.{fs}", "-q", force, device, stdout=subprocess.DEVNULL)  # btrfs notes on stdout
+
+
+def naive(work: Path, disk_mib: int, fs: str, tarball: Path) -> float:
+    with sparse_disk(work, disk_mib) as image, loop(image) as device:
+        mkfs(fs, device)
         mnt = Path(tempfile.mkdtemp(dir=work))
-        sh("mount", device, mnt)
+        run("mount", device, mnt)
         try:
 
-            def run() -> None:
-                sh("tar", "xJpf", tarball, "-C", mnt)
-                sh("umount", mnt)
+            def unpack() -> None:
+                run("tar", "xJpf", tarball, "-C", mnt)
+                run("umount", mnt)
 
-            return timed(run)
+            return timed(unpack)
         finally:
             subprocess.run(["umount", str(mnt)], capture_output=True)
             mnt.rmdir()
 
 
-def raw(work: Path, size: int) -> float:
-    with sparse_disk(work) as image, loop(image) as device:
-        count = -(-size // (4 << 20))
+def raw(work: Path, disk_mib: int, size: int) -> float:
+    with sparse_disk(work, disk_mib) as image, loop(image) as device:
+        count = -(-size // (4 * MIB))
         return timed(
-            lambda: sh(
+            lambda: run(
                 "dd",
                 "if=/dev/zero",
                 f"of={device}",
@@ -272,19 +391,61 @@ def raw(work: Path, size: int) -> float:
         )
 
 
-def create(work: Path) -> float:
-    with sparse_disk(work) as image:
-        # What Ganeti gives create for a one-disk instance (gentoobootstrap-try's own
-        # environment; only the OS directory's name, OS_NAME, is taken from --os-dir).
-        args = tryit.parser().parse_args([str(image), "--os-dir", f"/{paths.OS_NAME}"])
-        environ = {**tryit.environment(args, image.stat().st_size), "PATH": os.environ["PATH"]}
+def ganeti_environ(disk: Path, root_path: str) -> dict[str, str]:
+    """What Ganeti's node daemon gives create for a one-disk, one-NIC KVM instance."""
+    return {
+        "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
+        "OS_API_VERSION": "20",
+        "OS_NAME": "gentoobootstrap",
+        "OS_VARIANT": "default",
+        "DEBUG_LEVEL": "0",
+        "INSTANCE_NAME": "bench.example.com",
+        "INSTANCE_OS": "gentoobootstrap+default",
+        "HYPERVISOR": "kvm",
+        "INSTANCE_BE_maxmem": "512",
+        "INSTANCE_BE_minmem": "512",
+        "INSTANCE_BE_vcpus": "1",
+        "INSTANCE_HV_root_path": root_path,
+        "INSTANCE_HV_serial_console": "True",
+        "DISK_COUNT": "1",
+        "DISK_0_PATH": str(disk),
+        "DISK_0_ACCESS": "rw",
+        "DISK_0_BACKEND_TYPE": "file:loop",
+        "DISK_0_SIZE": str(disk.stat().st_size // MIB),
+        "NIC_COUNT": "1",
+        "NIC_0_MAC": "aa:00:00:12:34:56",
+        "NIC_0_MODE": "bridged",
+        "NIC_0_LINK": "br0",
+        "NIC_0_BRIDGE": "br0",
+    }
 
-        def run() -> None:
-            status = cli.main("create", [], environ)
-            if status != 0:
-                raise SystemExit(f"create failed with status {status}")
 
-        return timed(run)
+def configure(conf: Path, mirror: Path, fs: str, layout: str) -> None:
+    """The variant create reads (the mirror, the cache, the layout) and the driver script."""
+    (conf / "variants").mkdir(parents=True, exist_ok=True)
+    (conf / "tmp").mkdir(exist_ok=True)
+    (conf / "variants.list").write_text("default\n")
+    (conf / "variants" / "default.conf").write_text(
+        f'MIRROR="{mirror.as_uri()}"\nVERIFY="checksum"\nCACHE_DIR="{conf / "cache"}"\n'
+        f'ARCH="{ARCH}"\nFILESYSTEM="{fs}"\nPARTITION_STYLE="{layout}"\n'
+        f'CUSTOMIZE_DIR="{conf / "hooks"}"\nCOPY_RESOLV_CONF="no"\n'
+    )
+    (conf / "driver.py").write_text(DRIVER.format(python=str(REPO / "python"), conf=str(conf)))
+
+
+def create(work: Path, disk_mib: int, conf: Path, fs: str, layout: str, mirror: Path) -> float:
+    configure(conf, mirror, fs, layout)
+    with sparse_disk(work, disk_mib) as image:
+        environ = ganeti_environ(image, LAYOUTS[layout][0])
+        argv = [sys.executable, str(conf / "driver.py")]
+
+        def install() -> None:
+            done = subprocess.run(argv, env=environ, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.stderr.write(done.stderr[-4000:])
+                raise SystemExit(f"create ({layout}) failed with status {done.returncode}")
+
+        return timed(install)
 
 
 # --- main ----------------------------------------------------------------------------
@@ -296,75 +457,89 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1200, help="unpacked stage size")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each (interleaved)")
     parser.add_argument(
-        "--partition-style",
-        default="none",
-        choices=("none", "msdos", "gpt"),
-        help="create's PARTITION_STYLE; none puts the filesystem on the whole device, as the "
-        "naive and raw runs do (on kernels that do not scan partition tables a partition is "
-        "a second loop device stacked on the first, which costs a flush of its own)",
+        "--layouts",
+        default="msdos,none",
+        help="create's PARTITION_STYLEs to measure, comma-separated: msdos (the default: root "
+        "on partition 1), gpt, none (the filesystem on the whole device, as naive and raw)",
+    )
+    parser.add_argument("--fs", default="ext4", choices=("ext2", "ext3", "ext4", "xfs", "btrfs"))
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a 32 MiB stage (xz -0), one round, in a throw-away workdir: checks the bench runs",
     )
     args = parser.parse_args()
+    layouts = args.layouts.split(",")
+    if not set(layouts) <= set(LAYOUTS) or len(set(layouts)) != len(layouts):
+        parser.error(f"--layouts: allowed values: {', '.join(LAYOUTS)}, each once")
+    if args.rounds < 1 or args.size_mib < 1:
+        parser.error("--rounds and --size-mib: allowed values: 1 or more")
     if os.geteuid() != 0:
         print("bench_create.py needs root (loop devices, mkfs, mount)", file=sys.stderr)
         return 2
-    work: Path = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    tarball = stage_tarball(work, args.size_mib << 20)
-    size = unpacked_size(tarball)
-    ratio = tarball.stat().st_size / size
-    print(f"stage: {tarball.stat().st_size / 1e6:.0f} MB xz, {size / 1e9:.2f} GB unpacked")
-    print(f"xz ratio {ratio:.2f} (a real amd64 stage3: about 0.22)")
+    if args.smoke:
+        work = Path(
+            tempfile.mkdtemp(prefix="gb-bench-smoke-", dir=os.environ.get("TMPDIR", "/var/tmp"))
+        )
+        try:
+            return bench(work, 32, 1, layouts, args.fs, preset="-0")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    return bench(args.workdir, args.size_mib, args.rounds, layouts, args.fs)
 
+
+def bench(
+    work: Path, size_mib: int, rounds: int, layouts: list[str], fs: str, preset: str = "-3"
+) -> int:
+    tarball = stage_tarball(work, size_mib * MIB, preset)
+    size = unpacked_size(tarball)
+    disk_mib = max(1024, size * 3 // MIB)
+    xz = tarball.stat().st_size
+    print(f"stage: {xz / 1e6:.0f} MB xz, {size / 1e9:.2f} GB unpacked, xz ratio {xz / size:.2f} "
+          f"(a real amd64 stage3: about 0.22)")  # fmt: skip
     start = time.monotonic()
-    sh("xz", "-dc", tarball, stdout=subprocess.DEVNULL)
+    run("xz", "-dc", tarball, stdout=subprocess.DEVNULL)
     seconds = time.monotonic() - start
     print(f"xz -dc alone: {seconds:.1f}s ({size / seconds / 1e6:.0f} MB/s unpacked)")
 
-    # A signed file:// mirror and a variant pointing at it; fill the cache as cron would.
-    conf = work / "conf"
-    (conf / "variants").mkdir(parents=True, exist_ok=True)
-    (conf / "variants.list").write_text("default\n")
-    with signing_key() as key:
-        mirror = work / "mirror"
-        sh("rm", "-rf", mirror)
-        build_mirror(mirror, tarball, key)
-        keyring = key.export(work / "keys.asc")
-    cache_dir = work / "cache"
-    sh("rm", "-rf", cache_dir)
-    (conf / "variants" / "default.conf").write_text(
-        f'MIRROR="{mirror.as_uri()}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\nARCH="amd64"\n'
-        f'PARTITION_STYLE="{args.partition_style}"\n'
-    )
-    paths.DEFAULTS_FILE = conf / "defaults"
-    paths.VARIANTS_DIR = conf / "variants"
-    paths.OS_PATH = conf
-    start = time.monotonic()
-    cached = stages.obtain(settings(mirror.as_uri(), cache_dir, keyring))
-    print(f"cache fill (copy, verify, recompress): {time.monotonic() - start:.1f}s -> "
-          f"{cached.name}, {cached.stat().st_size / 1e6:.0f} MB")  # fmt: skip
+    mirror, conf = work / "mirror", work / "conf"
+    shutil.rmtree(mirror, ignore_errors=True)
+    shutil.rmtree(conf, ignore_errors=True)
+    publish(mirror, tarball)
+    # The first create fills the cache as a cold node would (copy, verify, recompress, check).
+    seconds = create(work, disk_mib, conf, fs, layouts[0], mirror)
+    print(f"cold create ({layouts[0]}), filling the cache: {seconds:.1f}s")
 
-    results: dict[str, list[float]] = {"naive": [], "create": [], "raw": []}
-    for _ in range(args.rounds):
-        results["naive"].append(naive(work, tarball))
-        results["create"].append(create(work))
-        results["raw"].append(raw(work, size))
+    names = ["naive", "raw", *layouts]
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        results["naive"].append(naive(work, disk_mib, fs, tarball))
+        for layout in layouts:
+            results[layout].append(create(work, disk_mib, conf, fs, layout, mirror))
+        results["raw"].append(raw(work, disk_mib, size))
     # The median is what a node sees; the best run is what the hardware can do.
     median = {name: statistics.median(times) for name, times in results.items()}
     best = {name: min(times) for name, times in results.items()}
+    labels = {
+        "naive": f"naive tar xJpf onto {fs} (whole device)",
+        "raw": f"raw dd of {size / 1e9:.2f} GB (whole device)",
+        **{name: f"warm create, {name} ({LAYOUTS[name][1]})" for name in layouts},
+    }
     print()
-    print(f"{'':<34} {'median':>7} {'best':>7}   runs")
-    for name, label in (
-        ("naive", "naive tar xJpf of the .tar.xz"),
-        ("create", "warm-cache create, end to end"),
-        ("raw", f"dd of {size / 1e9:.2f} GB to the device"),
-    ):
+    print(f"{fs} on a {disk_mib} MiB sparse file, {rounds} round(s), page cache dropped each run")
+    print(f"{'':<46} {'median':>7} {'best':>7}   runs")
+    for name in names:
         runs = ", ".join(f"{t:.1f}" for t in results[name])
-        print(f"{label:<34} {median[name]:6.1f}s {best[name]:6.1f}s   {runs}")
+        print(f"{labels[name]:<46} {median[name]:6.1f}s {best[name]:6.1f}s   {runs}")
     print()
-    for kind, values in (("median", median), ("best", best)):
+    print(
+        f"{'create layout':<14} {'/ naive median':>15} {'best':>6} {'/ raw median':>13} {'best':>6}"
+    )
+    for name in layouts:
         print(
-            f"{kind:<6}  create / naive = {values['create'] / values['naive']:.2f} (target <= 0.5)"
-            f"   create / raw = {values['create'] / values['raw']:.2f} (target <= 1.5)"
+            f"{name:<14} {median[name] / median['naive']:15.2f} {best[name] / best['naive']:6.2f}"
+            f" {median[name] / median['raw']:13.2f} {best[name] / best['raw']:6.2f}"
         )
     return 0
 

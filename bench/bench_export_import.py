@@ -35,13 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 TAR = "--numeric-owner --xattrs --xattrs-include=*.* --acls"
 
+#: Runs an OS script in-process with the library and settings of this tree.
 DRIVER = """
-import os, sys
+import os, sys, tempfile
 from pathlib import Path
-sys.path[:0] = [{python!r}, {tests!r}]
-from support import osdef
-osdef.point_paths_at(Path({conf!r}))
-from gentoobootstrap import cli
+sys.path.insert(0, {python!r})
+from gentoobootstrap import cli, paths
+conf = Path({conf!r})
+paths.DEFAULTS_FILE, paths.VARIANTS_DIR, paths.OS_PATH = conf / "defaults", conf / "variants", conf
+tempfile.tempdir = str(conf / "tmp")
 sys.exit(cli.main(sys.argv[1], [], os.environ))
 """
 
@@ -54,6 +56,14 @@ def timed(command: str, env: dict[str, str] | None = None) -> float:
     start = time.monotonic()
     subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True, env=env)
     return time.monotonic() - start
+
+
+def released(image: Path, seconds: int = 60) -> None:
+    """Wait (bounded) until no loop device is attached to ``image`` any more."""
+    sh(
+        f"for i in $(seq {seconds * 10}); do losetup -j {image} | grep -q . || exit 0; "
+        f"sleep 0.1; done; echo {image} is still attached >&2; exit 1"
+    )
 
 
 def fill(root: Path, mib: int) -> None:
@@ -84,7 +94,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="bench-exim-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="bench-exim-", dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
         return bench(work, args.fs, args.mib, args.runs)
     finally:
@@ -100,7 +110,7 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     mnt = work / "mnt"
     mnt.mkdir()
     mkfs = {"xfs": "mkfs.xfs -q -f", "btrfs": "mkfs.btrfs -q -f"}.get(fs, f"mkfs.{fs} -q -F")
-    sh(f"{mkfs} {source}")
+    sh(f"{mkfs} {source} >/dev/null")
     sh(f"mount -o loop {source} {mnt}")
     try:
         fill(mnt, mib)
@@ -109,7 +119,8 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     finally:
         sh(f"umount {mnt}")
     # mount's autoclear loop device goes away asynchronously: wait, so the data is in the file.
-    sh(f"while losetup -j {source} | grep -q .; do sleep 0.1; done; sync")
+    released(source)
+    sh("sync")
     conf = work / "conf"
     (conf / "variants").mkdir(parents=True)
     (conf / "tmp").mkdir()
@@ -118,9 +129,7 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
         f'CACHE_DIR="{conf}/cache"\n'
     )
     driver = work / "driver.py"
-    driver.write_text(
-        DRIVER.format(python=str(REPO / "python"), tests=str(REPO / "tests"), conf=str(conf))
-    )
+    driver.write_text(DRIVER.format(python=str(REPO / "python"), conf=str(conf)))
     env = {
         "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
         "OS_API_VERSION": "20",
@@ -144,7 +153,7 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     )
     ours_export = f"{py} {driver} export | cat >/dev/null"
     tar_extract = (
-        f"{mkfs} {base} && mount -o loop {base} {mnt} && "
+        f"{mkfs} {base} >/dev/null && mount -o loop {base} {mnt} && "
         f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} "
         f"-C {mnt}; "
         f"s=$?; umount {mnt}; exit $s; }}"
@@ -170,6 +179,10 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
         ):
             seconds = timed(f"{command} 2>/dev/null", e)
             results[name] = min(seconds, results.get(name, seconds))
+            # The next run must not find the image still attached: XFS refuses to mount a
+            # second copy of a filesystem whose first is not yet gone.
+            for image in (source, base):
+                released(image)
     print(
         f"filesystem {fs}, {used / MIB:.0f} MiB used, stream {stream.stat().st_size / MIB:.0f} MiB"
     )

@@ -1,0 +1,52 @@
+"""The benchmarks still run: each once at its smallest size (their numbers are not checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    # The release tarball carries the tests but not the benchmarks.
+    pytest.mark.skipif(not BENCH.is_dir(), reason=f"no {BENCH} (a release tarball)"),
+]
+
+
+def _run(no_leaks: Path, *argv: str) -> str:
+    """Run a bench with its work below the test's directory; its stdout."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / argv[0]), *argv[1:]],
+        env={"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "TMPDIR": str(no_leaks)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert list(no_leaks.iterdir()) == [], "the bench left its workdir behind"
+    return done.stdout
+
+
+def test_bench_create_smoke(no_leaks: Path) -> None:
+    out = _run(no_leaks, "bench_create.py", "--smoke")
+    for line in (
+        "naive tar xJpf onto ext4 (whole device)",
+        "raw dd of",
+        "warm create, msdos (root on partition 1)",
+        "warm create, none (whole device)",
+        "create layout",
+    ):
+        assert line in out, out
+    ratios = [line.split() for line in out.splitlines() if line.startswith(("msdos ", "none "))]
+    assert [r[0] for r in ratios] == ["msdos", "none"], out
+    assert all(len(r) == 5 for r in ratios), out
+
+
+def test_bench_export_import_smallest(no_leaks: Path) -> None:
+    out = _run(no_leaks, "bench_export_import.py", "--mib", "16", "--runs", "1")
+    for line in ("our export", "our import", "export: ours/tar", "import: ours/tar"):
+        assert line in out, out
