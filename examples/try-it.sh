@@ -8,7 +8,8 @@
 #   ./configure --prefix=/usr --localstatedir=/var --sysconfdir=/etc
 # apply unless OS_DIR, CONF_DIR or SBINDIR say otherwise.  The image and its log go to
 # WORK (/var/tmp/gentoobootstrap-try).  The variant exists only while it runs: the
-# installed variants.list is put back as it was and variants/tryit.conf removed.
+# installed variants.list is put back as it was and variants/tryit.conf removed; its
+# stage is cached in WORK/cache, removed too, never in the node's cache.
 #
 # For the real thing (the newest official stage3) try the default variant instead:
 #   gentoobootstrap-try /var/tmp/disk.img --size 8G --name test.example.com
@@ -21,7 +22,13 @@ WORK=${WORK:-/var/tmp/gentoobootstrap-try}
 SIZE=${SIZE:-1G}
 NAME=${NAME:-try.example.com}
 
-mkdir -p "$WORK"
+[ -d "$WORK" ] || mkdir -m 0755 "$WORK"
+# Everything below is written as root into WORK: it must be root's and no one else's.
+case "$(stat -c %u:%A "$WORK")" in
+    0:d????-??-?) ;;
+    *) echo "ERROR: WORK=$WORK must be a directory of root's that only root can write" >&2
+       exit 1 ;;
+esac
 stage=$WORK/stage4-tryit.tar.xz
 tree=$WORK/stage-tree
 rm -rf "$tree"
@@ -67,6 +74,7 @@ cp -p "$list" "$saved"
 undo() {
     cat "$saved" > "$list"
     rm -f "$saved" "$conf"
+    rm -rf "$WORK/cache"
 }
 trap undo EXIT
 trap 'exit 130' INT TERM HUP
@@ -76,6 +84,7 @@ cat > "$conf" <<CONF
 $marker
 STAGE4_FILE="$stage"
 VERIFY="none"
+CACHE_DIR="$WORK/cache"
 SWAP="yes"
 SWAP_SIZE="64"
 CONF
