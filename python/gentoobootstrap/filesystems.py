@@ -29,6 +29,7 @@ class Filesystem:
     grow_online: bool = False
     new_uuid: tuple[str, ...] = ()  # + device: cheap, whatever the size of the tree
     seal: tuple[str, ...] = ()  # + device: run on a finished image (resize2fs wants it checked)
+    max_growth: int = 0  # an image grown more than this many times over is not used (0: any)
 
 
 #: Every filesystem (and swap) this project makes.  ext's ``tune2fs -U`` rewrites the
@@ -54,6 +55,9 @@ FILESYSTEMS = {
         grow=("xfs_growfs",),
         grow_online=True,
         new_uuid=("xfs_admin", "-U", "generate"),
+        # Growing keeps the image's allocation group size: a partition this many times
+        # bigger would get hundreds of small groups, so it is made and unpacked instead.
+        max_growth=64,
     ),
     # No tool copies a btrfs filesystem's used blocks to a device of another identity simply
     # (btrfs-image leaves the data out): it is always unpacked.

@@ -116,7 +116,6 @@ def _make(stage: Path, fstype: str, size: int, image: Path) -> None:
         directory = stack.enter_context(mounts.temporary_directory())
         stack.enter_context(mounts.mount(loop, directory, options=("nosuid", "nodev")))
         unpack.extract(stage, directory)
-        stack.pop_all().close()  # unmount and detach before sealing
     fs = filesystems.FILESYSTEMS[fstype]
     if fs.seal:
         with disks.attach(image) as loop:
@@ -150,6 +149,11 @@ def install(
         raise Unusable(
             f"the root partition ({size // layout.MIB} MiB) is smaller than the image "
             f"({length // layout.MIB} MiB)"
+        )
+    if fs.max_growth and size > length * fs.max_growth:
+        raise Unusable(
+            f"{fstype} grown {size // length}-fold would be left with too many small "
+            "allocation groups"
         )
     how = ""
     if disk_file is not None:
