@@ -7,15 +7,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sh
 from test_create import INSTALLED, run_create, sparse
+from test_create_faults import wait_for, write_slow_xz
 
 from gentoobootstrap import disks
-from support import osdef, stage
+from support import REPO, ganeti_environ, leaks, osdef, stage
 
 pytestmark = pytest.mark.root
 
@@ -209,3 +213,46 @@ def shared_bytes(file: Path) -> int:
 def image_data(image: Path) -> int:
     """Bytes the sparse image really holds."""
     return os.stat(image).st_blocks * 512
+
+
+def test_sigterm_while_the_image_is_made_leaves_no_image_and_nothing_attached(  # type: ignore[no-untyped-def]
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd, stages
+) -> None:
+    built = stages["openrc", "xz"]
+    disk = sparse(no_leaks / "disk.img", 320)
+    confdir = osdef.configure(no_leaks / "conf", stage4_file=built.tarball)
+    markers = no_leaks / "markers"
+    markers.mkdir()
+    write_slow_xz(no_leaks / "bin", markers)
+    env = ganeti_environ(disk, DEBUG_LEVEL="1")
+    env.update(
+        PATH=f"{no_leaks / 'bin'}:{env['PATH']}",
+        PYTHONPATH=f"{REPO / 'python'}:{REPO / 'tests'}",
+        TMPDIR=str(confdir / "tmp"),
+    )
+    logfile = no_leaks / "create.log"
+    with open(logfile, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "support.osdef", str(confdir)],
+            env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(markers / "started", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        pid_file = markers / "xz.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    log = logfile.read_text()
+    assert "Preparing the ext4 image" in log and "tar --extract" in log, log
+    assert leaks(no_leaks) == []
+    cache = confdir / "cache"
+    assert cached_images(cache) == [] and list((cache / "tmp").iterdir()) == []
+    # The next create makes the image and installs from it.
+    status, log = run_create(no_leaks, monkeypatch, disk, built.tarball, capfd)
+    assert status == 0 and FROM_IMAGE.search(log), log
+    assert len(cached_images(cache)) == 1
