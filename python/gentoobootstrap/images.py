@@ -71,7 +71,7 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
         raise Unusable(f"no tool writes only the used blocks of {fstype}")
     for tool in (fs.mkfs[0], fs.image_writer[0], *fs.grow[:1], *fs.new_uuid[:1], *fs.seal[:1]):
         if not runner.have_tool(tool):
-            raise Unusable(f"{tool} is not installed")
+            raise Unusable(f"{tool} is not installed ({runner.PACKAGES.get(tool, tool)})")
     if not stages.checked_members(stage, cache_dir):
         raise Unusable(f"{stage} is not a checked file of the cache {cache_dir}")
     content = unpack.unpacked_size(stage)
