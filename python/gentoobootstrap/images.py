@@ -74,10 +74,6 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
             raise Unusable(f"{tool} is not installed ({runner.PACKAGES.get(tool, tool)})")
     if not stages.checked_members(stage, cache_dir):
         raise Unusable(f"{stage} is not a checked file of the cache {cache_dir}")
-    content = unpack.unpacked_size(stage)
-    if content is None:
-        raise Unusable(f"{stage.name} does not tell its unpacked size")
-    size_mib = max(root_mib(content), layout.MIN_ROOT_MIB.get(fstype, 0))
     entry = cache.Entry(cache_dir, stage.parent)
     image = entry.path / _image_name(stage, fstype)
     with entry.locked():
@@ -86,12 +82,35 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
             raise Unusable(f"{stage.name} is no longer the cached stage")
         if _trusted(image):
             return image
+        content = unpack.unpacked_size(stage) or _stream_size(stage)
+        size_mib = max(root_mib(content), layout.MIN_ROOT_MIB.get(fstype, 0))
         with entry.workdir() as work:
             made = work / image.name
             with complete_step(f"Preparing the {fstype} image of {stage.name}"):
                 _make(stage, fstype, size_mib * layout.MIB, made)
             os.replace(made, image)
     return image
+
+
+def _stream_size(stage: Path) -> int:
+    """The bytes of the tar stream in ``stage``, counted by decompressing it (once per image,
+    for a stage whose format does not record them)."""
+    command = unpack.decompressor(unpack.compression(stage))
+    if command is None:
+        return stage.stat().st_size
+    total = 0
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb") as stream:
+        try:
+            with runner.spawn([*command, "-d", "-c", stage], stdout=write_end):
+                os.close(write_end)
+                write_end = -1
+                while chunk := stream.read(1 << 20):
+                    total += len(chunk)
+        finally:
+            if write_end >= 0:
+                os.close(write_end)
+    return total
 
 
 def _trusted(image: Path) -> bool:

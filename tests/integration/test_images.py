@@ -256,3 +256,26 @@ def test_sigterm_while_the_image_is_made_leaves_no_image_and_nothing_attached(  
     status, log = run_create(no_leaks, monkeypatch, disk, built.tarball, capfd)
     assert status == 0 and FROM_IMAGE.search(log), log
     assert len(cached_images(cache)) == 1
+
+
+def test_a_stage_that_does_not_record_its_size_gets_an_image_too(  # type: ignore[no-untyped-def]
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd, stages
+) -> None:
+    built = stages["openrc", "xz"]
+    # Compressed from a pipe, as many build scripts do: the frame has no content size.
+    piped = no_leaks / "piped.tar.zst"
+    tar = sh.tar.bake("--create", "--directory", str(built.tree), "--numeric-owner", "--xattrs")
+    with open(piped, "wb") as out:
+        sh.zstd(
+            "-q",
+            "-c",
+            _in=tar("--xattrs-include=*.*", "--acls", "--file=-", ".", _piped=True),
+            _out=out,
+        )
+    assert "Decompressed Size" not in str(sh.zstd("--list", "-v", str(piped)))
+    disk = sparse(no_leaks / "disk.img", 400)
+    status, log = run_create(no_leaks, monkeypatch, disk, piped, capfd)
+    assert status == 0 and FROM_IMAGE.search(log), log
+    root = root_of(disk)
+    with osdef.mounted(disk, no_leaks / "root", root["start"], root["size"]) as target:
+        assert stage.compare(built.tree, target, ignore=INSTALLED) == []
