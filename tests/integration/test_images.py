@@ -279,3 +279,31 @@ def test_a_stage_that_does_not_record_its_size_gets_an_image_too(  # type: ignor
     root = root_of(disk)
     with osdef.mounted(disk, no_leaks / "root", root["start"], root["size"]) as target:
         assert stage.compare(built.tree, target, ignore=INSTALLED) == []
+
+
+def test_an_image_others_could_write_or_a_link_in_its_place_is_made_again(  # type: ignore[no-untyped-def]
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd, stages
+) -> None:
+    built = stages["openrc", "xz"]
+    cache = no_leaks / "conf" / "cache"
+    status, log = run_create(
+        no_leaks, monkeypatch, sparse(no_leaks / "1.img", 320), built.tarball, capfd
+    )
+    assert status == 0, log
+    (image,) = cached_images(cache)
+    image.chmod(0o664)
+    status, log = run_create(
+        no_leaks, monkeypatch, sparse(no_leaks / "2.img", 320), built.tarball, capfd
+    )
+    assert status == 0 and "making it again" in log and "Preparing the ext4 image" in log, log
+    assert image.stat().st_mode & 0o777 == 0o644
+    # A link planted in its place points at a file of the node: never followed, never written.
+    canary = no_leaks / "canary"
+    canary.write_bytes(b"node file\n")
+    image.unlink()
+    image.symlink_to(canary)
+    status, log = run_create(
+        no_leaks, monkeypatch, sparse(no_leaks / "3.img", 320), built.tarball, capfd
+    )
+    assert status == 0 and "Preparing the ext4 image" in log and FROM_IMAGE.search(log), log
+    assert canary.read_bytes() == b"node file\n" and not image.is_symlink()
