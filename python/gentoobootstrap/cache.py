@@ -7,6 +7,7 @@ Layout::
         .lock                       flock'd while the entry is looked at or filled
         meta.json                   source URL, dated name, file, verified/checked times, mode
         stage3-amd64-openrc-20261122T170359Z.tar.zst
+      stage3-amd64-openrc-20261122T170359Z.tar.zst~ext4-….img   prepared image (images.py)
       stage4/… snapshot/…
       tmp/                          downloads in progress (removed on the way out)
 
@@ -17,7 +18,8 @@ unverified file.  Modes never come from the caller's umask: directories are
 group or others may write is not used.  The exclusive lock makes parallel creates wait for the one
 that fills the entry instead of downloading again.  The file a replaced entry
 held is kept for one more generation: a create that was handed it a moment
-before may still be unpacking it.
+before may still be unpacking it.  Files made from an entry's file (prepared
+filesystem images) are named after it and kept and removed with it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ DAY = 86400.0
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 PRIVATE_MODE = 0o700
+#: Between a file's name and what was made from it: ``stage.tar.zst~ext4-1a2b.img``.
+DERIVED = "~"
 
 
 def now() -> float:
@@ -157,7 +161,7 @@ class Entry:
         self._write(Meta(**{**asdict(meta), "previous": previous}))
         keep = {META, ".lock", meta.file, previous}
         for stale in self.path.iterdir():
-            if stale.name not in keep:
+            if stale.name not in keep and made_from(stale.name) not in keep:
                 log.info("%s: removing superseded %s", self.path, stale.name)
                 _remove(stale)
         return target
@@ -180,6 +184,16 @@ class Entry:
         for item in self.path.iterdir():
             if item.name != ".lock":
                 _remove(item)
+
+
+def derived_name(file: str, what: str) -> str:
+    """The name of a file made from the entry's ``file`` (a prepared image): it goes with it."""
+    return f"{file}{DERIVED}{what}"
+
+
+def made_from(name: str) -> str:
+    """The entry file the file ``name`` was made from ("" for one not made from another)."""
+    return name.rsplit(DERIVED, 1)[0] if DERIVED in name else ""
 
 
 def make_directory(path: Path, mode: int, root: Path) -> None:

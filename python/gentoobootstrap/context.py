@@ -32,3 +32,4 @@ class Context:
     stage: Optional[Path] = None  # the verified stage tarball to unpack
     snapshot: Optional[Path] = None  # the verified portage snapshot, if SNAPSHOT asks for one
     layout: Optional[Layout] = None  # the partitions planned for (or found on) the disk
+    root_image: Optional[Path] = None  # the prepared image the root filesystem came from

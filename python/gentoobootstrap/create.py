@@ -13,7 +13,18 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
-from gentoobootstrap import disks, filesystems, guest, hooks, layout, log, mounts, stages, unpack
+from gentoobootstrap import (
+    disks,
+    filesystems,
+    guest,
+    hooks,
+    images,
+    layout,
+    log,
+    mounts,
+    stages,
+    unpack,
+)
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import (
     CommandError,
@@ -29,10 +40,6 @@ from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-#: Root gets this much more than the stage holds unpacked (metadata, journal, logs).
-ROOT_HEADROOM = 1.1
-ROOT_EXTRA_MIB = 64
 
 
 def obtain_stage(ctx: Context) -> None:
@@ -74,9 +81,7 @@ def check_disk(ctx: Context) -> None:
 def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:
     """Plan the layout for ``ctx.disk``, its root big enough for ``content_bytes`` when known."""
     assert ctx.disk is not None
-    min_root = (
-        int(content_bytes * ROOT_HEADROOM) // layout.MIB + ROOT_EXTRA_MIB if content_bytes else 0
-    )
+    min_root = images.root_mib(content_bytes) if content_bytes else 0
     root_path = ctx.env.hv.get("root_path", "")
     ctx.layout = layout.plan(
         ctx.settings,
@@ -116,9 +121,48 @@ def _devices(ctx: Context) -> list[tuple[Partition, Path]]:
     ]
 
 
+def install_image(ctx: Context) -> None:
+    """The root filesystem from the stage's prepared image (see :mod:`images`), when it can be.
+
+    Otherwise (one line in the log says why) make_filesystems makes it and unpack_stage
+    unpacks the stage, as without images.  A separate /boot is always unpacked: the image
+    holds the stage's /boot in the root filesystem.
+    """
+    assert ctx.stage is not None and ctx.layout is not None and ctx.root_dev is not None
+    if not ctx.settings.prepared_images:
+        return
+    root = ctx.layout.root
+    try:
+        if ctx.layout.role("boot") is not None:
+            raise images.Unusable("the layout has a separate /boot")
+        image = images.prepared(ctx.stage, ctx.settings.cache_dir, root.fstype)
+        if ctx.layout.style != "none":
+            disks.wipe(ctx.root_dev)  # an old filesystem's signatures the image may not cover
+        source = ctx.env.disks[0].path
+        disk_file = source if source is not None and not disks.is_block_device(source) else None
+        flush = tuple(dict.fromkeys(d for d in (ctx.disk, ctx.root_dev) if d is not None))
+        how = images.install(
+            image, root.fstype, ctx.root_dev, size=root.size, disk_file=disk_file,
+            offset=root.start, flush=flush,
+        )  # fmt: skip
+    except images.Unusable as e:
+        logger.info("root: unpacking the stage (%s)", e)
+        return
+    except GentooBootstrapError as e:  # make_filesystems starts the root afresh
+        logger.warning("root: unpacking the stage (the prepared image failed: %s)", e)
+        return
+    ctx.root_image = image
+    uuid = filesystems.uuid_of(ctx.root_dev)
+    logger.info(
+        "root: %s on %s from %s (%s), UUID %s", root.fstype, ctx.root_dev, image.name, how, uuid
+    )
+
+
 def make_filesystems(ctx: Context) -> None:
     assert ctx.layout is not None
     for p, device in _devices(ctx):
+        if p.role == "root" and ctx.root_image is not None:
+            continue
         if ctx.layout.style != "none":
             disks.wipe(device)  # a new partition may start where an old filesystem did
         uuid = filesystems.make(device, p.fstype, p.role)
@@ -137,7 +181,12 @@ def mount_filesystems(ctx: Context) -> None:
 
 
 def unpack_stage(ctx: Context) -> None:
+    """The stage onto the mounted filesystems (or, from an image, root grown to its partition)."""
     assert ctx.stage is not None and ctx.target is not None
+    if ctx.root_image is not None:
+        assert ctx.layout is not None
+        images.grow_mounted(ctx.layout.root.fstype, ctx.target)
+        return
     try:
         unpack.extract(ctx.stage, ctx.target)
     except CommandError as e:
@@ -199,6 +248,7 @@ STEPS: tuple[Callable[[Context], None], ...] = (
     attach_disk,
     check_disk,
     partition_disk,
+    install_image,
     make_filesystems,
     mount_filesystems,
     unpack_stage,

@@ -4,26 +4,67 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import DiskError
 
 log = logging.getLogger(__name__)
 
-#: fs type -> mkfs argv before the device: quiet, no questions, overwrite old signatures.
-_MKFS = {
-    "ext2": ["mkfs.ext2", "-q", "-F", "-L"],
-    "ext3": ["mkfs.ext3", "-q", "-F", "-L"],
-    "ext4": ["mkfs.ext4", "-q", "-F", "-L"],
-    "xfs": ["mkfs.xfs", "-q", "-f", "-L"],
-    "btrfs": ["mkfs.btrfs", "-q", "-f", "-L"],
-    "swap": ["mkswap", "-L"],
+
+@dataclass(frozen=True)
+class Filesystem:
+    """What this project knows of one filesystem: how to make it and how to install an image.
+
+    The argv tuples stop before their operands, given where each is used.
+    """
+
+    mkfs: tuple[str, ...]  # + label, device: quiet, no questions, overwrite old signatures
+    label_max: int  # longest label it takes
+    #: + image, device: writes only the image's used blocks (None: no image is used).
+    image_writer: Optional[tuple[str, ...]] = None
+    grow: tuple[str, ...] = ()  # + the device (or, ``grow_online``, the mount point)
+    grow_online: bool = False
+    new_uuid: tuple[str, ...] = ()  # + device: cheap, whatever the size of the tree
+    seal: tuple[str, ...] = ()  # + device: run on a finished image (resize2fs wants it checked)
+    max_growth: int = 0  # an image grown more than this many times over is not used (0: any)
+
+
+#: Every filesystem (and swap) this project makes.  ext's ``tune2fs -U`` rewrites the
+#: metadata checksums of the small fresh tree; ``metadata_csum_seed`` would spare that but
+#: GRUB before 2.12 cannot read such a filesystem.  xfs_copy's own UUID change is skipped
+#: (-d) so that a cloned image and a copied one get their new UUID the same way.
+_EXT4 = Filesystem(
+    ("mkfs.ext4", "-q", "-F", "-L"),
+    16,
+    image_writer=("e2image", "-r", "-a"),
+    grow=("resize2fs",),
+    new_uuid=("tune2fs", "-U", "random"),
+    seal=("e2fsck", "-f", "-p"),
+)
+FILESYSTEMS = {
+    "ext2": replace(_EXT4, mkfs=("mkfs.ext2", "-q", "-F", "-L")),
+    "ext3": replace(_EXT4, mkfs=("mkfs.ext3", "-q", "-F", "-L")),
+    "ext4": _EXT4,
+    "xfs": Filesystem(
+        ("mkfs.xfs", "-q", "-f", "-L"),
+        12,
+        image_writer=("xfs_copy", "-d"),
+        grow=("xfs_growfs",),
+        grow_online=True,
+        new_uuid=("xfs_admin", "-U", "generate"),
+        # Growing keeps the image's allocation group size: a partition this many times
+        # bigger would get hundreds of small groups, so it is made and unpacked instead.
+        max_growth=64,
+    ),
+    # No tool copies a btrfs filesystem's used blocks to a device of another identity simply
+    # (btrfs-image leaves the data out): it is always unpacked.
+    "btrfs": Filesystem(("mkfs.btrfs", "-q", "-f", "-L"), 255),
+    "swap": Filesystem(("mkswap", "-L"), 15),
 }
-#: Longest label each filesystem takes (xfs: 12, ext: 16).
-_LABEL_MAX = {"xfs": 12, "ext2": 16, "ext3": 16, "ext4": 16, "btrfs": 255, "swap": 15}
-FSTYPES = tuple(_MKFS)
+FSTYPES = tuple(FILESYSTEMS)
 
 
 def make(device: Path, fstype: str, label: str) -> str:
@@ -31,9 +72,10 @@ def make(device: Path, fstype: str, label: str) -> str:
 
     A missing mkfs tool is a ToolNotFoundError naming the package to install.
     """
-    if fstype not in _MKFS:
+    if fstype not in FILESYSTEMS:
         raise ValueError(f"unknown filesystem {fstype!r}")
-    runner.run([*_MKFS[fstype], label[: _LABEL_MAX[fstype]], device])
+    fs = FILESYSTEMS[fstype]
+    runner.run([*fs.mkfs, label[: fs.label_max], device])
     return uuid_of(device)
 
 

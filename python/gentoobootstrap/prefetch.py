@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, config, log, paths, stages
+from gentoobootstrap import cache, config, images, log, paths, stages
 from gentoobootstrap.errors import GentooBootstrapError, Interrupted
 from gentoobootstrap.settings import Settings
 from gentoobootstrap.signals import interrupts_as_exceptions
@@ -85,9 +85,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def fetch(variant: str, settings: Settings) -> None:
-    """Fill the cache with ``variant``'s stage and snapshot."""
+    """Fill the cache with ``variant``'s stage, its image on FILESYSTEM, and snapshot."""
     stage = stages.obtain(settings)
     logger.info("%s: stage %s", variant, stage)
+    if settings.prepared_images:
+        try:
+            image = images.prepared(stage, settings.cache_dir, settings.filesystem)
+            logger.info("%s: %s image %s", variant, settings.filesystem, image)
+        except images.Unusable as e:
+            logger.info("%s: no prepared %s image (%s)", variant, settings.filesystem, e)
     snapshot = stages.obtain_snapshot(settings)
     if snapshot is not None:
         logger.info("%s: snapshot %s", variant, snapshot)
@@ -110,6 +116,10 @@ def listing(cache_dir: Path) -> str:
             f"verified {_when(meta.verified_at)}  checked {_when(meta.checked_at)}  "
             f"VERIFY={meta.verify}  {meta.source}"
         )
+        for image in sorted(entry.path.iterdir()):
+            if cache.made_from(image.name) == meta.file:
+                held = image.stat().st_blocks * 512 / 1e6  # sparse: what it really holds
+                lines.append(f"  {image.name}  {held:.1f} MB")
     return "\n".join(lines)
 
 

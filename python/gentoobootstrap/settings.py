@@ -172,6 +172,12 @@ class Settings:
     clean_cache: int = setting(
         "14", "days a cached stage is reused without asking the mirror", _count("days")
     )
+    prepared_images: bool = setting(
+        "yes",
+        "install the root filesystem from an image of the stage prepared once in CACHE_DIR "
+        "(no: always unpack the stage)",
+        YESNO,
+    )
     allow_older_stage: bool = setting(
         "no",
         "install a stage3 or latest snapshot older than the cached one (no: refuse a rollback)",

@@ -554,11 +554,13 @@ def test_prefetch_fills_lists_and_cleans(
     listed = capsys.readouterr().out
     assert f"stage3/amd64-openrc  {STAGE3}.tar.zst" in listed
     assert "snapshot/latest  gentoo-latest.tar.zst" in listed
+    assert f"  {STAGE3}.tar.zst~ext4-" in listed  # the prepared image of FILESYSTEM
     assert prefetch.main(["--clean", "--older-than", "1"]) == 0
     assert len(list(cache.entries(cache_dir))) == 2
     assert all(e.meta is not None for e in cache.entries(cache_dir))
     assert prefetch.main(["--clean"]) == 0
     assert all(e.meta is None for e in cache.entries(cache_dir))
+    assert not list(cache_dir.glob("*/*/*.img"))
     assert prefetch.main(["--variant", "nope"]) == 1
 
 

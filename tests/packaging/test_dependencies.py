@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pkgbuild import EBUILD_DIR, REPO, gentoo_package_exists, gentoo_tree, missing, release_ebuild
 
-from gentoobootstrap import runner
+from gentoobootstrap import filesystems, runner
 
 LIBRARY = REPO / "python" / "gentoobootstrap"
 #: Where Ganeti's node daemon finds programs (the tools are installed in CI).
@@ -29,7 +29,15 @@ LIVE_EBUILD = EBUILD_DIR / f"{EBUILD_DIR.name}-9999.ebuild"
 #: Tried first when installed (parallel decompressors), never required.
 PREFERRED_ALTERNATIVES = {"lbzip2", "pbzip2", "pigz"}
 #: Needed only for some settings: optfeature (Gentoo), Suggests (Debian).
-OPTIONAL_TOOLS = {"mkfs.xfs", "mkfs.btrfs", "restore", "catalyst"}
+OPTIONAL_TOOLS = {
+    "mkfs.xfs",
+    "xfs_admin",
+    "xfs_copy",
+    "xfs_growfs",
+    "mkfs.btrfs",
+    "restore",
+    "catalyst",
+}
 #: Runtime dependencies that are no program: the interpreter, its module, the keys.
 GENTOO_NON_TOOLS = {
     "dev-lang/python",
@@ -45,7 +53,8 @@ README_BUILD_TOOLS = {"autoconf", "automake", "make", "python3"}
 
 def tools_run_by_the_library() -> set[str]:
     """Programs the library runs: the first word of every argv list literal that is a
-    program on the node (``["tar", ...]``) and every name given to find_tool/have_tool."""
+    program on the node (``["tar", ...]``), every command of the filesystems' table, and
+    every name given to find_tool/have_tool."""
     tools: set[str] = set()
     for module in LIBRARY.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
@@ -65,6 +74,9 @@ def tools_run_by_the_library() -> set[str]:
                 and isinstance(node.args[0], ast.Constant)
             ):
                 tools.add(node.args[0].value)
+    for fs in filesystems.FILESYSTEMS.values():
+        commands = (fs.mkfs, fs.image_writer or (), fs.grow, fs.new_uuid, fs.seal)
+        tools.update(command[0] for command in commands if command)
     return tools - PREFERRED_ALTERNATIVES
 
 
