@@ -109,12 +109,19 @@ def plan(nics: Sequence[Nic], mode: str) -> list[Interface]:
     return interfaces
 
 
-def netifrc(interfaces: Sequence[Interface], mode: str) -> str:
-    """``/etc/conf.d/net`` for OpenRC's netifrc (entries of a setting one a line)."""
+def netifrc(interfaces: Sequence[Interface], mode: str, dhcp_module: str = "") -> str:
+    """``/etc/conf.d/net`` for OpenRC's netifrc (entries of a setting one a line).
+
+    ``dhcp_module`` (``dhcpcd``, ``dhclient``, ``pump``, ``udhcpc``) is named in
+    ``modules_IFACE`` of each DHCP interface: with several clients installed
+    netifrc would otherwise take whichever module it loads last.
+    """
     lines = [HEADER.format(mode=mode).rstrip("\n")]
     for i in interfaces:
         config = (["dhcp"] if i.dhcp else []) + list(i.addresses)
         lines.append(f'config_{i.name}="' + "\n".join(config) + '"')
+        if i.dhcp and dhcp_module:
+            lines.append(f'modules_{i.name}="{dhcp_module}"')
         if i.gateways:
             routes = "\n".join(f"default via {g}" for g in i.gateways)
             lines.append(f'routes_{i.name}="{routes}"')
