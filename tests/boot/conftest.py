@@ -34,6 +34,12 @@ def stage_tarball(node_kernel: kit.NodeKernel) -> Path:
     return kit.stage_tarball(node_kernel)
 
 
+@pytest.fixture(scope="session")
+def systemd_stage(node_kernel: kit.NodeKernel) -> Path:
+    """The test stage with real systemd, shaped like Gentoo's systemd stage3."""
+    return kit.systemd_stage_tarball(node_kernel)
+
+
 _boot_times: list[tuple[str, str]] = []
 
 
