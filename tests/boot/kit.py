@@ -1,4 +1,4 @@
-"""Build what the boot tests boot: a node kernel kit and a Gentoo-shaped test stage.
+"""Build what the boot tests boot: a node kernel kit and Gentoo-shaped test stages.
 
 Both come from Debian's packages (the archive apt already uses) and are cached
 under ``/var/cache/gentoobootstrap-tests/`` (``$GENTOOBOOTSTRAP_TEST_CACHE``) in a
@@ -13,6 +13,13 @@ inputs — so an edit rebuilds and a fresh CI machine builds from scratch.
   ``/etc/gentoo-release``, ``/etc/runlevels``) but keeping Debian's own rc so it
   boots, with the kit's kernel and initrd in ``/boot`` for the boot-from-disk
   scenario.  It is a tarball that the real ``create`` installs via ``STAGE4_FILE``.
+* The **systemd stage**: Debian's systemd as PID 1 (with udev, systemd-networkd,
+  openssh-server and iproute2) shaped like Gentoo's systemd stage3: no inittab, an
+  ``sshd.service`` that makes the host keys at its start, no host keys, an empty
+  ``/etc/machine-id``, root locked.
+* The **OpenRC stage**: sysvinit as PID 1 with Gentoo's inittab calling
+  ``/sbin/openrc``, Debian's OpenRC, busybox, and an ``sshd`` script that makes the
+  host keys (no netifrc: no archive CI reaches has it).
 """
 
 from __future__ import annotations
@@ -46,6 +53,49 @@ STAGE_NAME = "stage4-amd64-boottest.tar.zst"
 #: applies the .link files), networkd (part of Debian's systemd), sshd, ip.
 SYSTEMD_PACKAGES = ("systemd-sysv", "udev", "openssh-server", "iproute2", "e2fsprogs")
 SYSTEMD_STAGE_NAME = "stage4-amd64-systemd-boottest.tar.zst"
+
+#: Gentoo's OpenRC stage3 in Debian's packages: sysvinit as PID 1, busybox (its
+#: udhcpc), sshd, ip; then Debian's openrc, which takes sysv-rc's place (debootstrap
+#: itself would install both and fail on their conflict).
+OPENRC_PACKAGES = ("sysvinit-core", "busybox", "openssh-server", "iproute2", "e2fsprogs")
+OPENRC_STAGE_NAME = "stage4-amd64-openrc-boottest.tar.zst"
+
+#: Gentoo's inittab: sysvinit hands every runlevel to /sbin/openrc.
+GENTOO_INITTAB = """\
+id:3:initdefault:
+si::sysinit:/sbin/openrc sysinit
+rc::bootwait:/sbin/openrc boot
+l0:0:wait:/sbin/openrc shutdown
+l0s:0:wait:/sbin/halt -dhnp
+l1:1:wait:/sbin/openrc single
+l2:2:wait:/sbin/openrc nonetwork
+l3:3:wait:/sbin/openrc default
+l4:4:wait:/sbin/openrc default
+l5:5:wait:/sbin/openrc default
+l6:6:wait:/sbin/openrc reboot
+l6r:6:wait:/sbin/reboot -dkn
+su0:S:wait:/sbin/openrc single
+su1:S:wait:/sbin/sulogin
+c1:12345:respawn:/sbin/agetty 38400 tty1 linux
+"""
+
+#: An sshd service as Gentoo's: named sshd, host keys made before the start.  It
+#: only uses the network: the stage has no netifrc to provide one.
+SSHD_INITD = """\
+#!/sbin/openrc-run
+description="OpenSSH server daemon"
+command="/usr/sbin/sshd"
+pidfile="/run/sshd.pid"
+
+depend() {
+	use logger dns net
+}
+
+start_pre() {
+	checkpath -d -m 0755 /run/sshd
+	ssh-keygen -A
+}
+"""
 
 #: sshd.service as Gentoo's net-misc/openssh installs it: named sshd, host keys made
 #: at its start.  Debian's sshd keeps its privilege separation directory in /run/sshd.
@@ -283,6 +333,33 @@ def _shape_like_gentoo_systemd(root: Path, kernel: NodeKernel) -> None:
     _shape_common(root, kernel)
 
 
+def _shape_like_gentoo_openrc(root: Path, kernel: NodeKernel) -> None:
+    """Install Debian's OpenRC and make the userland look like Gentoo's OpenRC stage3."""
+    policy = root / "usr/sbin/policy-rc.d"  # no daemon starts in the chroot
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    sh("chroot", root, "apt-get", "install", "-y", "--no-install-recommends", "openrc", env=env)
+    policy.unlink()
+    (root / "etc/inittab").write_text(GENTOO_INITTAB + "\n" + GENTOO_SERIAL_LINES)
+    (root / "etc/conf.d").mkdir(exist_ok=True)
+    (root / "etc/conf.d/hostname").write_text(
+        '# Hostname fallback if /etc/hostname does not exist\nhostname="localhost"\n'
+    )
+    # Debian's ssh script and its runlevel links go: Gentoo's sshd takes its place,
+    # not enabled, as in a stage3.
+    for link in [*(root / "etc/runlevels").rglob("ssh"), *(root / "etc").glob("rc?.d/*ssh")]:
+        link.unlink()
+    (root / "etc/init.d/ssh").unlink()
+    (root / "etc/init.d/sshd").write_text(SSHD_INITD)
+    (root / "etc/init.d/sshd").chmod(0o755)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    shadow = root / "etc/shadow"
+    shadow.write_text(re.sub(r"(?m)^root:[^:]*:", "root:*:", shadow.read_text()))
+    _shape_common(root, kernel)
+
+
 def _shape_common(root: Path, kernel: NodeKernel) -> None:
     (root / "etc/hostname").write_text("localhost\n")
     (root / "etc/gentoo-release").write_text("Gentoo Base System release 2.17\n")
@@ -356,4 +433,11 @@ def systemd_stage_tarball(kernel: NodeKernel) -> Path:
     """The stage with real systemd, shaped like Gentoo's systemd stage3, built once and cached."""
     return _stage(
         kernel, "systemd-stage", SYSTEMD_STAGE_NAME, SYSTEMD_PACKAGES, _shape_like_gentoo_systemd
+    )
+
+
+def openrc_stage_tarball(kernel: NodeKernel) -> Path:
+    """The stage with sysvinit and Debian's OpenRC, shaped like Gentoo's OpenRC stage3."""
+    return _stage(
+        kernel, "openrc-stage", OPENRC_STAGE_NAME, OPENRC_PACKAGES, _shape_like_gentoo_openrc
     )

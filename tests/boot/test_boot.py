@@ -378,6 +378,38 @@ def test_systemd_instances_are_reachable(
     assert machine_ids[0] != machine_ids[1], "two instances share a machine-id"
 
 
+# -- real OpenRC (no netifrc): the console and sshd from the default runlevel -----------
+
+
+def test_openrc_instance_logs_in_and_starts_sshd(
+    make_instance: Callable[..., Instance],
+    node_kernel: kit.NodeKernel,
+    openrc_stage: Path,
+    ssh_key: tuple[Path, str],
+    record_property: RecordProperty,
+) -> None:
+    # NETWORK=none: the stage has no netifrc, so there is no network and no SSH login to try.
+    _, public = ssh_key
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    hashed = kit.sh("openssl", "passwd", "-6", password).strip()
+    instance = make_instance(node_kernel, stage=openrc_stage)
+    instance.create(OSP_SSH_KEY=public, OSP_ROOT_PASSWORD=hashed)
+    with qemu.boot(instance.disk, instance.workdir, kernel=node_kernel) as guest:
+        # The agetty line create put in Gentoo's inittab lets root in with the password.
+        record_property("boot_seconds", guest.login(HOST, password=password))
+        getty = guest.run("grep '^s0:' /etc/inittab")
+        guest.check("agetty -L 115200 ttyS0" in getty, f"inittab's serial line: {getty!r}")
+        name = guest.run("hostname")
+        guest.check(name == HOST, f"hostname is {name!r}, not {HOST!r}")
+        status = guest.run("rc-status default")
+        guest.check(
+            re.search(r"^\s*sshd\s.*started", status, re.M) is not None,
+            f"sshd did not start in the default runlevel:\n{status}",
+        )
+        keys = guest.run("ls /etc/ssh/ | grep '^ssh_host_.*_key$' || true")
+        guest.check("ssh_host_ed25519_key" in keys, f"sshd made no host keys: {keys!r}")
+
+
 # -- negative controls: the runner must notice a guest that does not let root in --------
 
 
