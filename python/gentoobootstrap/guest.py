@@ -222,25 +222,54 @@ def configure_network(root: GuestRoot, init: Init, nics: Sequence[Nic], mode: st
             raise GuestError(
                 f"NETWORK={mode} needs netifrc in the stage (/etc/init.d/net.lo is missing)"
             )
-        root.write_text("/etc/conf.d/net", network.netifrc(interfaces, mode))
+        dhcp = any(i.dhcp for i in interfaces)
+        client = _dhcp_client(root) if dhcp else None
+        root.write_text("/etc/conf.d/net", network.netifrc(interfaces, mode, client or ""))
         for i in interfaces:
             root.symlink(f"/etc/init.d/net.{i.name}", "net.lo")
             initsystem.enable(root, init, f"net.{i.name}")
-        if any(i.dhcp for i in interfaces) and not _has_dhcp_client(root):
+        if dhcp and client is None:
             log.warning(
-                "network: the stage has no DHCP client for netifrc (net-misc/dhcpcd); "
-                "DHCP interfaces stay down until one is installed"
+                "network: the stage has no DHCP client for netifrc (%s); "
+                "DHCP interfaces stay down until one is installed",
+                ", ".join(DHCP_CLIENTS),
             )
+        elif client is not None:
+            log.info("network: DHCP by netifrc's %s module", client)
     for i in interfaces:
         how = ", ".join((["dhcp"] if i.dhcp else []) + list(i.addresses))
         log.info("network: %s (%s): %s", i.name, i.mac or "no MAC", how)
 
 
-def _has_dhcp_client(root: GuestRoot) -> bool:
-    return any(
-        root.exists(p)
-        for p in ("/sbin/dhcpcd", "/usr/sbin/dhcpcd", "/usr/bin/dhcpcd", "/sbin/dhclient")
-    )
+#: netifrc's DHCP modules, preferred first (dhcpcd is Gentoo's default client), and the
+#: program each one needs; netifrc's udhcpc module runs busybox's applet.
+DHCP_CLIENTS = {
+    "dhcpcd": ("/sbin/dhcpcd", "/usr/sbin/dhcpcd", "/usr/bin/dhcpcd"),
+    "dhclient": ("/sbin/dhclient", "/usr/sbin/dhclient", "/usr/bin/dhclient"),
+    "pump": ("/sbin/pump", "/usr/sbin/pump", "/usr/bin/pump"),
+    "udhcpc": ("/bin/busybox",),
+}
+UDHCPC_LINKS = ("/sbin/udhcpc", "/usr/sbin/udhcpc", "/bin/udhcpc", "/usr/bin/udhcpc")
+
+
+def _dhcp_client(root: GuestRoot) -> Optional[str]:
+    """The netifrc DHCP module the stage has the client of (preferred first), or None."""
+    for module, programs in DHCP_CLIENTS.items():
+        has_program = any(root.is_file(p) for p in programs)
+        if has_program and (module != "udhcpc" or _busybox_has_udhcpc(root)):
+            return module
+    return None
+
+
+def _busybox_has_udhcpc(root: GuestRoot) -> bool:
+    """An ``udhcpc`` link, or the name in /bin/busybox's applet table (read, never run)."""
+    if any(root.exists(p) for p in UDHCPC_LINKS):
+        return True
+    try:
+        busybox = root.read_bytes("/bin/busybox") or b""
+    except GuestError:  # bigger than any busybox: not one
+        return False
+    return b"\0udhcpc\0" in busybox
 
 
 # -- the rest ----------------------------------------------------------------------------------

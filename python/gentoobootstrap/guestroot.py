@@ -367,6 +367,12 @@ class GuestRoot:
 
     def read_text(self, path: str) -> Optional[str]:
         """The file's text, or None when it does not exist; anything but a file is an error."""
+        data = self.read_bytes(path)
+        return None if data is None else data.decode(errors="surrogateescape")
+
+    def read_bytes(self, path: str) -> Optional[bytes]:
+        """The file's bytes, or None when it does not exist; anything but a regular file of
+        at most :data:`MAX_TEXT` bytes is an error."""
         with self._root("read", path) as rootfd:
             try:
                 fd = _resolve(rootfd, path)
@@ -382,7 +388,7 @@ class GuestRoot:
                     data = f.read(MAX_TEXT + 1)
         if len(data) > MAX_TEXT:
             raise GuestError(f"the guest's {path} is too big (more than {MAX_TEXT} bytes)")
-        return data.decode(errors="surrogateescape")
+        return data
 
     def listdir(self, path: str) -> list[str]:
         """The names in directory ``path``, sorted (none when it does not exist)."""

@@ -41,6 +41,7 @@ _SAFE = {
     "address": re.compile(r"[0-9a-f.:]+/[0-9]{1,3}"),
     "gateway": re.compile(r"[0-9a-f.:]+"),
     "NETWORK mode": re.compile(r"[a-z]+"),
+    "DHCP module": re.compile(r"[a-z]+"),
 }
 
 
@@ -136,13 +137,20 @@ def plan(nics: Sequence[Nic], mode: str) -> list[Interface]:
     return interfaces
 
 
-def netifrc(interfaces: Sequence[Interface], mode: str) -> str:
-    """``/etc/conf.d/net`` for OpenRC's netifrc (entries of a setting one a line)."""
+def netifrc(interfaces: Sequence[Interface], mode: str, dhcp_module: str = "") -> str:
+    """``/etc/conf.d/net`` for OpenRC's netifrc (entries of a setting one a line).
+
+    ``dhcp_module`` (``dhcpcd``, ``dhclient``, ``pump``, ``udhcpc``) is named in
+    ``modules_IFACE`` of each DHCP interface: with several clients installed
+    netifrc would otherwise take whichever module it loads last.
+    """
     lines = [HEADER.format(mode=_safe("NETWORK mode", mode)).rstrip("\n")]
     for i in interfaces:
         name = _safe("interface name", i.name)
         config = (["dhcp"] if i.dhcp else []) + [_safe("address", a) for a in i.addresses]
         lines.append(f'config_{name}="' + "\n".join(config) + '"')
+        if i.dhcp and dhcp_module:
+            lines.append(f'modules_{name}="{_safe("DHCP module", dhcp_module)}"')
         if i.gateways:
             routes = "\n".join(f"default via {_safe('gateway', g)}" for g in i.gateways)
             lines.append(f'routes_{name}="{routes}"')

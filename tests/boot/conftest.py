@@ -34,6 +34,18 @@ def stage_tarball(node_kernel: kit.NodeKernel) -> Path:
     return kit.stage_tarball(node_kernel)
 
 
+@pytest.fixture(scope="session")
+def systemd_stage(node_kernel: kit.NodeKernel) -> Path:
+    """The test stage with real systemd, shaped like Gentoo's systemd stage3."""
+    return kit.systemd_stage_tarball(node_kernel)
+
+
+@pytest.fixture(scope="session")
+def openrc_stage(node_kernel: kit.NodeKernel) -> Path:
+    """The test stage with sysvinit and Debian's OpenRC, shaped like Gentoo's OpenRC stage3."""
+    return kit.openrc_stage_tarball(node_kernel)
+
+
 _boot_times: list[tuple[str, str]] = []
 
 

@@ -1,4 +1,4 @@
-"""Build what the boot tests boot: a node kernel kit and a Gentoo-shaped test stage.
+"""Build what the boot tests boot: a node kernel kit and Gentoo-shaped test stages.
 
 Both come from Debian's packages (the archive apt already uses) and are cached
 under ``/var/cache/gentoobootstrap-tests/`` (``$GENTOOBOOTSTRAP_TEST_CACHE``) in a
@@ -13,6 +13,13 @@ inputs — so an edit rebuilds and a fresh CI machine builds from scratch.
   ``/etc/gentoo-release``, ``/etc/runlevels``) but keeping Debian's own rc so it
   boots, with the kit's kernel and initrd in ``/boot`` for the boot-from-disk
   scenario.  It is a tarball that the real ``create`` installs via ``STAGE4_FILE``.
+* The **systemd stage**: Debian's systemd as PID 1 (with udev, systemd-networkd,
+  openssh-server and iproute2) shaped like Gentoo's systemd stage3: no inittab, an
+  ``sshd.service`` that makes the host keys at its start, no host keys, an empty
+  ``/etc/machine-id``, root locked.
+* The **OpenRC stage**: sysvinit as PID 1 with Gentoo's inittab calling
+  ``/sbin/openrc``, Debian's OpenRC, busybox, and an ``sshd`` script that makes the
+  host keys (no netifrc: no archive CI reaches has it).
 """
 
 from __future__ import annotations
@@ -34,13 +41,80 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("GENTOOBOOTSTRAP_TEST_CACHE", "/var/cache/gentoobootstrap-tests"))
 
-#: The modules the initrd loads (with their dependencies) before mounting root.
-MODULES = ("virtio_pci", "virtio_blk", "ext4", "xfs", "btrfs")
+#: The modules the initrd loads (with their dependencies) before mounting root; the
+#: stages have no modules of the node kernel, so the NIC's driver is loaded here too.
+MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "xfs", "btrfs")
 SUITE = "bookworm"
 #: sysvinit is the init Gentoo's OpenRC stages share the inittab format with;
 #: the filesystem tools let Debian's checkroot fsck every root we test.
 STAGE_PACKAGES = ("sysvinit-core", "util-linux", "e2fsprogs", "xfsprogs", "btrfs-progs")
 STAGE_NAME = "stage4-amd64-boottest.tar.zst"
+#: Gentoo's systemd stage3 in Debian's packages: systemd as /sbin/init, udev (which
+#: applies the .link files), networkd (part of Debian's systemd), sshd, ip.
+SYSTEMD_PACKAGES = ("systemd-sysv", "udev", "openssh-server", "iproute2", "e2fsprogs")
+SYSTEMD_STAGE_NAME = "stage4-amd64-systemd-boottest.tar.zst"
+
+#: Gentoo's OpenRC stage3 in Debian's packages: sysvinit as PID 1, busybox (its
+#: udhcpc), sshd, ip; then Debian's openrc, which takes sysv-rc's place (debootstrap
+#: itself would install both and fail on their conflict).
+OPENRC_PACKAGES = ("sysvinit-core", "busybox", "openssh-server", "iproute2", "e2fsprogs")
+OPENRC_STAGE_NAME = "stage4-amd64-openrc-boottest.tar.zst"
+
+#: Gentoo's inittab: sysvinit hands every runlevel to /sbin/openrc.
+GENTOO_INITTAB = """\
+id:3:initdefault:
+si::sysinit:/sbin/openrc sysinit
+rc::bootwait:/sbin/openrc boot
+l0:0:wait:/sbin/openrc shutdown
+l0s:0:wait:/sbin/halt -dhnp
+l1:1:wait:/sbin/openrc single
+l2:2:wait:/sbin/openrc nonetwork
+l3:3:wait:/sbin/openrc default
+l4:4:wait:/sbin/openrc default
+l5:5:wait:/sbin/openrc default
+l6:6:wait:/sbin/openrc reboot
+l6r:6:wait:/sbin/reboot -dkn
+su0:S:wait:/sbin/openrc single
+su1:S:wait:/sbin/sulogin
+c1:12345:respawn:/sbin/agetty 38400 tty1 linux
+"""
+
+#: An sshd service as Gentoo's: named sshd, host keys made before the start.  It
+#: only uses the network: the stage has no netifrc to provide one.
+SSHD_INITD = """\
+#!/sbin/openrc-run
+description="OpenSSH server daemon"
+command="/usr/sbin/sshd"
+pidfile="/run/sshd.pid"
+
+depend() {
+	use logger dns net
+}
+
+start_pre() {
+	checkpath -d -m 0755 /run/sshd
+	ssh-keygen -A
+}
+"""
+
+#: sshd.service as Gentoo's net-misc/openssh installs it: named sshd, host keys made
+#: at its start.  Debian's sshd keeps its privilege separation directory in /run/sshd.
+SSHD_SERVICE = """\
+[Unit]
+Description=OpenSSH server daemon
+After=network.target
+
+[Service]
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStart=/usr/sbin/sshd -D -e
+ExecReload=/bin/kill -HUP $MAINPID
+KillMode=process
+Restart=on-failure
+RuntimeDirectory=sshd
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 #: Gentoo's inittab serial lines (sys-apps/sysvinit's gentoo inittab), commented as shipped.
 GENTOO_SERIAL_LINES = """\
@@ -229,10 +303,66 @@ def _shape_like_gentoo(root: Path, kernel: NodeKernel) -> None:
     (root / "etc/conf.d/hostname").write_text(
         '# Hostname fallback if /etc/hostname does not exist\nhostname="localhost"\n'
     )
-    (root / "etc/hostname").write_text("localhost\n")
-    (root / "etc/gentoo-release").write_text("Gentoo Base System release 2.17\n")
     for level in ("sysinit", "boot", "default", "shutdown"):
         (root / "etc/runlevels" / level).mkdir(parents=True, exist_ok=True)
+    _shape_common(root, kernel)
+
+
+def _shape_like_gentoo_systemd(root: Path, kernel: NodeKernel) -> None:
+    """Make the Debian systemd userland look like Gentoo's systemd stage3."""
+    (root / "etc/inittab").unlink(missing_ok=True)
+    units = root / "usr/lib/systemd/system"
+    # Debian's ssh.service (alias sshd.service, enabled by its postinst) and socket go:
+    # Gentoo's sshd.service takes their place, not enabled, as in a stage3.
+    for unit in ("ssh.service", "ssh.socket", "ssh@.service", "rescue-ssh.target"):
+        (units / unit).unlink(missing_ok=True)
+    for link in (root / "etc/systemd/system").rglob("ssh*"):
+        link.unlink()
+    # Its SysV script too, or systemd's generator would make a unit of it.
+    for script in (root / "etc").glob("rc?.d/[SK][0-9][0-9]ssh"):
+        script.unlink()
+    (root / "etc/init.d/ssh").unlink()
+    (units / "sshd.service").write_text(SSHD_SERVICE)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    # Gentoo's stage3 has its locale settled; without it systemd-firstboot would ask on
+    # the console at the first boot (the empty machine-id makes it one).
+    (root / "etc/locale.conf").write_text("LANG=C.UTF-8\n")
+    shadow = root / "etc/shadow"
+    shadow.write_text(re.sub(r"(?m)^root:[^:]*:", "root:*:", shadow.read_text()))
+    _shape_common(root, kernel)
+
+
+def _shape_like_gentoo_openrc(root: Path, kernel: NodeKernel) -> None:
+    """Install Debian's OpenRC and make the userland look like Gentoo's OpenRC stage3."""
+    policy = root / "usr/sbin/policy-rc.d"  # no daemon starts in the chroot
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    sh("chroot", root, "apt-get", "install", "-y", "--no-install-recommends", "openrc", env=env)
+    policy.unlink()
+    (root / "etc/inittab").write_text(GENTOO_INITTAB + "\n" + GENTOO_SERIAL_LINES)
+    (root / "etc/conf.d").mkdir(exist_ok=True)
+    (root / "etc/conf.d/hostname").write_text(
+        '# Hostname fallback if /etc/hostname does not exist\nhostname="localhost"\n'
+    )
+    # Debian's ssh script and its runlevel links go: Gentoo's sshd takes its place,
+    # not enabled, as in a stage3.
+    for link in [*(root / "etc/runlevels").rglob("ssh"), *(root / "etc").glob("rc?.d/*ssh")]:
+        link.unlink()
+    (root / "etc/init.d/ssh").unlink()
+    (root / "etc/init.d/sshd").write_text(SSHD_INITD)
+    (root / "etc/init.d/sshd").chmod(0o755)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    shadow = root / "etc/shadow"
+    shadow.write_text(re.sub(r"(?m)^root:[^:]*:", "root:*:", shadow.read_text()))
+    _shape_common(root, kernel)
+
+
+def _shape_common(root: Path, kernel: NodeKernel) -> None:
+    (root / "etc/hostname").write_text("localhost\n")
+    (root / "etc/gentoo-release").write_text("Gentoo Base System release 2.17\n")
     (root / "etc/machine-id").write_text("")
     # The guest's own kernel (sys-kernel/gentoo-kernel-bin names) for booting from disk.
     shutil.copy2(kernel.vmlinuz, root / f"boot/vmlinuz-{kernel.version}")
@@ -247,7 +377,12 @@ def _shape_like_gentoo(root: Path, kernel: NodeKernel) -> None:
                 path.unlink()
 
 
-def _build_stage(kernel: NodeKernel, mirror: str, out: Path) -> None:
+Shape = Callable[[Path, NodeKernel], None]
+
+
+def _build_stage(
+    kernel: NodeKernel, mirror: str, packages: tuple[str, ...], shape: Shape, out: Path, name: str
+) -> None:
     root = out / "root"
     debs = CACHE / "debootstrap-debs"  # reused by rebuilds after a recipe change
     debs.mkdir(exist_ok=True)
@@ -256,18 +391,18 @@ def _build_stage(kernel: NodeKernel, mirror: str, out: Path) -> None:
         "debootstrap",
         "--variant=minbase",
         f"--cache-dir={debs}",
-        f"--include={','.join(STAGE_PACKAGES)}",
+        f"--include={','.join(packages)}",
         SUITE,
         root,
         mirror,
     )
-    _shape_like_gentoo(root, kernel)
+    shape(root, kernel)
     packed = time.monotonic()
     sh(
         "tar",
         "-C", root,
         "--numeric-owner", "--xattrs", "--xattrs-include=*.*",
-        "--use-compress-program=zstd -T0 -6", "-cf", out / STAGE_NAME,
+        "--use-compress-program=zstd -T0 -6", "-cf", out / name,
         ".",
     )  # fmt: skip
     shutil.rmtree(root)
@@ -277,9 +412,32 @@ def _build_stage(kernel: NodeKernel, mirror: str, out: Path) -> None:
     )
 
 
+def _stage(
+    kernel: NodeKernel, cache_name: str, name: str, packages: tuple[str, ...], shape: Shape
+) -> Path:
+    """Stage tarball ``name`` (``packages`` debootstrapped, then ``shape``d), cached."""
+    mirror = debian_mirror()
+    inputs = (SUITE, mirror, *packages, kernel.version, kernel.initrd.parent.name)
+    built = cached(
+        cache_name, inputs, lambda out: _build_stage(kernel, mirror, packages, shape, out, name)
+    )
+    return built / name
+
+
 def stage_tarball(kernel: NodeKernel) -> Path:
     """The Gentoo-shaped Debian stage tarball (for ``STAGE4_FILE``), built once and cached."""
-    mirror = debian_mirror()
-    inputs = (SUITE, mirror, *STAGE_PACKAGES, kernel.version, kernel.initrd.parent.name)
-    stage = cached("stage", inputs, lambda out: _build_stage(kernel, mirror, out))
-    return stage / STAGE_NAME
+    return _stage(kernel, "stage", STAGE_NAME, STAGE_PACKAGES, _shape_like_gentoo)
+
+
+def systemd_stage_tarball(kernel: NodeKernel) -> Path:
+    """The stage with real systemd, shaped like Gentoo's systemd stage3, built once and cached."""
+    return _stage(
+        kernel, "systemd-stage", SYSTEMD_STAGE_NAME, SYSTEMD_PACKAGES, _shape_like_gentoo_systemd
+    )
+
+
+def openrc_stage_tarball(kernel: NodeKernel) -> Path:
+    """The stage with sysvinit and Debian's OpenRC, shaped like Gentoo's OpenRC stage3."""
+    return _stage(
+        kernel, "openrc-stage", OPENRC_STAGE_NAME, OPENRC_PACKAGES, _shape_like_gentoo_openrc
+    )

@@ -6,6 +6,10 @@ wait is bounded and watches the output (no fixed sleeps); the messages of an
 early failure — maintenance shell, kernel panic, unmountable root — fail at
 once.  qemu always runs with ``-snapshot`` (the disk is never written) and is
 always killed by PID when the boot ends, however it ends.
+
+A guest may get a NIC on qemu's user networking with ``restrict=on``: it reaches
+nothing beyond qemu's own DHCP server (10.0.2.x), and the node reaches its SSH
+port through a forward from ``127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,6 +47,8 @@ _FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
 LOGIN_TIMEOUT = float(os.environ.get("BOOT_LOGIN_TIMEOUT", "180"))
 COMMAND_TIMEOUT = 60.0
 RUNLEVEL_TO_LOGIN = 30.0
+#: How long after the login prompt sshd may take to answer (host keys made under TCG).
+SSH_TIMEOUT = 120.0
 
 
 def qemu_binary() -> Optional[str]:
@@ -60,8 +67,15 @@ class BootFailed(AssertionError):
 class Guest:
     """A running qemu: read its serial console, log in, run commands."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], logfile: Path, log: IO[bytes]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        logfile: Path,
+        log: IO[bytes],
+        ssh_port: Optional[int] = None,
+    ) -> None:
         self.proc = proc
+        self.ssh_port = ssh_port
         self.logfile = logfile
         self._log = log
         self._buf = bytearray()
@@ -129,8 +143,10 @@ class Guest:
 
     # -- what the tests do ---------------------------------------------------------------
 
-    def login(self, hostname: str, timeout: float = LOGIN_TIMEOUT) -> float:
-        """Wait for ``HOSTNAME login:``, log in as root without a password; return the boot time.
+    def login(
+        self, hostname: str, timeout: float = LOGIN_TIMEOUT, password: Optional[str] = None
+    ) -> float:
+        """Wait for ``HOSTNAME login:``, log in as root (with ``password``); return the boot time.
 
         Once init has entered its runlevel a getty has :data:`RUNLEVEL_TO_LOGIN` seconds
         to show its prompt, so a guest without a serial getty fails without the full wait.
@@ -152,6 +168,9 @@ class Guest:
         if shown != hostname:
             raise self._fail(f"the login prompt names {shown!r}, expected {hostname!r}")
         self.send("root\n")
+        if password is not None:
+            self.expect("Password:", COMMAND_TIMEOUT, "password prompt")
+            self.send(password + "\n")
         # A shell prompt ends the output ("root@inst1:~# "); "Password:" fails in expect.
         self.expect(re.compile(rb"[#$] \Z"), COMMAND_TIMEOUT, "root shell prompt")
         # No echo, and no kernel messages interleaving with command output.
@@ -180,6 +199,58 @@ class Guest:
             raise self._fail(f"{command!r} failed in the guest (status {status}): {out}")
         return out.strip()
 
+    def ssh(self, key: Path, command: str, timeout: float = SSH_TIMEOUT) -> str:
+        """Run ``command`` as root over SSH with ``key``; retried (bounded) until sshd answers.
+
+        Between tries the runner waits for the guest's console (at most a second), so
+        it keeps reading the serial log and notices a guest that stopped.
+        """
+        if self.ssh_port is None:
+            raise RuntimeError("the guest was booted without a NIC")
+        argv = [
+            "ssh", "-i", str(key), "-p", str(self.ssh_port),
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=20", "root@127.0.0.1", command,
+        ]  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proc = subprocess.run(
+                    argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                    timeout=COMMAND_TIMEOUT,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise self._fail(f"ssh {command!r} hung for {COMMAND_TIMEOUT:.0f} s") from None
+            if proc.returncode == 0:
+                return proc.stdout.strip()
+            error = proc.stderr.strip()
+            if proc.returncode != 255:
+                raise self._fail(f"{command!r} failed over SSH (status {proc.returncode}): {error}")
+            if "Permission denied" in error:
+                raise self._fail(f"sshd refused root's key: {error}")
+            if time.monotonic() >= deadline:
+                raise self._fail(f"no SSH login as root within {timeout:.0f} s: {error}")
+            self._read(min(deadline, time.monotonic() + 1))
+
+    def check(self, condition: bool, reason: str) -> None:
+        """Fail with the serial log's tail unless ``condition``."""
+        if not condition:
+            raise self._fail(reason)
+
+
+@contextmanager
+def _reserved_port() -> Iterator[int]:
+    """A free port on 127.0.0.1, held (bound, not listening) until the boot ends.
+
+    While it is held no other boot picks it; qemu's forward binds it beside this
+    socket (both with SO_REUSEADDR, only qemu listens).
+    """
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
 
 def _drive(path: Path) -> str:
     return "file=" + str(path).replace(",", ",,") + ",if=virtio,format=raw"
@@ -193,11 +264,14 @@ def boot(
     kernel: Optional[NodeKernel] = None,
     append: str = "root=/dev/vda1 ro",
     memory_mib: int = 512,
+    nic_mac: Optional[str] = None,
 ) -> Iterator[Guest]:
     """Boot ``disk`` (read-only: ``-snapshot``) from a node kernel or from its own boot loader.
 
     With ``kernel`` it is Ganeti KVM's ``kernel_path`` mode (``append`` plus the
-    serial console and ``panic=1``); without, the BIOS boots the disk.  The serial
+    serial console and ``panic=1``); without, the BIOS boots the disk.  With
+    ``nic_mac`` the guest has a virtio NIC with that MAC on restricted user
+    networking, its port 22 forwarded from ``127.0.0.1:Guest.ssh_port``.  The serial
     log is ``workdir/serial.log``, qemu's own messages ``workdir/qemu.log``.
     """
     qemu = qemu_binary()
@@ -212,13 +286,17 @@ def boot(
     if kernel is not None:
         argv += ["-kernel", str(kernel.vmlinuz), "-initrd", str(kernel.initrd)]
         argv += ["-append", f"{append} console=ttyS0,115200 panic=1"]
-    logfile = workdir / "serial.log"
-    with open(logfile, "wb") as log, open(workdir / "qemu.log", "wb") as errors:
+    logfile, qemu_log = workdir / "serial.log", workdir / "qemu.log"
+    with _reserved_port() as port, open(logfile, "wb") as log, open(qemu_log, "wb") as errors:
+        if nic_mac is not None:
+            forward = f"hostfwd=tcp:127.0.0.1:{port}-:22"
+            argv += ["-netdev", f"user,id=net0,restrict=on,{forward}"]
+            argv += ["-device", f"virtio-net-pci,netdev=net0,mac={nic_mac}"]
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, cwd=workdir
         )
         try:
-            yield Guest(proc, logfile, log)
+            yield Guest(proc, logfile, log, port if nic_mac is not None else None)
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)

@@ -4,11 +4,14 @@ Every scenario drives the installed OS definition exactly as Ganeti does (a
 variant file, the OS-interface environment), installs the bootable test stage
 through ``STAGE4_FILE``, boots the disk and logs in as root on the serial
 console to check the hostname, the root filesystem and its partition, swap and
-``/boot``.  The negative controls prove the runner notices a broken guest.
+``/boot``.  On the stage with real systemd, instances with a NIC are reached as
+an admin would: the console, the network ``create`` configured, SSH with a key.
+The negative controls prove the runner notices a broken guest.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -121,6 +124,7 @@ def make_instance(
         disk_mib: int = DISK_MIB,
         hooks: tuple[Path, ...] = (),
         name: str = "",
+        stage: Optional[Path] = None,
     ) -> Instance:
         variant = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"boot-{request.node.name}{name}").strip("-")
         hooks_dir = tmp_path / f"hooks{name}"
@@ -131,7 +135,7 @@ def make_instance(
         installed_os.add_variant(
             variant,
             {
-                "STAGE4_FILE": str(stage_tarball),
+                "STAGE4_FILE": str(stage or stage_tarball),
                 "CUSTOMIZE_DIR": str(hooks_dir),
                 **(settings or {}),
             },
@@ -274,6 +278,136 @@ def test_boots_after_export_and_import_onto_a_larger_disk(
         assert int(guest.run("lsblk -bno SIZE /dev/vda1")) > DISK_MIB * 2**20
 
     target.boot(record_property, Expect(fstype="xfs"), restored)
+
+
+# -- real systemd, a NIC: the console, the network and SSH ------------------------------
+
+#: The first NIC's MAC as Ganeti gives it (support.ganeti_environ).
+MAC = "aa:00:00:12:34:56"
+#: A Ganeti network shaped like qemu's user networking (slirp's own defaults).
+SLIRP_NETWORK = {
+    "NIC_0_IP": "10.0.2.15",
+    "NIC_0_NETWORK_NAME": "slirp",
+    "NIC_0_NETWORK_SUBNET": "10.0.2.0/24",
+    "NIC_0_NETWORK_GATEWAY": "10.0.2.2",
+}
+
+
+@pytest.fixture
+def ssh_key(tmp_path: Path) -> tuple[Path, str]:
+    """A throw-away SSH key pair: the private key's path and the public key line."""
+    key = tmp_path / "id_ed25519"
+    kit.sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", key)
+    return key, key.with_name("id_ed25519.pub").read_text().strip()
+
+
+def settled(guest: qemu.Guest, run: Callable[[str], str]) -> None:
+    """Wait until systemd has finished booting; every unit must have started."""
+    state = run("systemctl is-system-running --wait || true")
+    failed = "" if state == "running" else run("systemctl --failed --no-legend --plain || true")
+    guest.check(state == "running", f"systemd is {state!r}, failed units: {failed}")
+
+
+def check_nic(guest: qemu.Guest, run: Callable[[str], str], proto: str) -> None:
+    """The NIC with Ganeti's MAC is eth0, with 10.0.2.15/24 from ``proto`` (static or dhcp).
+
+    A static address comes with the default route via the network's gateway; qemu's
+    DHCP server offers no router in restricted mode, so a lease brings none.
+    """
+    links = run("ip -o link show")
+    names = [ln.split(":")[1].strip() for ln in links.splitlines() if f"link/ether {MAC}" in ln]
+    guest.check(names == ["eth0"], f"the NIC with MAC {MAC} is {names}, not eth0:\n{links}")
+    address = run("ip -o -4 addr show dev eth0")
+    guest.check("inet 10.0.2.15/24" in address, f"eth0 lacks 10.0.2.15/24: {address!r}")
+    guest.check(
+        ("dynamic" in address) == (proto == "dhcp"), f"eth0's address is not {proto}: {address}"
+    )
+    if proto == "static":
+        route = run("ip -4 route show default")
+        guest.check(
+            route.startswith("default via 10.0.2.2 dev eth0 proto static"),
+            f"no static default route via 10.0.2.2 on eth0: {route!r}",
+        )
+
+
+def test_systemd_instances_are_reachable(
+    make_instance: Callable[..., Instance],
+    node_kernel: kit.NodeKernel,
+    systemd_stage: Path,
+    ssh_key: tuple[Path, str],
+    record_property: RecordProperty,
+    tmp_path: Path,
+) -> None:
+    key, public = ssh_key
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    hashed = kit.sh("openssl", "passwd", "-6", password).strip()
+    machine_ids = []
+
+    # A static address from the Ganeti network; root's password a crypt hash, and a key.
+    static = make_instance(node_kernel, stage=systemd_stage, name="-static")
+    static.create(OSP_NETWORK="ganeti", OSP_SSH_KEY=public, OSP_ROOT_PASSWORD=hashed,
+                  **SLIRP_NETWORK)  # fmt: skip
+    (tmp_path / "static").mkdir()
+    with qemu.boot(static.disk, tmp_path / "static", kernel=node_kernel, nic_mac=MAC) as guest:
+        # serial-getty@ttyS0 (enabled by create) lets root in with the password.
+        record_property("boot_seconds", guest.login(HOST, password=password))
+        settled(guest, guest.run)
+        enabled = guest.run("systemctl is-enabled serial-getty@ttyS0.service")
+        guest.check(enabled == "enabled", f"serial-getty@ttyS0 is {enabled!r}")
+        check_nic(guest, guest.run, "static")
+        fqdn = guest.ssh(key, "hostname -f")
+        guest.check(fqdn == FQDN, f"hostname -f over SSH gives {fqdn!r}, not {FQDN!r}")
+        machine_ids.append(guest.ssh(key, "cat /etc/machine-id"))
+
+    # DHCP from qemu's server; a key and the default password: root is locked.
+    dhcp = make_instance(node_kernel, stage=systemd_stage, name="-dhcp")
+    dhcp.create(OSP_NETWORK="dhcp", OSP_SSH_KEY=public)
+    (tmp_path / "dhcp").mkdir()
+    with qemu.boot(dhcp.disk, tmp_path / "dhcp", kernel=node_kernel, nic_mac=MAC) as guest:
+        with pytest.raises(qemu.BootFailed, match="refused the root login"):
+            guest.login(HOST, password="")
+        record_property("boot_seconds", guest.login_seconds)
+        ssh = functools.partial(guest.ssh, key)
+        settled(guest, ssh)
+        check_nic(guest, ssh, "dhcp")
+        fqdn = ssh("hostname -f")
+        guest.check(fqdn == FQDN, f"hostname -f over SSH gives {fqdn!r}, not {FQDN!r}")
+        machine_ids.append(ssh("cat /etc/machine-id"))
+
+    assert all(re.fullmatch(r"[0-9a-f]{32}", m) for m in machine_ids), machine_ids
+    assert machine_ids[0] != machine_ids[1], "two instances share a machine-id"
+
+
+# -- real OpenRC (no netifrc): the console and sshd from the default runlevel -----------
+
+
+def test_openrc_instance_logs_in_and_starts_sshd(
+    make_instance: Callable[..., Instance],
+    node_kernel: kit.NodeKernel,
+    openrc_stage: Path,
+    ssh_key: tuple[Path, str],
+    record_property: RecordProperty,
+) -> None:
+    # NETWORK=none: the stage has no netifrc, so there is no network and no SSH login to try.
+    _, public = ssh_key
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    hashed = kit.sh("openssl", "passwd", "-6", password).strip()
+    instance = make_instance(node_kernel, stage=openrc_stage)
+    instance.create(OSP_SSH_KEY=public, OSP_ROOT_PASSWORD=hashed)
+    with qemu.boot(instance.disk, instance.workdir, kernel=node_kernel) as guest:
+        # The agetty line create put in Gentoo's inittab lets root in with the password.
+        record_property("boot_seconds", guest.login(HOST, password=password))
+        getty = guest.run("grep '^s0:' /etc/inittab")
+        guest.check("agetty -L 115200 ttyS0" in getty, f"inittab's serial line: {getty!r}")
+        name = guest.run("hostname")
+        guest.check(name == HOST, f"hostname is {name!r}, not {HOST!r}")
+        status = guest.run("rc-status default")
+        guest.check(
+            re.search(r"^\s*sshd\s.*started", status, re.M) is not None,
+            f"sshd did not start in the default runlevel:\n{status}",
+        )
+        keys = guest.run("ls /etc/ssh/ | grep '^ssh_host_.*_key$' || true")
+        guest.check("ssh_host_ed25519_key" in keys, f"sshd made no host keys: {keys!r}")
 
 
 # -- negative controls: the runner must notice a guest that does not let root in --------

@@ -107,6 +107,24 @@ def test_a_root_password_prompt_fails(tmp_path: Path) -> None:
             guest.login("inst1")
 
 
+def test_a_refused_password_fails(tmp_path: Path) -> None:
+    refused = "Password: \\r\\n\\r\\nLogin incorrect\\r\\n"
+    with console(tmp_path, BOOT + "inst1 login: ", refused) as guest:  # noqa: SIM117
+        with pytest.raises(qemu.BootFailed, match="refused the root login"):
+            guest.login("inst1", password="wrong")
+
+
+def test_ssh_retries_until_its_bound_and_fails_with_the_log(tmp_path: Path) -> None:
+    # Nothing listens on the reserved port: every try is refused until the bound.
+    with qemu._reserved_port() as port, console(tmp_path, BOOT) as guest:
+        guest.ssh_port = port
+        started = time.monotonic()
+        with pytest.raises(qemu.BootFailed, match="no SSH login as root within 2 s") as failed:
+            guest.ssh(tmp_path / "no-key", "true", timeout=2)
+        assert 2 <= time.monotonic() - started < 30
+        assert "Entering runlevel" in str(failed.value)  # the serial log's tail
+
+
 def test_no_getty_after_the_runlevel_fails_without_the_full_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

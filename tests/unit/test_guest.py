@@ -285,6 +285,78 @@ def test_dhcp_without_a_client_warns(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert "no DHCP client" in caplog.text
 
 
+#: A busybox's applet table is its applets' names, each ended by a NUL.
+BUSYBOX = b"\x7fELF...\0[\0[[\0acpid\0udhcpc\0udhcpd\0unzip\0..."
+
+
+def _busybox(top: Path, applets: bytes = BUSYBOX) -> None:
+    (top / "bin").mkdir(exist_ok=True)
+    (top / "bin/busybox").write_bytes(applets)
+    (top / "bin/busybox").chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("clients", "module"),
+    [
+        (["dhcpcd", "dhclient", "busybox"], "dhcpcd"),  # Gentoo's default first
+        (["dhclient", "busybox"], "dhclient"),
+        (["pump"], "pump"),
+        (["busybox"], "udhcpc"),  # a stage3: @system's busybox, no dhcpcd
+        (["busybox without the applet", "udhcpc link"], "udhcpc"),
+    ],
+)
+def test_dhcp_uses_the_client_the_stage_has(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clients: list[str], module: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    top = openrc_tree(tmp_path / "root", dhcp_client=False)
+    for client in clients:
+        if client == "busybox":
+            _busybox(top)
+        elif client == "busybox without the applet":
+            _busybox(top, b"\x7fELF...\0acpid\0udhcpd\0...")
+        elif client == "udhcpc link":
+            os.symlink("/bin/busybox", top / "sbin/udhcpc")
+        else:
+            (top / "usr/sbin").mkdir(parents=True, exist_ok=True)
+            (top / "usr/sbin" / client).write_text(client)
+            (top / "usr/sbin" / client).chmod(0o755)
+    guest.configure_guest(make_ctx(tmp_path, top, Settings(network="ganeti"), **NICS))
+    net = (top / "etc/conf.d/net").read_text()
+    # NIC 0 is static: no DHCP module; NIC 1 has DHCP through the stage's client.
+    assert "modules_eth0" not in net
+    assert f'config_eth1="dhcp"\nmodules_eth1="{module}"\n' in net
+    assert "no DHCP client" not in caplog.text
+    assert f"DHCP by netifrc's {module} module" in caplog.text
+
+
+@pytest.mark.parametrize("busybox", [None, b"\x7fELF...\0acpid\0udhcpd\0..."])
+def test_busybox_without_udhcpc_is_no_dhcp_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, busybox: bytes | None
+) -> None:
+    top = openrc_tree(tmp_path / "root", dhcp_client=False)
+    if busybox is not None:
+        _busybox(top, busybox)
+    else:  # an udhcpc link is no client without the busybox netifrc runs
+        os.symlink("/bin/busybox", top / "sbin/udhcpc")
+    guest.configure_guest(make_ctx(tmp_path, top, Settings(network="dhcp")))
+    assert "modules_eth0" not in (top / "etc/conf.d/net").read_text()
+    assert "no DHCP client for netifrc (dhcpcd, dhclient, pump, udhcpc)" in caplog.text
+
+
+def test_static_only_looks_for_no_dhcp_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    top = openrc_tree(tmp_path / "root", dhcp_client=False)
+    nic0 = {k: v for k, v in NICS.items() if k.startswith("NIC_0_")}
+    guest.configure_guest(
+        make_ctx(tmp_path, top, Settings(network="ganeti"), NIC_COUNT="1", **nic0)
+    )
+    assert "modules_" not in (top / "etc/conf.d/net").read_text()
+    assert "DHCP" not in caplog.text
+
+
 def test_keys_without_sshd(tmp_path: Path) -> None:
     top = systemd_tree(tmp_path / "root")
     (top / "usr/lib/systemd/system/sshd.service").unlink()

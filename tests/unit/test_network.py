@@ -112,6 +112,17 @@ def test_renderings() -> None:
     ]
 
 
+def test_netifrc_names_the_dhcp_module_of_dhcp_interfaces_only() -> None:
+    static = Interface("eth0", MAC, False, ("192.0.2.10/24",), ("192.0.2.1",))
+    dhcp = Interface("eth1", "", True)
+    assert network.netifrc([static, dhcp], "ganeti", "udhcpc").splitlines()[1:] == [
+        'config_eth0="192.0.2.10/24"',
+        'routes_eth0="default via 192.0.2.1"',
+        'config_eth1="dhcp"',
+        'modules_eth1="udhcpc"',
+    ]
+
+
 @pytest.mark.parametrize(
     ("nic", "variable"),
     [
