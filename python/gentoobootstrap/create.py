@@ -90,7 +90,7 @@ def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:
         maxmem_mib=ctx.env.maxmem_mib,
         min_root_mib=min_root,
     )
-    if ctx.layout.style == "none" and layout.root_partition_number(root_path):
+    if ctx.layout.style == "none" and layout.first_disk_partition(root_path):
         logger.warning(
             "INSTANCE_HV_root_path=%s names a partition but PARTITION_STYLE=none puts root on "
             "the whole disk: set the instance's root_path to the disk (e.g. /dev/vda)",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, config, images, log, paths, stages
+from gentoobootstrap import cache, config, images, log, stages
 from gentoobootstrap.errors import GentooBootstrapError, Interrupted
 from gentoobootstrap.settings import Settings
 from gentoobootstrap.signals import interrupts_as_exceptions
@@ -47,15 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def listed_variants(variants_list: Optional[Path] = None) -> list[str]:
-    variants_list = variants_list or paths.OS_PATH / "variants.list"
-    try:
-        lines = variants_list.read_text().splitlines()
-    except FileNotFoundError:
-        return ["default"]
-    return [v.strip() for v in lines if v.strip() and not v.strip().startswith("#")]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.older_than is not None and not args.clean:
@@ -63,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.setup(args.debug)
     with interrupts_as_exceptions():
         try:
-            variants = args.variant or listed_variants()
+            variants = args.variant or config.listed_variants()
             all_settings = [config.load(variant) for variant in variants]
             cache_dirs = sorted({s.cache_dir for s in all_settings})
             if args.list:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from gentoobootstrap import paths
+from gentoobootstrap.filesystems import ROOT_FILESYSTEMS
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ def _text(raw: str) -> str:
 TEXT = Kind("text", _text)
 YESNO = Kind("yes | no", _yesno)
 MIB = _count("MiB")
-FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
 def setting(default: str, help: str, kind: Kind = TEXT) -> Any:
@@ -195,7 +195,7 @@ class Settings:
         "", "swap size in MiB; empty: the instance's maxmem", _count("MiB", optional=True)
     )
     filesystem: str = setting(
-        "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*FILESYSTEMS)
+        "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*ROOT_FILESYSTEMS)
     )
     grow_root: bool = setting(
         "yes",

@@ -43,13 +43,6 @@ from gentoobootstrap.verification import Keyring
 log = logging.getLogger(__name__)
 
 _RELATIVE_PATH = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
-#: Compressed tarball suffix → the command that writes its tar stream to stdout.
-_DECOMPRESS = {
-    ".xz": ["xz", "-dc", "-T0"],
-    ".bz2": ["bzip2", "-dc"],
-    ".gz": ["gzip", "-dc"],
-    ".zst": ["zstd", "-dcq"],
-}
 
 
 def obtain(settings: Settings) -> Path:
@@ -441,7 +434,7 @@ def _store(
     signed_at: float = 0.0,
 ) -> Path:
     """Put the verified ``tarball`` into the cache entry, in its fast form if ``recompress``."""
-    fast = fast_form(tarball) if recompress else tarball
+    fast = unpack.fast_form(tarball) if recompress else tarball
     # Checked once here, not on every create: the cached file never changes.
     try:
         members = unpack.check_members(fast)
@@ -467,43 +460,6 @@ def checked_members(tarball: Path, cache_dir: Path) -> Optional[int]:
     if meta is None or meta.file != tarball.name or meta.members <= 0:
         return None
     return meta.members
-
-
-def fast_form(tarball: Path) -> Path:
-    """``tarball`` recompressed with zstd beside it (the same tar stream), if zstd is here."""
-    suffix = tarball.suffix
-    if suffix == ".zst" or suffix not in _DECOMPRESS or not runner.have_tool("zstd"):
-        return tarball
-    fast = tarball.with_name(tarball.name.removesuffix(suffix) + ".zst")
-    compress = ["zstd", "-q", "-T0", "-c"]
-    size = _xz_unpacked_size(tarball) if suffix == ".xz" else None
-    if size is not None:  # recorded in the frame: create sizes the disk without decompressing
-        compress.append(f"--stream-size={size}")
-    with complete_step(f"Recompressing {tarball.name} for fast unpacking"), open(fast, "wb") as out:
-        read_end, write_end = os.pipe()
-        try:
-            with runner.spawn([*_DECOMPRESS[suffix], tarball], stdout=write_end):
-                os.close(write_end)  # the children hold the pipe: a dying one stops the other
-                write_end = -1
-                with runner.spawn(compress, stdin=read_end, stdout=out):
-                    os.close(read_end)
-                    read_end = -1
-        finally:
-            for fd in (read_end, write_end):
-                if fd >= 0:
-                    os.close(fd)
-        out.flush()
-        os.fsync(out.fileno())
-    tarball.unlink()
-    return fast
-
-
-def _xz_unpacked_size(tarball: Path) -> Optional[int]:
-    for line in runner.output(["xz", "--robot", "--list", tarball]).splitlines():
-        fields = line.split("\t")
-        if fields[0] == "totals" and fields[4].isdigit():
-            return int(fields[4])
-    return None
 
 
 def _usable(entry: cache.Entry, settings: Settings) -> Optional[cache.Meta]:

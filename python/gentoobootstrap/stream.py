@@ -35,6 +35,7 @@ from typing import Optional
 
 from gentoobootstrap.errors import StreamError
 from gentoobootstrap.log import printable
+from gentoobootstrap.unpack import TAR_EXTRACT_OPTIONS, TAR_FAITHFUL, compression_of
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +47,6 @@ KEYWORD = "GENTOOBOOTSTRAP."
 END_MAGIC = b"GENTOOBOOTSTRAP-END 1\n"
 #: dump(8)'s record magic (NFS_MAGIC) at byte 24 of the first record, either byte order.
 DUMP_MAGIC = (60012).to_bytes(4, "little"), (60012).to_bytes(4, "big")
-#: Compressed streams, told apart so the error can say what was given.
-_COMPRESSED = (
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"BZh", "bzip2"),
-    (b"\x1f\x8b", "gzip"),
-)
-
-#: GNU tar's options that keep everything the unpack keeps, both ways.
-TAR_COMMON = (
-    "--numeric-owner",
-    "--xattrs",
-    "--xattrs-include=*.*",
-    # XFS shows root its internal copy of ACLs as trusted.SGI_ACL_*: never carry it.
-    "--xattrs-exclude=trusted.SGI_ACL_*",
-    "--acls",
-)
 TAR_CREATE = (
     "--format=posix",
     # 128 KiB records instead of 10 KiB: fewer, larger writes through the pump.
@@ -70,9 +54,9 @@ TAR_CREATE = (
     "--sparse",
     # atime and ctime would add a pax header to every member, for nothing.
     "--pax-option=delete=atime,delete=ctime",
-    *TAR_COMMON,
+    *TAR_FAITHFUL,
 )
-TAR_EXTRACT = ("--same-owner", "--preserve-permissions", "--read-full-records", *TAR_COMMON)
+TAR_EXTRACT = (*TAR_EXTRACT_OPTIONS, "--read-full-records")
 
 
 @dataclass(frozen=True)
@@ -172,12 +156,12 @@ def read_head(fd: int) -> Head:
         return Head("gentoobootstrap", block, ours)
     if len(block) >= 28 and block[24:28] in DUMP_MAGIC:
         return Head("dump", block)
-    for magic, kind in _COMPRESSED:
-        if block.startswith(magic):
-            raise StreamError(
-                f"the stream is {kind}-compressed: import takes the uncompressed export "
-                "stream (Ganeti's --transport-compression is undone before import)"
-            )
+    kind = compression_of(block)
+    if kind != "none":
+        raise StreamError(
+            f"the stream is {kind}-compressed: import takes the uncompressed export "
+            "stream (Ganeti's --transport-compression is undone before import)"
+        )
     raise StreamError(
         "the stream is neither an export of this OS (a tar archive), a tar archive nor a "
         "dump(8) stream"

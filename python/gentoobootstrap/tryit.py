@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Optional, TextIO
 
-from gentoobootstrap import disks, filesystems, mounts, paths, runner
+from gentoobootstrap import disks, filesystems, instancedisk, mounts, paths, runner
 from gentoobootstrap.errors import DiskError, GentooBootstrapError, Interrupted
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
@@ -267,14 +267,11 @@ def describe(disk: Path) -> str:
                 f"  {where}: start {p.start >> 20} MiB, size {p.size >> 20} MiB, "
                 f"{fstype}, label {label or '-'}, UUID {uuid_}"
             )
-            if label == "root" or (root is None and fstype not in ("-", "swap")):
+            if label == "root" or (root is None and fstype in filesystems.ROOT_FILESYSTEMS):
                 root = (node, fstype)
         if root is not None:
             target = stack.enter_context(mounts.temporary_directory())
-            options = ["ro", "nosuid", "nodev", "noexec"] + (
-                ["norecovery"] if root[1] == "xfs" else []
-            )
-            stack.enter_context(mounts.mount(root[0], target, options=options))
+            instancedisk.mount_readonly(stack, root[0], target, root[1])
             lines.append("/etc/fstab:")
             text = GuestRoot(target).read_text("/etc/fstab") or "(none)\n"
             lines += [
