@@ -99,17 +99,9 @@ def _stream_size(stage: Path) -> int:
     if command is None:
         return stage.stat().st_size
     total = 0
-    read_end, write_end = os.pipe()
-    with open(read_end, "rb") as stream:
-        try:
-            with runner.spawn([*command, "-d", "-c", stage], stdout=write_end):
-                os.close(write_end)
-                write_end = -1
-                while chunk := stream.read(1 << 20):
-                    total += len(chunk)
-        finally:
-            if write_end >= 0:
-                os.close(write_end)
+    with runner.reading_from([*command, "-d", "-c", stage]) as read_end:
+        while chunk := os.read(read_end, 1 << 20):
+            total += len(chunk)
     return total
 
 

@@ -289,3 +289,42 @@ def spawn(
         if returncode != 0:
             errfile.seek(0)
             raise CommandError(args, returncode, errfile.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def reading_from(argv: Sequence[Union[str, Path]], **kwargs: Any) -> Iterator[int]:
+    """:func:`spawn` ``argv`` with its stdout on a pipe; yield the pipe's end to read.
+
+    Only the child holds the other end: when it dies, the reader sees the end of the data.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        with spawn(argv, stdout=write_fd, **kwargs):
+            os.close(write_fd)
+            write_fd = -1
+            yield read_fd
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+@contextlib.contextmanager
+def writing_to(argv: Sequence[Union[str, Path]], **kwargs: Any) -> Iterator[int]:
+    """:func:`spawn` ``argv`` with its stdin on a pipe; yield the pipe's end to write.
+
+    That end is closed when the body ends, so the child sees the end of its input before it
+    is waited for; when the child dies, writing fails with BrokenPipeError.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        with spawn(argv, stdin=read_fd, **kwargs):
+            os.close(read_fd)
+            read_fd = -1
+            yield write_fd
+            os.close(write_fd)
+            write_fd = -1
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)

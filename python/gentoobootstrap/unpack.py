@@ -118,18 +118,8 @@ def fast_form(tarball: Path) -> Path:
     if size is not None:  # recorded in the frame: create sizes the disk without decompressing
         compress.append(f"--stream-size={size}")
     with complete_step(f"Recompressing {tarball.name} for fast unpacking"), open(fast, "wb") as out:
-        read_end, write_end = os.pipe()
-        try:
-            with runner.spawn([*decompress, "-d", "-c", tarball], stdout=write_end):
-                os.close(write_end)  # the children hold the pipe: a dying one stops the other
-                write_end = -1
-                with runner.spawn(compress, stdin=read_end, stdout=out):
-                    os.close(read_end)
-                    read_end = -1
-        finally:
-            for fd in (read_end, write_end):
-                if fd >= 0:
-                    os.close(fd)
+        with runner.reading_from([*decompress, "-d", "-c", tarball]) as tar_stream:
+            runner.run(compress, stdin=tar_stream, stdout=out)
         out.flush()
         os.fsync(out.fileno())
     tarball.unlink()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import disks, filesystems, layout, mounts, runner, unpack
+from gentoobootstrap import disks, filesystems, layout, mounts, resources, runner, unpack
 from gentoobootstrap.errors import (
     CommandError,
     DiskError,
@@ -396,10 +396,10 @@ def test_release_logs_only_while_failing(caplog) -> None:  # type: ignore[no-unt
         raise DiskError("stuck")
 
     with caplog.at_level(logging.ERROR):
-        disks.release("thing", boom, failing=True)
+        resources.release("thing", boom, failing=True)
     assert "could not release thing: stuck" in caplog.text
     with pytest.raises(DiskError), contextlib.suppress(KeyError):
-        disks.release("thing", boom, failing=False)
+        resources.release("thing", boom, failing=False)
 
 
 def test_an_interrupted_release_is_finished_then_the_interrupt_goes_on(caplog) -> None:  # type: ignore[no-untyped-def]
@@ -411,7 +411,7 @@ def test_an_interrupted_release_is_finished_then_the_interrupt_goes_on(caplog) -
             raise Interrupted(15, "SIGTERM")
 
     with caplog.at_level(logging.WARNING), pytest.raises(Interrupted):
-        disks.release("the mount on /x", umount, failing=False)
+        resources.release("the mount on /x", umount, failing=False)
     assert len(calls) == 2
     assert "interrupted while releasing the mount on /x" in caplog.text
 
