@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from gentoobootstrap import (
+    cache,
     disks,
     filesystems,
     guest,
@@ -59,8 +60,9 @@ def check_stage(ctx: Context) -> None:
     """No member of the stage or snapshot may land outside the target: checked before the
     disk is touched (a cached download was checked once, when it entered the cache)."""
     for tarball in (ctx.stage, ctx.snapshot):
-        if tarball is not None and not stages.checked_members(tarball, ctx.settings.cache_dir):
-            logger.info("%s: %d entries checked", tarball.name, unpack.check_members(tarball))
+        if tarball is not None and not cache.recorded_member_count(tarball, ctx.settings.cache_dir):
+            count = unpack.refuse_escaping_members(tarball)
+            logger.info("%s: %d entries checked", tarball.name, count)
 
 
 def attach_disk(ctx: Context) -> None:

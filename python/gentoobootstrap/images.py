@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, disks, filesystems, layout, mounts, runner, stages, unpack
+from gentoobootstrap import cache, disks, filesystems, layout, mounts, runner, unpack
 from gentoobootstrap.log import complete_step
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
     for tool in (fs.mkfs[0], fs.image_writer[0], *fs.grow[:1], *fs.new_uuid[:1], *fs.seal[:1]):
         if not runner.have_tool(tool):
             raise Unusable(f"{tool} is not installed ({runner.PACKAGES.get(tool, tool)})")
-    if not stages.checked_members(stage, cache_dir):
+    entry = cache.entry_holding(stage, cache_dir)
+    if entry is None or not cache.recorded_member_count(stage, cache_dir):
         raise Unusable(f"{stage} is not a checked file of the cache {cache_dir}")
-    entry = cache.Entry(cache_dir, stage.parent)
     image = entry.path / _image_name(stage, fstype)
     with entry.locked():
         meta = entry.meta

@@ -139,7 +139,7 @@ def _escapes(name: str) -> bool:
     return path.is_absolute() or ".." in path.parts
 
 
-def check_members(stage: Path) -> int:
+def refuse_escaping_members(stage: Path) -> int:
     """Refuse a stage with a member (or hard-link target) that would escape the target.
 
     GNU tar lists the archive first (fast, no extraction).  It reports every
