@@ -291,40 +291,40 @@ def spawn(
             raise CommandError(args, returncode, errfile.read().decode(errors="replace"))
 
 
-@contextlib.contextmanager
-def reading_from(argv: Sequence[Union[str, Path]], **kwargs: Any) -> Iterator[int]:
+def reading_from(
+    argv: Sequence[Union[str, Path]], **kwargs: Any
+) -> contextlib.AbstractContextManager[int]:
     """:func:`spawn` ``argv`` with its stdout on a pipe; yield the pipe's end to read.
 
     Only the child holds the other end: when it dies, the reader sees the end of the data.
     """
-    read_fd, write_fd = os.pipe()
-    try:
-        with spawn(argv, stdout=write_fd, **kwargs):
-            os.close(write_fd)
-            write_fd = -1
-            yield read_fd
-    finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
+    return _piped(argv, feed=False, **kwargs)
 
 
-@contextlib.contextmanager
-def writing_to(argv: Sequence[Union[str, Path]], **kwargs: Any) -> Iterator[int]:
+def writing_to(
+    argv: Sequence[Union[str, Path]], **kwargs: Any
+) -> contextlib.AbstractContextManager[int]:
     """:func:`spawn` ``argv`` with its stdin on a pipe; yield the pipe's end to write.
 
     That end is closed when the body ends, so the child sees the end of its input before it
     is waited for; when the child dies, writing fails with BrokenPipeError.
     """
+    return _piped(argv, feed=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _piped(argv: Sequence[Union[str, Path]], *, feed: bool, **kwargs: Any) -> Iterator[int]:
     read_fd, write_fd = os.pipe()
+    ours, theirs = (write_fd, read_fd) if feed else (read_fd, write_fd)
     try:
-        with spawn(argv, stdin=read_fd, **kwargs):
-            os.close(read_fd)
-            read_fd = -1
-            yield write_fd
-            os.close(write_fd)
-            write_fd = -1
+        with spawn(argv, stdin=theirs if feed else None, stdout=None if feed else theirs, **kwargs):
+            os.close(theirs)
+            theirs = -1
+            yield ours
+            if feed:
+                os.close(ours)
+                ours = -1
     finally:
-        for fd in (read_fd, write_fd):
+        for fd in (ours, theirs):
             if fd >= 0:
                 os.close(fd)
