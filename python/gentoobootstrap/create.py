@@ -32,7 +32,6 @@ from gentoobootstrap.errors import (
     ConfigError,
     DiskError,
     GentooBootstrapError,
-    OSEnvError,
     StageError,
 )
 from gentoobootstrap.guestroot import GuestRoot
@@ -66,9 +65,7 @@ def check_stage(ctx: Context) -> None:
 
 
 def attach_disk(ctx: Context) -> None:
-    source = ctx.env.disks[0].path
-    if source is None:
-        raise OSEnvError("DISK_0_PATH", "required but not set")
+    source = ctx.env.first_disk_path
     ctx.disk = ctx.stack.enter_context(disks.attach(source))
     if ctx.env.reinstall:
         logger.info("reinstall: everything on %s is replaced", source)
@@ -279,7 +276,5 @@ def run_steps(ctx: Context, steps: tuple[Callable[[Context], None], ...] = STEPS
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"create takes no arguments, got {' '.join(argv)!r}")
     run_steps(Context(env, settings))
     logger.info("%s is installed", env.instance_name)

@@ -160,8 +160,6 @@ def export_raw(env: OSEnv, source: Path, out: int) -> None:
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"export takes no arguments, got {' '.join(argv)!r}")
     source: Optional[Path] = env.device
     assert source is not None and env.disk_index is not None
     if not source.exists():

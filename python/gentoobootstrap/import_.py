@@ -188,8 +188,6 @@ def import_raw(env: OSEnv, target: Path) -> None:
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"import takes no arguments, got {' '.join(argv)!r}")
     assert env.device is not None and env.disk_index is not None
     if not env.device.exists():
         raise OSEnvError("IMPORT_DEVICE", f"{env.device} does not exist")

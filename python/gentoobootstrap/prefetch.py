@@ -17,10 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, config, images, log, stages
-from gentoobootstrap.errors import GentooBootstrapError, Interrupted
+from gentoobootstrap import cache, cli, config, images, log, stages
 from gentoobootstrap.settings import Settings
-from gentoobootstrap.signals import interrupts_as_exceptions
 
 logger = logging.getLogger("gentoobootstrap")
 
@@ -52,27 +50,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.older_than is not None and not args.clean:
         _parser().error("--older-than needs --clean")
     log.setup(args.debug)
-    with interrupts_as_exceptions():
-        try:
-            variants = args.variant or config.listed_variants()
-            all_settings = [config.load(variant) for variant in variants]
-            cache_dirs = sorted({s.cache_dir for s in all_settings})
-            if args.list:
-                for cache_dir in cache_dirs:
-                    print(listing(cache_dir))
-            elif args.clean:
-                for cache_dir in cache_dirs:
-                    clean(cache_dir, args.older_than)
-            else:
-                for variant, settings in zip(variants, all_settings):
-                    fetch(variant, settings)
-        except GentooBootstrapError as e:
-            logger.error("gentoobootstrap-fetch: %s", e)
-            return 1
-        except Interrupted as e:
-            logger.error("gentoobootstrap-fetch: %s", e)
-            return 128 + e.signum
-    return 0
+
+    def run() -> None:
+        variants = args.variant or config.listed_variants()
+        all_settings = [config.load(variant) for variant in variants]
+        cache_dirs = sorted({s.cache_dir for s in all_settings})
+        if args.list:
+            for cache_dir in cache_dirs:
+                print(listing(cache_dir))
+        elif args.clean:
+            for cache_dir in cache_dirs:
+                clean(cache_dir, args.older_than)
+        else:
+            for variant, settings in zip(variants, all_settings):
+                fetch(variant, settings)
+
+    return cli.exit_status("gentoobootstrap-fetch", run)
 
 
 def fetch(variant: str, settings: Settings) -> None:

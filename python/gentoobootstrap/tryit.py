@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import IO, Optional, TextIO
 
 from gentoobootstrap import disks, filesystems, instancedisk, mounts, paths, runner
-from gentoobootstrap.errors import DiskError, GentooBootstrapError, Interrupted
+from gentoobootstrap.cli import exit_status
+from gentoobootstrap.errors import DiskError, GentooBootstrapError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
-from gentoobootstrap.signals import interrupts_as_exceptions
+from gentoobootstrap.log import setup as log_setup
 
 log = logging.getLogger(__name__)
 
@@ -282,40 +283,31 @@ def describe(disk: Path) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with interrupts_as_exceptions():
-        return _try(args)
+    log_setup(plain=True)
+    return exit_status("", lambda: _try(args))
 
 
 def _try(args: argparse.Namespace) -> int:
-    try:
-        stamp = time.strftime("%Y-%m-%d_%H_%M_%S")
-        logfile = args.log or args.disk.resolve().parent / (
-            f"add-{instance_os(args)}-{args.name}-{stamp}.log"
-        )
-        with open_log(logfile) as log_file:
-            size = prepare_image(args.disk, args.size)
-            env = environment(args, size)
-            print(f"running {args.os_dir / 'create'} on {args.disk} (log: {logfile})", flush=True)
-            start = time.monotonic()
-            status = run_create(args.os_dir, env, log_file)
-            took = time.monotonic() - start
-            if status != 0:
-                print(
-                    f"create failed with exit status {status} after {took:.1f}s; "
-                    "last lines of the log:"
-                )
-                log_file.seek(0)  # the file we wrote, whatever its name points to now
-                print("\n".join(log_file.read().splitlines()[-20:]))
-                return 1
-        print(f"create succeeded in {took:.1f}s")
-        print(describe(args.disk))
-    except GentooBootstrapError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 128 + e.signum
+    stamp = time.strftime("%Y-%m-%d_%H_%M_%S")
+    logfile = args.log or args.disk.resolve().parent / (
+        f"add-{instance_os(args)}-{args.name}-{stamp}.log"
+    )
+    with open_log(logfile) as log_file:
+        size = prepare_image(args.disk, args.size)
+        env = environment(args, size)
+        print(f"running {args.os_dir / 'create'} on {args.disk} (log: {logfile})", flush=True)
+        start = time.monotonic()
+        status = run_create(args.os_dir, env, log_file)
+        took = time.monotonic() - start
+        if status != 0:
+            print(
+                f"create failed with exit status {status} after {took:.1f}s; last lines of the log:"
+            )
+            log_file.seek(0)  # the file we wrote, whatever its name points to now
+            print("\n".join(log_file.read().splitlines()[-20:]))
+            return 1
+    print(f"create succeeded in {took:.1f}s")
+    print(describe(args.disk))
     return 0
 
 

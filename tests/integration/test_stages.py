@@ -716,7 +716,7 @@ def test_a_replayed_release_stops_create_with_one_error_line(
             f'MIRROR="{url}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\n'
             'ARCH="amd64"\nCLEAN_CACHE="0"\n'
         )
-        assert cli.main("create", [], ganeti_environ(image)) == 1
+        assert cli.main("create", [], ganeti_environ(image), isolate=False) == 1
     err = capsys.readouterr().err.strip().splitlines()
     dated = [line for line in err if "2026-11-22 17:03:59" in line]
     assert dated == [err[-1]] and "ERROR: create: " in err[-1]
