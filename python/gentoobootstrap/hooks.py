@@ -1,6 +1,6 @@
 """Customization hooks: the executables in CUSTOMIZE_DIR, run with run-parts(8) rules.
 
-The rules are the seed README's, implemented here so they hold whether or not
+The rules are implemented here so that they hold whether or not
 ``run-parts`` is installed: a hook's name consists entirely of ASCII letters,
 digits, underscores and hyphens (so ``grub.sh`` or ``hosts~`` are skipped),
 hooks run in lexical (C locale, byte) order, and only executable regular

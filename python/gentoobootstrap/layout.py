@@ -25,7 +25,7 @@ from gentoobootstrap.filesystems import FILESYSTEMS
 from gentoobootstrap.settings import Settings
 
 MIB = 1 << 20
-#: The seed's promise: no disk below 256 MB.
+#: No disk below 256 MiB, whatever the layout: the README promises that minimum.
 MIN_DISK_MIB = 256
 MIN_BOOT_MIB = 32
 MIN_SWAP_MIB = 16
