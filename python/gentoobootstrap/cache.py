@@ -38,10 +38,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional
 
+from gentoobootstrap.settings import VerifyMode
+
 log = logging.getLogger(__name__)
 
 #: VERIFY modes, weakest first: an entry serves a request of its own strength or less.
-STRENGTH = {"none": 0, "checksum": 1, "signature": 2}
+STRENGTH: dict[str, int] = {"none": 0, "checksum": 1, "signature": 2}
 META = "meta.json"
 DAY = 86400.0
 DIR_MODE = 0o755
@@ -71,7 +73,7 @@ class Meta:
     def fresh(self, days: int) -> bool:
         return now() - self.checked_at < days * DAY
 
-    def satisfies(self, verify: str) -> bool:
+    def satisfies(self, verify: VerifyMode) -> bool:
         return STRENGTH.get(self.verify, -1) >= STRENGTH[verify]
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional, get_args
 
 from gentoobootstrap import paths
 from gentoobootstrap.filesystems import ROOT_FILESYSTEMS
@@ -121,6 +121,12 @@ def setting(default: str, help: str, kind: Kind = TEXT) -> Any:
     )
 
 
+#: How downloads are verified, strongest first.
+VerifyMode = Literal["signature", "checksum", "none"]
+#: The partition table create writes ("none": the root filesystem on the whole disk).
+PartitionStyle = Literal["msdos", "gpt", "none"]
+
+
 @dataclass(frozen=True)
 class Settings:
     """The resolved settings of one variant (defaults file, then the variant file over it)."""
@@ -160,8 +166,8 @@ class Settings:
         "OpenPGP public keys trusted to sign stages and snapshots",
         _path(False),
     )
-    verify: str = setting(
-        "signature", "how downloads are verified", _choice("signature", "checksum", "none")
+    verify: VerifyMode = setting(
+        "signature", "how downloads are verified", _choice(*get_args(VerifyMode))
     )
     proxy: str = setting(
         "", "HTTP(S) proxy for downloads, e.g. http://proxy:3128", _url(True, ("http", "https"))
@@ -184,10 +190,10 @@ class Settings:
         YESNO,
     )
     # The disk.
-    partition_style: str = setting(
+    partition_style: PartitionStyle = setting(
         "msdos",
         "partition table: msdos, gpt, or none (filesystem on the whole disk)",
-        _choice("msdos", "gpt", "none"),
+        _choice(*get_args(PartitionStyle)),
     )
     boot_size: int = setting("0", "size of a separate /boot partition in MiB; 0: no /boot", MIB)
     swap: bool = setting("no", "make a swap partition", YESNO)

@@ -31,7 +31,7 @@ import os
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from gentoobootstrap.errors import StreamError
 from gentoobootstrap.log import printable
@@ -59,11 +59,15 @@ TAR_CREATE = (
 TAR_EXTRACT = (*TAR_EXTRACT_OPTIONS, "--read-full-records")
 
 
+#: An export of this OS, another tar archive, or a dump(8) stream.
+StreamFormat = Literal["gentoobootstrap", "tar", "dump"]
+
+
 @dataclass(frozen=True)
 class Head:
     """What the first block of an import stream tells."""
 
-    format: str  # "gentoobootstrap", "tar" or "dump"
+    format: StreamFormat
     block: bytes  # the bytes already read, to be fed to the extractor first
     #: Our pax keywords, prefix removed: the exporter's word, so log them only through
     #: log.printable.

@@ -215,9 +215,11 @@ def test_make_filesystem_and_read_its_uuid(fp, fstype: str, argv: list[str]) -> 
 
 
 def test_xfs_labels_are_cut_to_12_characters(fp) -> None:  # type: ignore[no-untyped-def]
-    fp.register(["/fake/mkfs.xfs", "-q", "-f", "-L", "gentoo-rootf", "/dev/x"])
+    mkfs = ["/fake/mkfs.xfs", "-q", "-f", "-L", "gentoo-rootf", "/dev/x"]
+    fp.register(mkfs)
     fp.register([fp.any()], stdout="u\n")
     filesystems.make(Path("/dev/x"), "xfs", "gentoo-rootfs-long")
+    assert fp.call_count(mkfs) == 1
 
 
 def test_missing_mkfs_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -363,23 +365,23 @@ def test_compression_from_the_first_bytes(tmp_path: Path, head: bytes, kind: str
 def test_extract_as_the_handbook_says(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stage = tmp_path / "stage3.tar.xz"
     stage.write_bytes(b"\xfd7zXZ\x00" + b"\0" * 10)
-    fp.register(
-        [
-            "/fake/tar",
-            "--extract",
-            f"--directory={tmp_path}",
-            f"--file={stage}",
-            "--use-compress-program=/fake/xz -T0",
-            "--same-owner",
-            "--preserve-permissions",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*.*",
-            "--xattrs-exclude=trusted.SGI_ACL_*",
-            "--acls",
-        ]
-    )
+    tar = [
+        "/fake/tar",
+        "--extract",
+        f"--directory={tmp_path}",
+        f"--file={stage}",
+        "--use-compress-program=/fake/xz -T0",
+        "--same-owner",
+        "--preserve-permissions",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*.*",
+        "--xattrs-exclude=trusted.SGI_ACL_*",
+        "--acls",
+    ]
+    fp.register(tar)
     unpack.extract(stage, tmp_path)
+    assert fp.call_count(tar) == 1
 
 
 def test_multithreaded_decompressors_first(monkeypatch: pytest.MonkeyPatch) -> None:
