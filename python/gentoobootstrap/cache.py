@@ -38,12 +38,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from gentoobootstrap.errors import StageError
+from gentoobootstrap.settings import VerifyMode
 
 log = logging.getLogger(__name__)
 
 #: VERIFY modes, weakest first: an entry serves a request of its own strength or less.
-STRENGTH = {"none": 0, "checksum": 1, "signature": 2}
+STRENGTH: dict[str, int] = {"none": 0, "checksum": 1, "signature": 2}
 META = "meta.json"
 DAY = 86400.0
 DIR_MODE = 0o755
@@ -73,7 +73,7 @@ class Meta:
     def fresh(self, days: int) -> bool:
         return now() - self.checked_at < days * DAY
 
-    def satisfies(self, verify: str) -> bool:
+    def satisfies(self, verify: VerifyMode) -> bool:
         return STRENGTH.get(self.verify, -1) >= STRENGTH[verify]
 
 
@@ -110,11 +110,8 @@ class Entry:
             return None
         return meta
 
-    @property
-    def file(self) -> Path:
-        meta = self.meta
-        if meta is None:
-            raise StageError(f"{self.path}: cache entry is empty")
+    def file_of(self, meta: Meta) -> Path:
+        """The file ``meta`` (this entry's) describes."""
         return self.path / meta.file
 
     @contextlib.contextmanager
@@ -244,6 +241,26 @@ def _remove(path: Path) -> None:
 
 def entry(cache_dir: Path, kind: str, key: str) -> Entry:
     return Entry(cache_dir, cache_dir / kind / key)
+
+
+def entry_holding(file: Path, cache_dir: Path) -> Optional[Entry]:
+    """The entry of ``cache_dir`` whose directory ``file`` is in, or None."""
+    if file.parent.parent.parent != cache_dir:
+        return None
+    return Entry(cache_dir, file.parent)
+
+
+def recorded_member_count(file: Path, cache_dir: Path) -> Optional[int]:
+    """How many tar members of ``file`` were checked when it was stored in the cache.
+
+    None when ``file`` is not the current file of an entry of ``cache_dir`` (then
+    check it): a meta.json anywhere else is not ours and proves nothing.
+    """
+    holder = entry_holding(file, cache_dir)
+    meta = holder.meta if holder is not None else None
+    if meta is None or meta.file != file.name or meta.members <= 0:
+        return None
+    return meta.members
 
 
 def entries(cache_dir: Path) -> Iterator[Entry]:

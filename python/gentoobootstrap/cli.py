@@ -11,10 +11,10 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Optional
+from typing import Callable, Optional
 
 from gentoobootstrap import config, log, mounts, osenv
-from gentoobootstrap.errors import GentooBootstrapError, Interrupted
+from gentoobootstrap.errors import GentooBootstrapError, Interrupted, OSEnvError
 from gentoobootstrap.signals import interrupts_as_exceptions
 
 logger = logging.getLogger("gentoobootstrap")
@@ -29,32 +29,57 @@ MODULES = {
 }
 
 
-def main(
-    operation: str, argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] = None
-) -> int:
-    """Run ``operation``; ``environ`` None means a real run as an OS script.
+#: The OS scripts that take arguments (verify: the checks); the others take none.
+TAKE_ARGUMENTS = ("verify",)
+#: The OS scripts that mount nothing: they need no mount namespace of their own.
+MOUNT_NOTHING = ("verify",)
 
-    A real run of an operation that mounts gets a private mount namespace (see
-    mounts.private_namespace); tests that pass ``environ`` run in-process and do not.
+
+def main(
+    operation: str,
+    argv: Sequence[str] = (),
+    environ: Optional[Mapping[str, str]] = None,
+    *,
+    isolate: bool = True,
+) -> int:
+    """Run ``operation`` as Ganeti does, in ``environ`` (None: this process's environment).
+
+    With ``isolate``, an operation that mounts gets a private mount namespace (see
+    mounts.private_namespace); tests that run it inside their own process pass False.
     """
-    isolate = environ is None and operation != "verify"
     environ = os.environ if environ is None else environ
     debug = environ.get("DEBUG_LEVEL", "0") not in ("", "0")
     log.setup(debug)
     module = importlib.import_module(MODULES[operation])
+
+    def run() -> None:
+        if argv and operation not in TAKE_ARGUMENTS:
+            raise OSEnvError("argv", f"{operation} takes no arguments, got {' '.join(argv)!r}")
+        if isolate and operation not in MOUNT_NOTHING:
+            mounts.private_namespace()
+        env = osenv.parse(operation, environ)
+        settings = config.apply_parameters(config.load(env.variant), env.params)
+        if settings.debug and not debug:
+            log.setup(True)
+        module.main(env, settings, list(argv))
+
+    return exit_status(operation, run)
+
+
+def exit_status(name: str, work: Callable[[], Optional[int]]) -> int:
+    """Run ``work`` with signals as exceptions, the one error policy of every entry point.
+
+    Our errors become one ``ERROR:`` line, last in the log (``name:`` first, when given)
+    and exit status 1; a signal 128 + its number.  Unexpected exceptions keep their
+    traceback: the log is the only record.  ``work`` may return its own exit status.
+    """
+    prefix = f"{name}: " if name else ""
     with interrupts_as_exceptions():
         try:
-            if isolate:
-                mounts.private_namespace()
-            env = osenv.parse(operation, environ)
-            settings = config.apply_parameters(config.load(env.variant), env.params)
-            if settings.debug and not debug:
-                log.setup(True)
-            module.main(env, settings, list(argv))
+            return work() or 0
         except GentooBootstrapError as e:
-            logger.error("%s: %s", operation, e)
+            logger.error("%s%s", prefix, e)
             return 1
         except Interrupted as e:
-            logger.error("%s: %s; everything it made was released", operation, e)
+            logger.error("%s%s; everything it made was released", prefix, e)
             return 128 + e.signum
-    return 0

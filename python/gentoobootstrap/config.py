@@ -128,6 +128,16 @@ def parse(
     return dataclasses.replace(base or Settings(), **changes)
 
 
+def listed_variants(variants_list: Optional[Path] = None) -> list[str]:
+    """The variants ``variants.list`` names (without one: ``default`` alone)."""
+    variants_list = variants_list or paths.OS_PATH / "variants.list"
+    try:
+        lines = variants_list.read_text().splitlines()
+    except FileNotFoundError:
+        return ["default"]
+    return [name for name in (line.strip() for line in lines) if name and name[0] != "#"]
+
+
 def check_variant(variant: str, variants_list: Optional[Path] = None) -> None:
     """The variant must be a plain name listed in variants.list."""
     variants_list = variants_list or paths.OS_PATH / "variants.list"
@@ -136,11 +146,7 @@ def check_variant(variant: str, variants_list: Optional[Path] = None) -> None:
             f"bad variant name {variant!r}: allowed are letters, digits, '.', '_' and '-'",
             key="OS_VARIANT",
         )
-    try:
-        listed = [line.strip() for line in variants_list.read_text().splitlines()]
-    except FileNotFoundError:
-        listed = ["default"]
-    listed = [name for name in listed if name and not name.startswith("#")]
+    listed = listed_variants(variants_list)
     if variant not in listed:
         raise ConfigError(
             f"variant {variant!r} is not listed (listed: {', '.join(listed) or 'none'})",

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from gentoobootstrap import (
+    cache,
     disks,
     filesystems,
     guest,
@@ -31,7 +32,6 @@ from gentoobootstrap.errors import (
     ConfigError,
     DiskError,
     GentooBootstrapError,
-    OSEnvError,
     StageError,
 )
 from gentoobootstrap.guestroot import GuestRoot
@@ -59,14 +59,13 @@ def check_stage(ctx: Context) -> None:
     """No member of the stage or snapshot may land outside the target: checked before the
     disk is touched (a cached download was checked once, when it entered the cache)."""
     for tarball in (ctx.stage, ctx.snapshot):
-        if tarball is not None and not stages.checked_members(tarball, ctx.settings.cache_dir):
-            logger.info("%s: %d entries checked", tarball.name, unpack.check_members(tarball))
+        if tarball is not None and not cache.recorded_member_count(tarball, ctx.settings.cache_dir):
+            count = unpack.refuse_escaping_members(tarball)
+            logger.info("%s: %d entries checked", tarball.name, count)
 
 
 def attach_disk(ctx: Context) -> None:
-    source = ctx.env.disks[0].path
-    if source is None:
-        raise OSEnvError("DISK_0_PATH", "required but not set")
+    source = ctx.env.first_disk_path
     ctx.disk = ctx.stack.enter_context(disks.attach(source))
     if ctx.env.reinstall:
         logger.info("reinstall: everything on %s is replaced", source)
@@ -90,7 +89,7 @@ def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:
         maxmem_mib=ctx.env.maxmem_mib,
         min_root_mib=min_root,
     )
-    if ctx.layout.style == "none" and layout.root_partition_number(root_path):
+    if ctx.layout.style == "none" and layout.first_disk_partition(root_path):
         logger.warning(
             "INSTANCE_HV_root_path=%s names a partition but PARTITION_STYLE=none puts root on "
             "the whole disk: set the instance's root_path to the disk (e.g. /dev/vda)",
@@ -277,7 +276,5 @@ def run_steps(ctx: Context, steps: tuple[Callable[[Context], None], ...] = STEPS
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"create takes no arguments, got {' '.join(argv)!r}")
     run_steps(Context(env, settings))
     logger.info("%s is installed", env.instance_name)

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from gentoobootstrap import runner
-from gentoobootstrap.errors import CommandError, DiskError, Interrupted
+from gentoobootstrap.errors import CommandError, DiskError
 from gentoobootstrap.layout import Layout, Partition
+from gentoobootstrap.resources import releasing
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +56,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEVICE_T
             raise DiskError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def release(what: str, action: Callable[[], object], failing: bool) -> None:
-    """Run a release ``action``; when the body already failed, log its failure instead of raising.
-
-    A failing release must not hide the error that made us unwind, nor stop the
-    releases after it (ExitStack runs them all).
-    """
-    try:
-        action()
-    except Interrupted:
-        # The signal cut the release short; signals are ignored from now on, so finish it.
-        log.warning("interrupted while releasing %s; finishing that first", what)
-        release(what, action, failing=True)
-        raise
-    except Exception as e:
-        if not failing:
-            raise
-        log.error("could not release %s: %s", what, e)
 
 
 def is_block_device(path: Path) -> bool:
@@ -250,17 +232,17 @@ def loop_device(
     """A loop device on ``backing`` (``size`` bytes from ``offset``; 0: to the end), freed by
     the kernel when its last user goes: on leaving, or when our process dies."""
     loop, fd = _new_loop(backing, offset, size, readonly, partscan)
-    failing = False
-    try:
+    backing_file: list[Optional[str]] = []  # read once, before the device is closed
+
+    def free() -> None:
+        if not backing_file:
+            backing_file.append(_read(SYS_BLOCK / loop.name / "loop" / "backing_file"))
+            os.close(fd)  # our last reference: the kernel clears the device (autoclear)
+        _wait_released(loop, backing_file[0])
+
+    with releasing(loop.name, free):
         wait_for(lambda: is_block_device(loop), f"{loop} to appear")
         yield loop
-    except BaseException:
-        failing = True
-        raise
-    finally:
-        before = _read(SYS_BLOCK / loop.name / "loop" / "backing_file")
-        os.close(fd)  # our last reference: the kernel clears the device (autoclear)
-        release(loop.name, lambda: _wait_released(loop, before), failing)
 
 
 def _new_loop(
@@ -437,7 +419,7 @@ def _kernel_nodes(
         runner.run(["blockdev", "--rereadpt", device], check=False)
         known = kernel_partitions(device)
     if not _matches(known, wanted):
-        stack.callback(_partx_delete, device)
+        stack.enter_context(releasing(f"the partitions of {device}", lambda: _partx_delete(device)))
         try:
             runner.run(["partx", "--update", device])
         except CommandError as e:
@@ -451,14 +433,10 @@ def _kernel_nodes(
 
 
 def _partx_delete(device: Path) -> None:
-    # Runs during unwinding: a failure is logged, never raised over the original error.
-    try:
-        if kernel_partitions(device):
-            # partx cannot delete through a symlink such as Ganeti's /dev/disk/... adopted
-            # devices ("specified range <1:0> does not make sense"): give it the node.
-            runner.run(["partx", "--delete", device.resolve()])
-    except Exception as e:
-        log.error("could not remove the partitions of %s from the kernel: %s", device, e)
+    if kernel_partitions(device):
+        # partx cannot delete through a symlink such as Ganeti's /dev/disk/... adopted
+        # devices ("specified range <1:0> does not make sense"): give it the node.
+        runner.run(["partx", "--delete", device.resolve()])
 
 
 def _loop_slice(

@@ -130,21 +130,13 @@ def tree_options(opened: instancedisk.InstanceDisk) -> list[str]:
 
 
 def _run_tar(argv: list[str | Path], out: int) -> tuple[int, str]:
-    read_fd, write_fd = os.pipe()
-    stream.enlarge_pipe(read_fd)
     stream.enlarge_pipe(out)  # when stdout is a pipe (Ganeti's dd)
-    try:
-        with runner.spawn(argv, stdout=write_fd):
-            os.close(write_fd)
-            write_fd = -1
-            try:
-                return stream.copy_out(read_fd, out)
-            except BrokenPipeError:
-                raise StreamError("the reader of the stream went away (stdout closed)") from None
-    finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
+    with runner.reading_from(argv) as read_fd:
+        stream.enlarge_pipe(read_fd)
+        try:
+            return stream.copy_out(read_fd, out)
+        except BrokenPipeError:
+            raise StreamError("the reader of the stream went away (stdout closed)") from None
 
 
 def export_raw(env: OSEnv, source: Path, out: int) -> None:
@@ -168,8 +160,6 @@ def export_raw(env: OSEnv, source: Path, out: int) -> None:
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"export takes no arguments, got {' '.join(argv)!r}")
     source: Optional[Path] = env.device
     assert source is not None and env.disk_index is not None
     if not source.exists():

@@ -30,6 +30,12 @@ class Filesystem:
     new_uuid: tuple[str, ...] = ()  # + device: cheap, whatever the size of the tree
     seal: tuple[str, ...] = ()  # + device: run on a finished image (resize2fs wants it checked)
     max_growth: int = 0  # an image grown more than this many times over is not used (0: any)
+    #: Smallest root filesystem it makes (0: it holds no root or /boot: swap).
+    min_root_mib: int = 0
+    #: Read-only mount options to try in turn on a disk that must not change; the later ones
+    #: never write to the device (no journal replay).
+    readonly_options: tuple[tuple[str, ...], ...] = (("ro",),)
+    checked_at_boot: bool = True  # fsck checks it at boot (fstab pass 1 for root, 2 after)
 
 
 #: Every filesystem (and swap) this project makes.  ext's ``tune2fs -U`` rewrites the
@@ -43,9 +49,11 @@ _EXT4 = Filesystem(
     grow=("resize2fs",),
     new_uuid=("tune2fs", "-U", "random"),
     seal=("e2fsck", "-f", "-p"),
+    min_root_mib=64,
+    readonly_options=(("ro",), ("ro", "noload")),
 )
 FILESYSTEMS = {
-    "ext2": replace(_EXT4, mkfs=("mkfs.ext2", "-q", "-F", "-L")),
+    "ext2": replace(_EXT4, mkfs=("mkfs.ext2", "-q", "-F", "-L"), readonly_options=(("ro",),)),
     "ext3": replace(_EXT4, mkfs=("mkfs.ext3", "-q", "-F", "-L")),
     "ext4": _EXT4,
     "xfs": Filesystem(
@@ -58,13 +66,23 @@ FILESYSTEMS = {
         # Growing keeps the image's allocation group size: a partition this many times
         # bigger would get hundreds of small groups, so it is made and unpacked instead.
         max_growth=64,
+        min_root_mib=300,  # mkfs.xfs refuses anything smaller
+        # A dirty log is replayed even by a read-only mount, unless told not to.
+        readonly_options=(("ro", "norecovery"),),
     ),
     # No tool copies a btrfs filesystem's used blocks to a device of another identity simply
     # (btrfs-image leaves the data out): it is always unpacked.
-    "btrfs": Filesystem(("mkfs.btrfs", "-q", "-f", "-L"), 255),
-    "swap": Filesystem(("mkswap", "-L"), 15),
+    "btrfs": Filesystem(
+        ("mkfs.btrfs", "-q", "-f", "-L"),
+        255,
+        min_root_mib=128,
+        readonly_options=(("ro",), ("ro", "rescue=nologreplay")),
+        checked_at_boot=False,  # its fsck does nothing; btrfs checks itself when mounted
+    ),
+    "swap": Filesystem(("mkswap", "-L"), 15, checked_at_boot=False),
 }
-FSTYPES = tuple(FILESYSTEMS)
+#: The filesystems an instance's root (and /boot) may have: the FILESYSTEM setting's values.
+ROOT_FILESYSTEMS = tuple(name for name, fs in FILESYSTEMS.items() if fs.min_root_mib)
 
 
 def make(device: Path, fstype: str, label: str) -> str:
@@ -121,10 +139,10 @@ class FstabEntry:
 
 
 def fstab_entry(uuid: str, mountpoint: str, fstype: str) -> FstabEntry:
-    """The usual entry: root checked first (pass 1), others after (2), swap and btrfs never."""
+    """The usual entry: root checked first (pass 1), others after (2), when checked at all."""
     if fstype == "swap":
         return FstabEntry(uuid, "none", "swap", "sw", 0)
-    passno = 0 if fstype == "btrfs" else (1 if mountpoint == "/" else 2)
+    passno = (1 if mountpoint == "/" else 2) if FILESYSTEMS[fstype].checked_at_boot else 0
     return FstabEntry(uuid, mountpoint, fstype, "noatime", passno)
 
 

@@ -6,15 +6,13 @@ Pure text in, text out: every line that is not about the root filesystem,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
 from gentoobootstrap.filesystems import FstabEntry
+from gentoobootstrap.layout import first_disk_partition
 
-#: A source on the instance's first disk by name (vda2, sda1, xvda3, hda1, nvme0n1p2).
-_FIRST_DISK = re.compile(r"/dev/(?:(?:vd|sd|xvd|hd)a|nvme0n1p)([0-9]+)")
 _BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
        "/dev/disk/by-partuuid/": "PARTUUID="}  # fmt: skip
 
@@ -56,18 +54,15 @@ def normal_source(source: str) -> str:
     return source
 
 
-def first_disk_partition(source: str) -> Optional[int]:
-    match = _FIRST_DISK.fullmatch(source)
-    return int(match.group(1)) if match else None
-
-
 def _is_old_swap(line: Line, old_sources: Collection[str]) -> bool:
     source = normal_source(line.source)
     if old_sources:
         return source in old_sources
     # Without the export's list: a swap by UUID, label or on the first disk was the old disk's.
     # Swap files and other disks' swap stay.
-    return source.startswith(("UUID=", "LABEL=", "PARTUUID=")) or bool(first_disk_partition(source))
+    return source.startswith(("UUID=", "LABEL=", "PARTUUID=")) or (
+        first_disk_partition(source) is not None
+    )
 
 
 def _render(line: Line) -> str:

@@ -1,6 +1,6 @@
 """Customization hooks: the executables in CUSTOMIZE_DIR, run with run-parts(8) rules.
 
-The rules are the seed README's, implemented here so they hold whether or not
+The rules are implemented here so that they hold whether or not
 ``run-parts`` is installed: a hook's name consists entirely of ASCII letters,
 digits, underscores and hyphens (so ``grub.sh`` or ``hosts~`` are skipped),
 hooks run in lexical (C locale, byte) order, and only executable regular
@@ -35,6 +35,8 @@ from gentoobootstrap import mounts, runner, settings
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import CommandError, HookError
 from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.log import complete_step
+from gentoobootstrap.resources import releasing
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,9 @@ def run_parts(hooks: Sequence[Path], env: Mapping[str, str], target: Path) -> No
     """Run ``hooks`` in order; stop at the first that fails.  Leaves no process in ``target``."""
     with contextlib.ExitStack() as stack:
         # Also on a failure or a signal: nothing a hook started may keep TARGET busy.
-        stack.callback(_release, target)
+        stack.enter_context(
+            releasing(f"what the hooks left in {target}", lambda: kill_holders(target, "a hook"))
+        )
         for hook in hooks:
             run_hook(hook, env)
             kill_holders(target, f"hook {hook.name}")
@@ -149,8 +153,11 @@ def run_parts(hooks: Sequence[Path], env: Mapping[str, str], target: Path) -> No
 
 def run_hook(hook: Path, env: Mapping[str, str]) -> None:
     """Run one hook; its output (stdout and stderr, interleaved) goes to the log."""
-    log.info("hook %s ...", hook.name)
-    start = time.monotonic()
+    with complete_step(f"hook {hook.name}"):
+        _run_hook(hook, env)
+
+
+def _run_hook(hook: Path, env: Mapping[str, str]) -> None:
     failure: Optional[CommandError] = None
     with tempfile.TemporaryFile() as out:
         try:
@@ -171,7 +178,6 @@ def run_hook(hook: Path, env: Mapping[str, str]) -> None:
         if shown:
             message += ": " + " | ".join(shown)
         raise HookError(message)
-    log.info("hook %s done (%.1fs)", hook.name, time.monotonic() - start)
 
 
 # -- the chroot mounts -------------------------------------------------------------------------
@@ -241,14 +247,6 @@ def _uses(entry: Path, top: str) -> Optional[str]:
     except (PermissionError, ProcessLookupError, FileNotFoundError):
         pass  # a kernel thread, or it exited while we looked
     return None
-
-
-def _release(target: Path) -> None:
-    """kill_holders while unwinding: a failure is logged, not raised over the first error."""
-    try:
-        kill_holders(target, "a hook")
-    except HookError as e:
-        log.error("%s", e)
 
 
 def kill_holders(target: Path, who: str) -> None:

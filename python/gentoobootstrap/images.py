@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, disks, filesystems, layout, mounts, runner, stages, unpack
+from gentoobootstrap import cache, disks, filesystems, layout, mounts, runner, unpack
 from gentoobootstrap.log import complete_step
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
     for tool in (fs.mkfs[0], fs.image_writer[0], *fs.grow[:1], *fs.new_uuid[:1], *fs.seal[:1]):
         if not runner.have_tool(tool):
             raise Unusable(f"{tool} is not installed ({runner.PACKAGES.get(tool, tool)})")
-    if not stages.checked_members(stage, cache_dir):
+    entry = cache.entry_holding(stage, cache_dir)
+    if entry is None or not cache.recorded_member_count(stage, cache_dir):
         raise Unusable(f"{stage} is not a checked file of the cache {cache_dir}")
-    entry = cache.Entry(cache_dir, stage.parent)
     image = entry.path / _image_name(stage, fstype)
     with entry.locked():
         meta = entry.meta
@@ -83,7 +83,7 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
         if _trusted(image):
             return image
         content = unpack.unpacked_size(stage) or _stream_size(stage)
-        size_mib = max(root_mib(content), layout.MIN_ROOT_MIB.get(fstype, 0))
+        size_mib = max(root_mib(content), filesystems.FILESYSTEMS[fstype].min_root_mib)
         with entry.workdir() as work:
             made = work / image.name
             with complete_step(f"Preparing the {fstype} image of {stage.name}"):
@@ -99,17 +99,9 @@ def _stream_size(stage: Path) -> int:
     if command is None:
         return stage.stat().st_size
     total = 0
-    read_end, write_end = os.pipe()
-    with open(read_end, "rb") as stream:
-        try:
-            with runner.spawn([*command, "-d", "-c", stage], stdout=write_end):
-                os.close(write_end)
-                write_end = -1
-                while chunk := stream.read(1 << 20):
-                    total += len(chunk)
-        finally:
-            if write_end >= 0:
-                os.close(write_end)
+    with runner.reading_from([*command, "-d", "-c", stage]) as read_end:
+        while chunk := os.read(read_end, 1 << 20):
+            total += len(chunk)
     return total
 
 

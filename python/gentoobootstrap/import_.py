@@ -77,42 +77,30 @@ def restore_files(ctx: ImportContext) -> None:
         argv = ["tar", "--extract", "--file=-", f"--directory={ctx.target}", *stream.TAR_EXTRACT]
     name = "restore" if head.format == "dump" else "tar"
     hold_back = stream.BLOCK if head.format == "gentoobootstrap" else 0
-    read_fd, write_fd = os.pipe()
-    stream.enlarge_pipe(write_fd)
     stream.enlarge_pipe(STDIN)  # when stdin is a pipe
     received = None
     # restore keeps its work files in TMPDIR under names from the dump's date: a private
     # directory, so neither another import of the same dump nor a local user can collide.
     with tempfile.TemporaryFile() as errors, tempfile.TemporaryDirectory() as scratch:
         try:
-            try:
-                with runner.spawn(
-                    argv, stdin=read_fd, stderr=errors, env={"TMPDIR": scratch}, cwd=ctx.target
-                ):
-                    os.close(read_fd)
-                    read_fd = -1
-                    try:
-                        received = stream.copy_in(head.block, STDIN, write_fd, hold_back=hold_back)
-                    finally:
-                        os.close(write_fd)
-                        write_fd = -1
-                    if hold_back:
-                        stream.check_end(received.end, received.count, received.digest)
-            except CommandError as e:
-                said = _complaints(errors)
-                if received is not None and hold_back:
-                    # A damaged stream is the clearer error; an intact one leaves tar's (disk
-                    # full...).
-                    stream.check_end(received.end, received.count, received.digest)
-                    raise CommandError(e.argv, e.returncode, "\n".join(said)) from None
-                tail = " | ".join(said[-3:])
-                raise StreamError(
-                    f"{name} cannot restore the stream (truncated or corrupt?): {tail}"
-                ) from None
-        finally:
-            for fd in (read_fd, write_fd):
-                if fd >= 0:
-                    os.close(fd)
+            with runner.writing_to(
+                argv, stderr=errors, env={"TMPDIR": scratch}, cwd=ctx.target
+            ) as write_fd:
+                stream.enlarge_pipe(write_fd)
+                received = stream.copy_in(head.block, STDIN, write_fd, hold_back=hold_back)
+            if hold_back:
+                stream.check_end(received.end, received.count, received.digest)
+        except CommandError as e:
+            said = _complaints(errors)
+            if received is not None and hold_back:
+                # A damaged stream is the clearer error; an intact one leaves tar's (disk
+                # full...).
+                stream.check_end(received.end, received.count, received.digest)
+                raise CommandError(e.argv, e.returncode, "\n".join(said)) from None
+            tail = " | ".join(said[-3:])
+            raise StreamError(
+                f"{name} cannot restore the stream (truncated or corrupt?): {tail}"
+            ) from None
         # restore goes on after errors (-y) and still exits 0: its messages tell.
         complaints = _complaints(errors) if head.format == "dump" else []
         if complaints:
@@ -200,8 +188,6 @@ def import_raw(env: OSEnv, target: Path) -> None:
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"import takes no arguments, got {' '.join(argv)!r}")
     assert env.device is not None and env.disk_index is not None
     if not env.device.exists():
         raise OSEnvError("IMPORT_DEVICE", f"{env.device} does not exist")

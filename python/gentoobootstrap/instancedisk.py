@@ -23,22 +23,11 @@ from typing import Optional
 
 from gentoobootstrap import disks, filesystems, fstab, layout, mounts, runner
 from gentoobootstrap.errors import CommandError, DiskError, GentooBootstrapError
+from gentoobootstrap.filesystems import FILESYSTEMS, ROOT_FILESYSTEMS
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
 
 log = logging.getLogger(__name__)
-
-#: Filesystems an instance's root or /boot may have.
-MOUNTABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs")
-
-#: Read-only mount options to try in turn; the later ones never write to the device.
-READONLY_OPTIONS = {
-    "ext2": (("ro",),),
-    "ext3": (("ro",), ("ro", "noload")),
-    "ext4": (("ro",), ("ro", "noload")),
-    "xfs": (("ro", "norecovery"),),
-    "btrfs": (("ro",), ("ro", "rescue=nologreplay")),
-}
 
 
 #: Where root and /boot are mounted, in the private directory (``InstanceDisk.private``).
@@ -82,12 +71,12 @@ class InstanceDisk:
         return found
 
 
-def _mount_ro(
+def mount_readonly(
     stack: contextlib.ExitStack, device: Path, target: Path, fstype: str, snapshot: bool = True
 ) -> None:
     """Mount ``device`` read-only on ``target``; on a ``snapshot``, with options that never write
     (else plain ``ro``, which a ``remount,rw`` can follow: XFS's norecovery could not)."""
-    attempts = READONLY_OPTIONS[fstype] if snapshot else (("ro",),)
+    attempts = FILESYSTEMS[fstype].readonly_options if snapshot else (("ro",),)
     for i, options in enumerate(attempts):
         try:
             stack.enter_context(
@@ -125,9 +114,9 @@ def open_disk(
     nodes = stack.enter_context(disks.partitions(disk, found, readonly=readonly))
     types = {number: filesystems.fstype_of(node) for number, node in nodes.items()}
     log.debug("filesystems on %s: %s", source, types)
-    wanted = layout.root_partition_number(root_path)
+    wanted = layout.first_disk_partition(root_path)
     candidates = sorted(
-        (n for n, kind in types.items() if kind in MOUNTABLE), key=lambda n: (n != wanted, n)
+        (n for n, kind in types.items() if kind in ROOT_FILESYSTEMS), key=lambda n: (n != wanted, n)
     )
     private = stack.enter_context(mounts.temporary_directory())
     target = private / ROOT_DIR
@@ -136,7 +125,7 @@ def open_disk(
     for number in candidates:
         probe = contextlib.ExitStack()
         with probe:
-            _mount_ro(probe, nodes[number], target, types[number], snapshot=readonly)
+            mount_readonly(probe, nodes[number], target, types[number], snapshot=readonly)
             root = GuestRoot(target)
             if _guest_file(root, "/etc/fstab") is not None or root.exists("/etc/os-release"):
                 stack.enter_context(probe.pop_all())
@@ -164,7 +153,7 @@ def open_disk(
         boot = private / BOOT_DIR
         boot.mkdir(mode=0o700)
         if readonly:
-            _mount_ro(stack, opened.boot, boot, opened.boot_fstype)
+            mount_readonly(stack, opened.boot, boot, opened.boot_fstype)
         else:
             stack.enter_context(
                 mounts.mount(opened.boot, boot, fstype=opened.boot_fstype, options=mounts.FOREIGN)
@@ -194,8 +183,10 @@ def _boot_partition(
     if entry is None:
         return None
     source = fstab.normal_source(entry.source)
-    others = {n: node for n, node in nodes.items() if n != root_number and types[n] in MOUNTABLE}
-    number = fstab.first_disk_partition(source)
+    others = {
+        n: node for n, node in nodes.items() if n != root_number and types[n] in ROOT_FILESYSTEMS
+    }
+    number = layout.first_disk_partition(source)
     if number is not None and number in others:
         return number
     tag, _, value = source.partition("=")

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from gentoobootstrap.errors import ConfigError, DiskError
+from gentoobootstrap.filesystems import FILESYSTEMS
 from gentoobootstrap.settings import Settings
 
 MIB = 1 << 20
-#: The seed's promise: no disk below 256 MB.
+#: No disk below 256 MiB, whatever the layout: the README promises that minimum.
 MIN_DISK_MIB = 256
-#: Smallest root filesystem per type (mkfs.xfs refuses below 300 MiB).
-MIN_ROOT_MIB = {"ext2": 64, "ext3": 64, "ext4": 64, "btrfs": 128, "xfs": 300}
 MIN_BOOT_MIB = 32
 MIN_SWAP_MIB = 16
 #: The filesystem of a separate /boot: every boot loader reads it.
@@ -103,9 +102,12 @@ class Layout:
         return "\n".join(lines) + "\n"
 
 
-def root_partition_number(root_path: str) -> Optional[int]:
-    """The partition number ``root_path`` names on the first disk, else None."""
-    match = _FIRST_DISK_PARTITION.fullmatch(root_path.strip())
+def first_disk_partition(name: str) -> Optional[int]:
+    """The partition number the device ``name`` names on the first disk, else None.
+
+    Partitions count from 1: ``/dev/vda0`` names nothing (number 0 is the whole disk here).
+    """
+    match = _FIRST_DISK_PARTITION.fullmatch(name.strip())
     if not match:
         return None
     return int(match.group(1) or match.group(2))
@@ -140,7 +142,7 @@ def plan(
     ``min_root_mib`` raises the root minimum (e.g. to what the stage needs unpacked).
     """
     style, fstype = settings.partition_style, settings.filesystem
-    root_min = max(MIN_ROOT_MIB[fstype], min_root_mib)
+    root_min = max(FILESYSTEMS[fstype].min_root_mib, min_root_mib)
     if style == "none":
         if settings.swap or settings.boot_size:
             raise ConfigError(
@@ -162,7 +164,7 @@ def plan(
     if swap:
         others.append(("swap", swap, "swap"))
     count = len(others) + 1
-    root_number = root_partition_number(root_path) or 1
+    root_number = first_disk_partition(root_path) or 1
     if root_number > count:
         names = ", ".join(["root", *(role for role, _, _ in others)])
         raise ConfigError(

@@ -15,10 +15,24 @@ from collections.abc import Iterator
 log = logging.getLogger("gentoobootstrap")
 
 
-def setup(debug: bool = False) -> None:
-    """Send the library's log to stderr; ``debug`` shows every command run."""
+class _Plain(logging.Formatter):
+    """The message alone, a warning or an error led by its level: for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname}: {text}"
+
+
+def setup(debug: bool = False, *, plain: bool = False) -> None:
+    """Send the library's log to stderr; ``debug`` shows every command run.
+
+    Each line carries its time and level, or, ``plain``, only the message (see _Plain)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        _Plain()
+        if plain
+        else logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger("gentoobootstrap")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from gentoobootstrap import runner
-from gentoobootstrap.disks import release
 from gentoobootstrap.errors import CommandError, Interrupted
+from gentoobootstrap.resources import releasing
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +139,8 @@ def bind(
         yield target
 
 
-@contextlib.contextmanager
-def _unmounting(target: Path, *, recursive: bool) -> Iterator[None]:
-    failing = False
-    try:
-        yield
-    except BaseException:
-        failing = True
-        raise
-    finally:
-        release(f"the mount on {target}", lambda: umount(target, recursive=recursive), failing)
+def _unmounting(target: Path, *, recursive: bool) -> contextlib.AbstractContextManager[None]:
+    return releasing(f"the mount on {target}", lambda: umount(target, recursive=recursive))
 
 
 @contextlib.contextmanager
@@ -160,15 +152,9 @@ def temporary_directory(prefix: str = "gentoobootstrap-") -> Iterator[Path]:
     is looked up below it.  The mount points made in it are removed with it.
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    failing = False
-    try:
+    with releasing(f"the directory {path}", lambda: _remove_directory(path)):
         runner.pin(path)
         yield path
-    except BaseException:
-        failing = True
-        raise
-    finally:
-        release(f"the directory {path}", lambda: _remove_directory(path), failing)
 
 
 def _remove_directory(path: Path) -> None:

@@ -1,6 +1,6 @@
 """The guest's network: which address each NIC gets, written for netifrc and systemd-networkd.
 
-``NETWORK=none`` leaves only ``lo`` (the original tool's promise);
+``NETWORK=none`` leaves only ``lo`` (for admins who configure the network in a hook);
 ``dhcp`` asks DHCP on every NIC; ``ganeti`` gives a NIC on a Ganeti network
 its static ``NIC_n_IP`` with the network's subnet and gateway (and an IPv6
 address from the network's IPv6 prefix and the NIC's MAC, EUI-64, with the

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -290,6 +290,11 @@ class OSEnv:
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
+    def first_disk_path(self) -> Path:
+        """DISK_0_PATH, the disk create installs onto and rename opens (OSEnvError if unset)."""
+        return _first_disk_path(self.disks)
+
+    @property
     def maxmem_mib(self) -> Optional[int]:
         value = self.be.get("maxmem") or self.be.get("memory")
         return int(value) if value else None
@@ -341,8 +346,6 @@ def _disks(environ: Mapping[str, str], need_path: bool) -> tuple[Disk, ...]:
     disks = []
     for i in range(count):
         path = _value(environ, f"DISK_{i}_PATH", absolute_path)
-        if need_path and i == 0 and path is None:
-            raise OSEnvError("DISK_0_PATH", "required but not set")
         disks.append(
             Disk(
                 index=i,
@@ -360,7 +363,15 @@ def _disks(environ: Mapping[str, str], need_path: bool) -> tuple[Disk, ...]:
         )
     if need_path and not disks:
         raise OSEnvError("DISK_COUNT", "the instance has no disk to install onto")
+    if need_path:
+        _first_disk_path(disks)
     return tuple(disks)
+
+
+def _first_disk_path(disks: Sequence[Disk]) -> Path:
+    if not disks or disks[0].path is None:
+        raise OSEnvError("DISK_0_PATH", "required but not set")
+    return disks[0].path
 
 
 def _nic(environ: Mapping[str, str], i: int) -> Nic:

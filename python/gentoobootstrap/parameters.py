@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gentoobootstrap.errors import ParameterError
-from gentoobootstrap.settings import DECLARATIONS, FILESYSTEMS, Kind
+from gentoobootstrap.filesystems import ROOT_FILESYSTEMS
+from gentoobootstrap.settings import DECLARATIONS, Kind
 
 #: Public key types OpenSSH takes in authorized_keys.
 SSH_KEY_TYPES = (
@@ -65,7 +66,7 @@ PARAMETERS = {
     for p in (
         Parameter(
             "filesystem",
-            f"root filesystem type ({', '.join(FILESYSTEMS)}); default from FILESYSTEM",
+            f"root filesystem type ({', '.join(ROOT_FILESYSTEMS)}); default from FILESYSTEM",
             DECLARATIONS["FILESYSTEM"].kind,
         ),
         Parameter(

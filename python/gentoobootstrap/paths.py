@@ -25,7 +25,7 @@ except ImportError:  # an unconfigured source checkout
 OS_NAME = "gentoobootstrap"
 #: The OS definition's own directory: where variants.list and the scripts live.
 OS_PATH = OS_DIR / OS_NAME
-#: The defaults file the seed README documents.
+#: The node-wide defaults file (the README documents it).
 DEFAULTS_FILE = SYSCONFDIR / "ganeti" / "ganeti-instance-gentoobootstrap"
 #: Per-variant settings, hooks and examples live below here.
 CONF_DIR = SYSCONFDIR / "ganeti" / "instance-gentoobootstrap"

@@ -17,10 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import cache, config, images, log, paths, stages
-from gentoobootstrap.errors import GentooBootstrapError, Interrupted
+from gentoobootstrap import cache, cli, config, images, log, stages
 from gentoobootstrap.settings import Settings
-from gentoobootstrap.signals import interrupts_as_exceptions
 
 logger = logging.getLogger("gentoobootstrap")
 
@@ -47,41 +45,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def listed_variants(variants_list: Optional[Path] = None) -> list[str]:
-    variants_list = variants_list or paths.OS_PATH / "variants.list"
-    try:
-        lines = variants_list.read_text().splitlines()
-    except FileNotFoundError:
-        return ["default"]
-    return [v.strip() for v in lines if v.strip() and not v.strip().startswith("#")]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.older_than is not None and not args.clean:
         _parser().error("--older-than needs --clean")
     log.setup(args.debug)
-    with interrupts_as_exceptions():
-        try:
-            variants = args.variant or listed_variants()
-            all_settings = [config.load(variant) for variant in variants]
-            cache_dirs = sorted({s.cache_dir for s in all_settings})
-            if args.list:
-                for cache_dir in cache_dirs:
-                    print(listing(cache_dir))
-            elif args.clean:
-                for cache_dir in cache_dirs:
-                    clean(cache_dir, args.older_than)
-            else:
-                for variant, settings in zip(variants, all_settings):
-                    fetch(variant, settings)
-        except GentooBootstrapError as e:
-            logger.error("gentoobootstrap-fetch: %s", e)
-            return 1
-        except Interrupted as e:
-            logger.error("gentoobootstrap-fetch: %s", e)
-            return 128 + e.signum
-    return 0
+
+    def run() -> None:
+        variants = args.variant or config.listed_variants()
+        all_settings = [config.load(variant) for variant in variants]
+        cache_dirs = sorted({s.cache_dir for s in all_settings})
+        if args.list:
+            for cache_dir in cache_dirs:
+                print(listing(cache_dir))
+        elif args.clean:
+            for cache_dir in cache_dirs:
+                clean(cache_dir, args.older_than)
+        else:
+            for variant, settings in zip(variants, all_settings):
+                fetch(variant, settings)
+
+    return cli.exit_status("gentoobootstrap-fetch", run)
 
 
 def fetch(variant: str, settings: Settings) -> None:

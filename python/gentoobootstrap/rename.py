@@ -15,7 +15,6 @@ import re
 from typing import Optional
 
 from gentoobootstrap import guest, instancedisk, log
-from gentoobootstrap.errors import OSEnvError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
@@ -72,19 +71,15 @@ def rename_guest(root: GuestRoot, old: str, new: str) -> bool:
 
 
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
-    if argv:
-        raise OSEnvError("argv", f"rename takes no arguments, got {' '.join(argv)!r}")
     old, new = env.old_instance_name, env.instance_name
     if old == new:
         logger.info("the name stays %s; nothing to do", new)
         return
-    if not env.disks or env.disks[0].path is None:
-        raise OSEnvError("DISK_0_PATH", "required but not set")
     with contextlib.ExitStack() as stack:
         with log.complete_step("open the instance disk"):
             opened = instancedisk.open_disk(
                 stack,
-                env.disks[0].path,
+                env.first_disk_path,
                 readonly=False,
                 root_path=env.hv.get("root_path", ""),
                 with_boot=False,

@@ -289,3 +289,42 @@ def spawn(
         if returncode != 0:
             errfile.seek(0)
             raise CommandError(args, returncode, errfile.read().decode(errors="replace"))
+
+
+def reading_from(
+    argv: Sequence[Union[str, Path]], **kwargs: Any
+) -> contextlib.AbstractContextManager[int]:
+    """:func:`spawn` ``argv`` with its stdout on a pipe; yield the pipe's end to read.
+
+    Only the child holds the other end: when it dies, the reader sees the end of the data.
+    """
+    return _piped(argv, feed=False, **kwargs)
+
+
+def writing_to(
+    argv: Sequence[Union[str, Path]], **kwargs: Any
+) -> contextlib.AbstractContextManager[int]:
+    """:func:`spawn` ``argv`` with its stdin on a pipe; yield the pipe's end to write.
+
+    That end is closed when the body ends, so the child sees the end of its input before it
+    is waited for; when the child dies, writing fails with BrokenPipeError.
+    """
+    return _piped(argv, feed=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _piped(argv: Sequence[Union[str, Path]], *, feed: bool, **kwargs: Any) -> Iterator[int]:
+    read_fd, write_fd = os.pipe()
+    ours, theirs = (write_fd, read_fd) if feed else (read_fd, write_fd)
+    try:
+        with spawn(argv, stdin=theirs if feed else None, stdout=None if feed else theirs, **kwargs):
+            os.close(theirs)
+            theirs = -1
+            yield ours
+            if feed:
+                os.close(ours)
+                ours = -1
+    finally:
+        for fd in (ours, theirs):
+            if fd >= 0:
+                os.close(fd)

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional, get_args
 
 from gentoobootstrap import paths
+from gentoobootstrap.filesystems import ROOT_FILESYSTEMS
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ def _text(raw: str) -> str:
 TEXT = Kind("text", _text)
 YESNO = Kind("yes | no", _yesno)
 MIB = _count("MiB")
-FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
 def setting(default: str, help: str, kind: Kind = TEXT) -> Any:
@@ -119,6 +119,12 @@ def setting(default: str, help: str, kind: Kind = TEXT) -> Any:
     return dataclasses.field(
         default=kind.parse(default), metadata={"raw": default, "help": help, "kind": kind}
     )
+
+
+#: How downloads are verified, strongest first.
+VerifyMode = Literal["signature", "checksum", "none"]
+#: The partition table create writes ("none": the root filesystem on the whole disk).
+PartitionStyle = Literal["msdos", "gpt", "none"]
 
 
 @dataclass(frozen=True)
@@ -160,8 +166,8 @@ class Settings:
         "OpenPGP public keys trusted to sign stages and snapshots",
         _path(False),
     )
-    verify: str = setting(
-        "signature", "how downloads are verified", _choice("signature", "checksum", "none")
+    verify: VerifyMode = setting(
+        "signature", "how downloads are verified", _choice(*get_args(VerifyMode))
     )
     proxy: str = setting(
         "", "HTTP(S) proxy for downloads, e.g. http://proxy:3128", _url(True, ("http", "https"))
@@ -184,10 +190,10 @@ class Settings:
         YESNO,
     )
     # The disk.
-    partition_style: str = setting(
+    partition_style: PartitionStyle = setting(
         "msdos",
         "partition table: msdos, gpt, or none (filesystem on the whole disk)",
-        _choice("msdos", "gpt", "none"),
+        _choice(*get_args(PartitionStyle)),
     )
     boot_size: int = setting("0", "size of a separate /boot partition in MiB; 0: no /boot", MIB)
     swap: bool = setting("no", "make a swap partition", YESNO)
@@ -195,7 +201,7 @@ class Settings:
         "", "swap size in MiB; empty: the instance's maxmem", _count("MiB", optional=True)
     )
     filesystem: str = setting(
-        "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*FILESYSTEMS)
+        "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*ROOT_FILESYSTEMS)
     )
     grow_root: bool = setting(
         "yes",

@@ -13,9 +13,9 @@ A local ``STAGE4_FILE`` is opened once and copied, as it is, into the cache; the
 digests, the signature and the member check all read that private copy, and only
 it is unpacked, so changing the file afterwards cannot change what is installed.
 
-A downloaded tarball is kept recompressed with zstd when zstd is installed: the
-tar stream (so everything unpacked) is byte for byte the verified one, but it
-decompresses many times faster than xz, and unpacking dominates create.
+A downloaded tarball is kept recompressed with zstd when zstd is installed
+(:func:`gentoobootstrap.unpack.fast_form`).  What ``VERIFY`` asks of each download
+is :mod:`gentoobootstrap.verification`'s; where the cache keeps it, :mod:`gentoobootstrap.cache`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
@@ -38,18 +37,10 @@ from gentoobootstrap.download import DownloadError
 from gentoobootstrap.errors import StageError, VerificationError
 from gentoobootstrap.log import complete_step
 from gentoobootstrap.settings import Settings
-from gentoobootstrap.verification import Keyring
 
 log = logging.getLogger(__name__)
 
 _RELATIVE_PATH = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
-#: Compressed tarball suffix → the command that writes its tar stream to stdout.
-_DECOMPRESS = {
-    ".xz": ["xz", "-dc", "-T0"],
-    ".bz2": ["bzip2", "-dc"],
-    ".gz": ["gzip", "-dc"],
-    ".zst": ["zstd", "-dcq"],
-}
 
 
 def obtain(settings: Settings) -> Path:
@@ -67,41 +58,65 @@ def obtain_snapshot(settings: Settings) -> Optional[Path]:
     url = f"{settings.mirror}/snapshots/{name}"
     entry = cache.entry(settings.cache_dir, "snapshot", settings.snapshot)
     dated = settings.snapshot != "latest"  # a dated snapshot never changes
-    with entry.locked(), _keyring(settings) as keys:
+
+    def refresh(usable: Optional[cache.Meta], keys: verification.Keys) -> Path:
+        # The signature identifies the snapshot: unchanged signature, unchanged snapshot.
+        signature = download.read_optional(url + ".gpgsig", proxy=settings.proxy)
+        identity = _identity(name, signature)
+        if usable and usable.name == identity:
+            entry.touch()
+            return entry.file_of(usable)
+        if signature is None and settings.verify == "signature":
+            raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
+        with entry.workdir() as work:
+            tarball = download.download(url, work / name, proxy=settings.proxy)
+            signed_at = verification.verify_snapshot(settings, keys(), tarball, name, signature)
+            cached = usable or entry.meta
+            # Without a checked signature (VERIFY=checksum/none) there is no date to trust.
+            if cached and 0 < signed_at < cached.signed_at:
+                _refuse_older(
+                    settings,
+                    url,
+                    f"a snapshot signed {_when(signed_at)}",
+                    f"one signed {_when(cached.signed_at)}",
+                )
+            return _store(entry, settings, tarball, url, identity, signed_at=signed_at)
+
+    return _through_cache(entry, settings, lambda meta: dated or _fresh(meta, settings), refresh)
+
+
+#: Brings a cache entry up to date from the mirror, given its usable contents (or None) and
+#: the keys; returns its file.
+Refresh = Callable[[Optional[cache.Meta], verification.Keys], Path]
+
+
+def _through_cache(
+    entry: cache.Entry, settings: Settings, fresh: Callable[[cache.Meta], bool], refresh: Refresh
+) -> Path:
+    """The entry's file, under its lock: the cached one while ``fresh``, else ``refresh``'s;
+    the cached one (with a warning) when the mirror cannot be reached."""
+    with entry.locked(), verification.keys_for(settings) as keys:
         usable = _usable(entry, settings)
-        if usable and (dated or usable.fresh(settings.clean_cache)):
-            log.info("Using the cached snapshot %s (checked %s)", name, _ago(usable.checked_at))
-            return entry.path / usable.file
+        if usable and fresh(usable):
+            log.info("Using the cached %s (checked %s)", _shown(usable), _ago(usable.checked_at))
+            return entry.file_of(usable)
         try:
-            # The signature identifies the snapshot: unchanged signature, unchanged snapshot.
-            signature = download.read_optional(url + ".gpgsig", proxy=settings.proxy)
-            identity = _identity(name, signature)
-            if usable and usable.name == identity:
-                entry.touch()
-                return entry.path / usable.file
-            if signature is None and settings.verify == "signature":
-                raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
-            with entry.workdir() as work:
-                tarball = download.download(url, work / name, proxy=settings.proxy)
-                signed_at = _verify_snapshot(settings, keys(), tarball, name, signature)
-                cached = usable or entry.meta
-                # Without a checked signature (VERIFY=checksum/none) there is no date to trust.
-                if cached and 0 < signed_at < cached.signed_at:
-                    _refuse_older(
-                        settings,
-                        url,
-                        f"a snapshot signed {_when(signed_at)}",
-                        f"one signed {_when(cached.signed_at)}",
-                    )
-                return _store(entry, settings, tarball, url, identity, signed_at=signed_at)
+            return refresh(usable, keys)
         except DownloadError as e:
-            return _fallback(e, usable, entry)
+            if usable is None:
+                raise
+            log.warning(
+                "%s; using the cached %s (checked %s)", e, _shown(usable), _ago(usable.checked_at)
+            )
+            return entry.file_of(usable)
 
 
-@dataclass(frozen=True)
-class _Source:
-    url: str
-    name: str  # the tarball's basename
+def _fresh(meta: cache.Meta, settings: Settings) -> bool:
+    return meta.fresh(settings.clean_cache)
+
+
+def _shown(meta: cache.Meta) -> str:
+    return meta.name.partition("@")[0]  # without the hash of what identifies it
 
 
 def _stage3(settings: Settings) -> Path:
@@ -110,33 +125,29 @@ def _stage3(settings: Settings) -> Path:
     base = f"{settings.mirror}/releases/{arch}/autobuilds"
     latest_url = f"{base}/latest-stage3-{arch}-{flavor}.txt"
     entry = cache.entry(settings.cache_dir, "stage3", f"{arch}-{flavor}")
-    with entry.locked(), _keyring(settings) as keys:
-        usable = _usable(entry, settings)
-        if usable and usable.fresh(settings.clean_cache):
-            log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
-            return entry.path / usable.file
-        try:
-            relative = _latest(latest_url, settings, keys)
-            source = _Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
-            if usable and usable.name == source.name:
-                log.info("The cached %s is still the newest", source.name)
-                entry.touch()
-                return entry.path / usable.file
-            # Even an entry a weaker VERIFY passed: going back needs the admin's word.
-            cached = usable or entry.meta
-            if cached and is_older(source.name, cached.name):
-                _refuse_older(
-                    settings,
-                    latest_url,
-                    f"{source.name} of {_stamp(source.name)}",
-                    f"{cached.name} of {_stamp(cached.name)}",
-                )
-            return _fill(entry, settings, keys, source, source.name)
-        except DownloadError as e:
-            return _fallback(e, usable, entry)
+
+    def refresh(usable: Optional[cache.Meta], keys: verification.Keys) -> Path:
+        relative = _latest(latest_url, settings, keys)
+        source = verification.Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
+        if usable and usable.name == source.name:
+            log.info("The cached %s is still the newest", source.name)
+            entry.touch()
+            return entry.file_of(usable)
+        # Even an entry a weaker VERIFY passed: going back needs the admin's word.
+        cached = usable or entry.meta
+        if cached and is_older(source.name, cached.name):
+            _refuse_older(
+                settings,
+                latest_url,
+                f"{source.name} of {_stamp(source.name)}",
+                f"{cached.name} of {_stamp(cached.name)}",
+            )
+        return _fill(entry, settings, keys, source, source.name)
+
+    return _through_cache(entry, settings, lambda meta: _fresh(meta, settings), refresh)
 
 
-def _latest(url: str, settings: Settings, keys: Keys) -> str:
+def _latest(url: str, settings: Settings, keys: verification.Keys) -> str:
     """The dated relative path the latest file names (its signature checked when it has one)."""
     data = download.read(url, proxy=settings.proxy)
     signed = verification.is_clearsigned(data)
@@ -210,22 +221,18 @@ def _stage4(settings: Settings) -> Path:
     spec = settings.stage4_file
     if not re.match(r"[a-z]+://", spec):
         return _local_stage4(settings, Path(spec))
-    source = _Source(spec, spec.rsplit("/", 1)[-1])
+    source = verification.Source(spec, spec.rsplit("/", 1)[-1])
     entry = _stage4_entry(settings)
-    with entry.locked(), _keyring(settings) as keys:
-        usable = _usable(entry, settings)
-        if usable and usable.fresh(settings.clean_cache):
-            log.info("Using the cached %s (checked %s)", usable.name, _ago(usable.checked_at))
-            return entry.path / usable.file
-        try:
-            beside = _beside(settings, source)
-            identity = _identity(source.name, beside)
-            if usable and beside is not None and usable.name == identity:
-                entry.touch()
-                return entry.path / usable.file
-            return _fill(entry, settings, keys, source, identity)
-        except DownloadError as e:
-            return _fallback(e, usable, entry)
+
+    def refresh(usable: Optional[cache.Meta], keys: verification.Keys) -> Path:
+        beside = _beside(settings, source)
+        identity = _identity(source.name, beside)
+        if usable and beside is not None and usable.name == identity:
+            entry.touch()
+            return entry.file_of(usable)
+        return _fill(entry, settings, keys, source, identity)
+
+    return _through_cache(entry, settings, lambda meta: _fresh(meta, settings), refresh)
 
 
 def _stage4_entry(settings: Settings) -> cache.Entry:
@@ -233,7 +240,7 @@ def _stage4_entry(settings: Settings) -> cache.Entry:
     return cache.entry(settings.cache_dir, "stage4", key)
 
 
-def _beside(settings: Settings, source: _Source) -> Optional[bytes]:
+def _beside(settings: Settings, source: verification.Source) -> Optional[bytes]:
     """Its DIGESTS (or else its signature), which identifies a stage4 that has one."""
     beside = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
     return beside or download.read_optional(source.url + ".asc", proxy=settings.proxy)
@@ -249,23 +256,23 @@ def _local_stage4(settings: Settings, path: Path) -> Path:
     """
     if not path.exists():
         _build_with_catalyst(settings, path)
-    source = _Source(path.as_uri(), path.name)
+    source = verification.Source(path.as_uri(), path.name)
     entry = _stage4_entry(settings)
-    with _open_local(path) as stage, entry.locked(), _keyring(settings) as keys:
+    with _open_local(path) as stage, entry.locked(), verification.keys_for(settings) as keys:
         st = os.fstat(stage.fileno())
         state = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         identity = _identity(path.name, state.encode() + (_beside(settings, source) or b""))
         usable = _usable(entry, settings)
         if usable and usable.name == identity:
             log.info("Using the cached copy of %s (verified %s)", path, _ago(usable.verified_at))
-            return entry.path / usable.file
+            return entry.file_of(usable)
         with entry.workdir() as work:
 
             def copy() -> Path:
                 with complete_step(f"Copying {path} into the cache"):
                     return _copy(stage, work / path.name)
 
-            tarball = _verified(settings, keys, source, work, copy, local=True)
+            tarball = verification.verified(settings, keys, source, work, copy, local=True)
             return _store(entry, settings, tarball, source.url, identity, recompress=False)
 
 
@@ -320,7 +327,11 @@ def _build_with_catalyst(settings: Settings, target: Path) -> None:
 
 
 def _fill(
-    entry: cache.Entry, settings: Settings, keys: Keys, source: _Source, identity: str
+    entry: cache.Entry,
+    settings: Settings,
+    keys: verification.Keys,
+    source: verification.Source,
+    identity: str,
 ) -> Path:
     """Download ``source`` into the entry, verified; the small files are checked first."""
     with entry.workdir() as work:
@@ -329,105 +340,8 @@ def _fill(
             with complete_step(f"Downloading {source.url}"):
                 return download.download(source.url, work / source.name, proxy=settings.proxy)
 
-        tarball = _verified(settings, keys, source, work, fetch)
+        tarball = verification.verified(settings, keys, source, work, fetch)
         return _store(entry, settings, tarball, source.url, identity)
-
-
-def _verified(
-    settings: Settings,
-    keys: Keys,
-    source: _Source,
-    work: Path,
-    fetch: Callable[[], Path],
-    *,
-    local: bool = False,
-) -> Path:
-    """``fetch()``'s tarball, checked against what sits beside ``source`` as VERIFY asks."""
-    digests, signed = _digests(settings, keys, source, work)
-    asc = download.read_optional(source.url + ".asc", proxy=settings.proxy)
-    tarball = fetch()
-    if digests is not None:
-        verification.check_digests(tarball, digests, source.name)
-    ring = keys() if asc is not None else None
-    if ring is not None and asc is not None:
-        verification.verify_detached(ring, tarball, asc, source.name)
-        signed = True
-    _require(settings, source, signed, digests is not None, local)
-    return tarball
-
-
-def _digests(
-    settings: Settings, keys: Keys, source: _Source, work: Path
-) -> tuple[Optional[dict[str, dict[str, str]]], bool]:
-    """The parsed DIGESTS beside ``source`` (None if absent) and whether its signature passed.
-
-    Today's DIGESTS are clear-signed; older ones came with a detached ``.DIGESTS.asc``.
-    """
-    digests = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
-    if digests is None:
-        return None, False
-    what = f"{source.name}.DIGESTS"
-    signed = False
-    ring = keys()
-    if verification.is_clearsigned(digests):
-        if ring is not None:
-            digests = verification.verify_clearsigned(ring, digests, what)
-            signed = True
-        else:
-            digests = verification.unsigned_body(digests)
-    elif ring is not None:
-        asc = download.read_optional(source.url + ".DIGESTS.asc", proxy=settings.proxy)
-        if asc is not None:
-            (work / what).write_bytes(digests)
-            verification.verify_detached(ring, work / what, asc, what)
-            signed = True
-    return verification.parse_digests(digests.decode(errors="replace")), signed
-
-
-def _require(
-    settings: Settings, source: _Source, signed: bool, digested: bool, local: bool
-) -> None:
-    """What VERIFY asks beyond what was checked already; warn about what it does not."""
-    if settings.verify == "none":
-        log.warning(
-            "VERIFY=none: %s was NOT verified; anyone between here and %s could have changed it",
-            source.name,
-            source.url,
-        )
-        return
-    if local and not signed and not digested:
-        log.info("%s has no .DIGESTS or .asc beside it; trusted as a local file", source.name)
-        return
-    if settings.verify == "signature" and not signed:
-        raise VerificationError(
-            f"{source.name}: no signature (neither a signed .DIGESTS nor a .asc beside it); "
-            "sign it or set VERIFY=checksum"
-        )
-    if not digested and settings.verify == "checksum":
-        raise VerificationError(f"{source.name}: no .DIGESTS file beside it (VERIFY=checksum)")
-    if settings.verify == "checksum":
-        log.warning(
-            "VERIFY=checksum: %s matches its DIGESTS, but no signature was checked", source.name
-        )
-
-
-def _verify_snapshot(
-    settings: Settings,
-    ring: Optional[Keyring],
-    tarball: Path,
-    name: str,
-    signature: Optional[bytes],
-) -> float:
-    """When the snapshot's checked signature was made (0 when none was checked)."""
-    if ring is not None:
-        if signature is None:
-            raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
-        return verification.verify_detached(ring, tarball, signature, name)
-    if settings.verify == "checksum":
-        log.warning("VERIFY=checksum: snapshots have no DIGESTS; %s was NOT verified", name)
-    else:
-        log.warning("VERIFY=none: the snapshot %s was NOT verified", name)
-    return 0.0
 
 
 def _store(
@@ -441,10 +355,10 @@ def _store(
     signed_at: float = 0.0,
 ) -> Path:
     """Put the verified ``tarball`` into the cache entry, in its fast form if ``recompress``."""
-    fast = fast_form(tarball) if recompress else tarball
+    fast = unpack.fast_form(tarball) if recompress else tarball
     # Checked once here, not on every create: the cached file never changes.
     try:
-        members = unpack.check_members(fast)
+        members = unpack.refuse_escaping_members(fast)
     except StageError as e:  # name the download, not the scratch file that is about to go
         raise StageError(f"{url}: {str(e).removeprefix(f'{fast}: ')}") from None
     moment = cache.now()
@@ -455,70 +369,12 @@ def _store(
     return entry.store(fast, meta)
 
 
-def checked_members(tarball: Path, cache_dir: Path) -> Optional[int]:
-    """How many members of a tarball :func:`obtain` returned were checked when it was cached.
-
-    None when ``tarball`` is not the current file of an entry of ``cache_dir`` (then
-    check it): a meta.json anywhere else is not ours and proves nothing.
-    """
-    if tarball.parent.parent.parent != cache_dir:
-        return None
-    meta = cache.Entry(cache_dir, tarball.parent).meta
-    if meta is None or meta.file != tarball.name or meta.members <= 0:
-        return None
-    return meta.members
-
-
-def fast_form(tarball: Path) -> Path:
-    """``tarball`` recompressed with zstd beside it (the same tar stream), if zstd is here."""
-    suffix = tarball.suffix
-    if suffix == ".zst" or suffix not in _DECOMPRESS or not runner.have_tool("zstd"):
-        return tarball
-    fast = tarball.with_name(tarball.name.removesuffix(suffix) + ".zst")
-    compress = ["zstd", "-q", "-T0", "-c"]
-    size = _xz_unpacked_size(tarball) if suffix == ".xz" else None
-    if size is not None:  # recorded in the frame: create sizes the disk without decompressing
-        compress.append(f"--stream-size={size}")
-    with complete_step(f"Recompressing {tarball.name} for fast unpacking"), open(fast, "wb") as out:
-        read_end, write_end = os.pipe()
-        try:
-            with runner.spawn([*_DECOMPRESS[suffix], tarball], stdout=write_end):
-                os.close(write_end)  # the children hold the pipe: a dying one stops the other
-                write_end = -1
-                with runner.spawn(compress, stdin=read_end, stdout=out):
-                    os.close(read_end)
-                    read_end = -1
-        finally:
-            for fd in (read_end, write_end):
-                if fd >= 0:
-                    os.close(fd)
-        out.flush()
-        os.fsync(out.fileno())
-    tarball.unlink()
-    return fast
-
-
-def _xz_unpacked_size(tarball: Path) -> Optional[int]:
-    for line in runner.output(["xz", "--robot", "--list", tarball]).splitlines():
-        fields = line.split("\t")
-        if fields[0] == "totals" and fields[4].isdigit():
-            return int(fields[4])
-    return None
-
-
 def _usable(entry: cache.Entry, settings: Settings) -> Optional[cache.Meta]:
     meta = entry.meta
     if meta is not None and not meta.satisfies(settings.verify):
         log.info("The cached %s passed only VERIFY=%s; obtaining it again", meta.name, meta.verify)
         return None
     return meta
-
-
-def _fallback(error: DownloadError, usable: Optional[cache.Meta], entry: cache.Entry) -> Path:
-    if usable is None:
-        raise error
-    log.warning("%s; using the cached %s (checked %s)", error, usable.name, _ago(usable.checked_at))
-    return entry.path / usable.file
 
 
 def _identity(name: str, beside: Optional[bytes]) -> str:
@@ -531,23 +387,3 @@ def _identity(name: str, beside: Optional[bytes]) -> str:
 def _ago(moment: float) -> str:
     hours = (cache.now() - moment) / 3600
     return f"{hours:.0f} hours ago" if hours < 48 else f"{hours / 24:.0f} days ago"
-
-
-#: Returns the imported KEYRING for VERIFY=signature, None for the other modes.
-Keys = Callable[[], Optional[Keyring]]
-
-
-@contextlib.contextmanager
-def _keyring(settings: Settings) -> Iterator[Keys]:
-    """KEYRING imported on first use: a cache hit or an unsigned local stage4 needs no gpg."""
-    with contextlib.ExitStack() as stack:
-        imported: list[Keyring] = []
-
-        def keys() -> Optional[Keyring]:
-            if settings.verify != "signature":
-                return None
-            if not imported:
-                imported.append(stack.enter_context(verification.keyring(settings.keyring)))
-            return imported[0]
-
-        yield keys

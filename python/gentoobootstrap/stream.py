@@ -31,10 +31,11 @@ import os
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from gentoobootstrap.errors import StreamError
 from gentoobootstrap.log import printable
+from gentoobootstrap.unpack import TAR_EXTRACT_OPTIONS, TAR_FAITHFUL, compression_of
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +47,6 @@ KEYWORD = "GENTOOBOOTSTRAP."
 END_MAGIC = b"GENTOOBOOTSTRAP-END 1\n"
 #: dump(8)'s record magic (NFS_MAGIC) at byte 24 of the first record, either byte order.
 DUMP_MAGIC = (60012).to_bytes(4, "little"), (60012).to_bytes(4, "big")
-#: Compressed streams, told apart so the error can say what was given.
-_COMPRESSED = (
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"BZh", "bzip2"),
-    (b"\x1f\x8b", "gzip"),
-)
-
-#: GNU tar's options that keep everything the unpack keeps, both ways.
-TAR_COMMON = (
-    "--numeric-owner",
-    "--xattrs",
-    "--xattrs-include=*.*",
-    # XFS shows root its internal copy of ACLs as trusted.SGI_ACL_*: never carry it.
-    "--xattrs-exclude=trusted.SGI_ACL_*",
-    "--acls",
-)
 TAR_CREATE = (
     "--format=posix",
     # 128 KiB records instead of 10 KiB: fewer, larger writes through the pump.
@@ -70,16 +54,20 @@ TAR_CREATE = (
     "--sparse",
     # atime and ctime would add a pax header to every member, for nothing.
     "--pax-option=delete=atime,delete=ctime",
-    *TAR_COMMON,
+    *TAR_FAITHFUL,
 )
-TAR_EXTRACT = ("--same-owner", "--preserve-permissions", "--read-full-records", *TAR_COMMON)
+TAR_EXTRACT = (*TAR_EXTRACT_OPTIONS, "--read-full-records")
+
+
+#: An export of this OS, another tar archive, or a dump(8) stream.
+StreamFormat = Literal["gentoobootstrap", "tar", "dump"]
 
 
 @dataclass(frozen=True)
 class Head:
     """What the first block of an import stream tells."""
 
-    format: str  # "gentoobootstrap", "tar" or "dump"
+    format: StreamFormat
     block: bytes  # the bytes already read, to be fed to the extractor first
     #: Our pax keywords, prefix removed: the exporter's word, so log them only through
     #: log.printable.
@@ -172,12 +160,12 @@ def read_head(fd: int) -> Head:
         return Head("gentoobootstrap", block, ours)
     if len(block) >= 28 and block[24:28] in DUMP_MAGIC:
         return Head("dump", block)
-    for magic, kind in _COMPRESSED:
-        if block.startswith(magic):
-            raise StreamError(
-                f"the stream is {kind}-compressed: import takes the uncompressed export "
-                "stream (Ganeti's --transport-compression is undone before import)"
-            )
+    kind = compression_of(block)
+    if kind != "none":
+        raise StreamError(
+            f"the stream is {kind}-compressed: import takes the uncompressed export "
+            "stream (Ganeti's --transport-compression is undone before import)"
+        )
     raise StreamError(
         "the stream is neither an export of this OS (a tar archive), a tar archive nor a "
         "dump(8) stream"

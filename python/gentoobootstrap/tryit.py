@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Optional, TextIO
 
-from gentoobootstrap import disks, filesystems, mounts, paths, runner
-from gentoobootstrap.errors import DiskError, GentooBootstrapError, Interrupted
+from gentoobootstrap import disks, filesystems, instancedisk, mounts, paths, runner
+from gentoobootstrap.cli import exit_status
+from gentoobootstrap.errors import DiskError, GentooBootstrapError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.layout import Partition
-from gentoobootstrap.signals import interrupts_as_exceptions
+from gentoobootstrap.log import setup as log_setup
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +268,11 @@ def describe(disk: Path) -> str:
                 f"  {where}: start {p.start >> 20} MiB, size {p.size >> 20} MiB, "
                 f"{fstype}, label {label or '-'}, UUID {uuid_}"
             )
-            if label == "root" or (root is None and fstype not in ("-", "swap")):
+            if label == "root" or (root is None and fstype in filesystems.ROOT_FILESYSTEMS):
                 root = (node, fstype)
         if root is not None:
             target = stack.enter_context(mounts.temporary_directory())
-            options = ["ro", "nosuid", "nodev", "noexec"] + (
-                ["norecovery"] if root[1] == "xfs" else []
-            )
-            stack.enter_context(mounts.mount(root[0], target, options=options))
+            instancedisk.mount_readonly(stack, root[0], target, root[1])
             lines.append("/etc/fstab:")
             text = GuestRoot(target).read_text("/etc/fstab") or "(none)\n"
             lines += [
@@ -285,40 +283,31 @@ def describe(disk: Path) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with interrupts_as_exceptions():
-        return _try(args)
+    log_setup(plain=True)
+    return exit_status("", lambda: _try(args))
 
 
 def _try(args: argparse.Namespace) -> int:
-    try:
-        stamp = time.strftime("%Y-%m-%d_%H_%M_%S")
-        logfile = args.log or args.disk.resolve().parent / (
-            f"add-{instance_os(args)}-{args.name}-{stamp}.log"
-        )
-        with open_log(logfile) as log_file:
-            size = prepare_image(args.disk, args.size)
-            env = environment(args, size)
-            print(f"running {args.os_dir / 'create'} on {args.disk} (log: {logfile})", flush=True)
-            start = time.monotonic()
-            status = run_create(args.os_dir, env, log_file)
-            took = time.monotonic() - start
-            if status != 0:
-                print(
-                    f"create failed with exit status {status} after {took:.1f}s; "
-                    "last lines of the log:"
-                )
-                log_file.seek(0)  # the file we wrote, whatever its name points to now
-                print("\n".join(log_file.read().splitlines()[-20:]))
-                return 1
-        print(f"create succeeded in {took:.1f}s")
-        print(describe(args.disk))
-    except GentooBootstrapError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 128 + e.signum
+    stamp = time.strftime("%Y-%m-%d_%H_%M_%S")
+    logfile = args.log or args.disk.resolve().parent / (
+        f"add-{instance_os(args)}-{args.name}-{stamp}.log"
+    )
+    with open_log(logfile) as log_file:
+        size = prepare_image(args.disk, args.size)
+        env = environment(args, size)
+        print(f"running {args.os_dir / 'create'} on {args.disk} (log: {logfile})", flush=True)
+        start = time.monotonic()
+        status = run_create(args.os_dir, env, log_file)
+        took = time.monotonic() - start
+        if status != 0:
+            print(
+                f"create failed with exit status {status} after {took:.1f}s; last lines of the log:"
+            )
+            log_file.seek(0)  # the file we wrote, whatever its name points to now
+            print("\n".join(log_file.read().splitlines()[-20:]))
+            return 1
+    print(f"create succeeded in {took:.1f}s")
+    print(describe(args.disk))
     return 0
 
 

@@ -6,6 +6,9 @@ status: a signature counts only as a ``VALIDSIG`` whose primary-key fingerprint
 (its last field) is one of ``KEYRING``'s primary keys, so a signing subkey of
 such a key is fine and any other signer is refused.  Of a clear-signed file
 only the body gpg itself extracts is used, never text around the armor.
+
+:func:`verified` and :func:`verify_snapshot` apply ``VERIFY``'s policy to a download:
+what must be checked, and what is only warned about.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
-from gentoobootstrap import runner
+from gentoobootstrap import download, runner
 from gentoobootstrap.errors import VerificationError
+from gentoobootstrap.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +226,127 @@ def check_digests(path: Path, digests: Mapping[str, Mapping[str, str]], name: st
                 f"{name}: {algorithm} digest mismatch: the download is corrupt or was tampered with"
             )
     log.info("%s: SHA512 and BLAKE2B digests match", name)
+
+
+# -- what VERIFY asks of a download ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    name: str  # the tarball's basename
+
+
+def verified(
+    settings: Settings,
+    keys: Keys,
+    source: Source,
+    work: Path,
+    fetch: Callable[[], Path],
+    *,
+    local: bool = False,
+) -> Path:
+    """``fetch()``'s tarball, checked against what sits beside ``source`` as VERIFY asks."""
+    digests, signed = _digests(settings, keys, source, work)
+    asc = download.read_optional(source.url + ".asc", proxy=settings.proxy)
+    tarball = fetch()
+    if digests is not None:
+        check_digests(tarball, digests, source.name)
+    ring = keys() if asc is not None else None
+    if ring is not None and asc is not None:
+        verify_detached(ring, tarball, asc, source.name)
+        signed = True
+    _require(settings, source, signed, digests is not None, local)
+    return tarball
+
+
+def _digests(
+    settings: Settings, keys: Keys, source: Source, work: Path
+) -> tuple[Optional[dict[str, dict[str, str]]], bool]:
+    """The parsed DIGESTS beside ``source`` (None if absent) and whether its signature passed.
+
+    Today's DIGESTS are clear-signed; older ones came with a detached ``.DIGESTS.asc``.
+    """
+    digests = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
+    if digests is None:
+        return None, False
+    what = f"{source.name}.DIGESTS"
+    signed = False
+    ring = keys()
+    if is_clearsigned(digests):
+        if ring is not None:
+            digests = verify_clearsigned(ring, digests, what)
+            signed = True
+        else:
+            digests = unsigned_body(digests)
+    elif ring is not None:
+        asc = download.read_optional(source.url + ".DIGESTS.asc", proxy=settings.proxy)
+        if asc is not None:
+            (work / what).write_bytes(digests)
+            verify_detached(ring, work / what, asc, what)
+            signed = True
+    return parse_digests(digests.decode(errors="replace")), signed
+
+
+def _require(settings: Settings, source: Source, signed: bool, digested: bool, local: bool) -> None:
+    """What VERIFY asks beyond what was checked already; warn about what it does not."""
+    if settings.verify == "none":
+        log.warning(
+            "VERIFY=none: %s was NOT verified; anyone between here and %s could have changed it",
+            source.name,
+            source.url,
+        )
+        return
+    if local and not signed and not digested:
+        log.info("%s has no .DIGESTS or .asc beside it; trusted as a local file", source.name)
+        return
+    if settings.verify == "signature" and not signed:
+        raise VerificationError(
+            f"{source.name}: no signature (neither a signed .DIGESTS nor a .asc beside it); "
+            "sign it or set VERIFY=checksum"
+        )
+    if not digested and settings.verify == "checksum":
+        raise VerificationError(f"{source.name}: no .DIGESTS file beside it (VERIFY=checksum)")
+    if settings.verify == "checksum":
+        log.warning(
+            "VERIFY=checksum: %s matches its DIGESTS, but no signature was checked", source.name
+        )
+
+
+def verify_snapshot(
+    settings: Settings,
+    ring: Optional[Keyring],
+    tarball: Path,
+    name: str,
+    signature: Optional[bytes],
+) -> float:
+    """When the snapshot's checked signature was made (0 when none was checked)."""
+    if ring is not None:
+        if signature is None:
+            raise VerificationError(f"{name}: no .gpgsig beside it on the mirror")
+        return verify_detached(ring, tarball, signature, name)
+    if settings.verify == "checksum":
+        log.warning("VERIFY=checksum: snapshots have no DIGESTS; %s was NOT verified", name)
+    else:
+        log.warning("VERIFY=none: the snapshot %s was NOT verified", name)
+    return 0.0
+
+
+#: Returns the imported KEYRING for VERIFY=signature, None for the other modes.
+Keys = Callable[[], Optional[Keyring]]
+
+
+@contextlib.contextmanager
+def keys_for(settings: Settings) -> Iterator[Keys]:
+    """KEYRING imported on first use: a cache hit or an unsigned local stage4 needs no gpg."""
+    with contextlib.ExitStack() as stack:
+        imported: list[Keyring] = []
+
+        def keys() -> Optional[Keyring]:
+            if settings.verify != "signature":
+                return None
+            if not imported:
+                imported.append(stack.enter_context(keyring(settings.keyring)))
+            return imported[0]
+
+        yield keys

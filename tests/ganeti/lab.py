@@ -1,6 +1,6 @@
 """A throw-away single-node Ganeti cluster inside a network namespace.
 
-The recipe is ``shared/reference/ganeti-lab.md``: Debian's ganeti with the fake
+The recipe: Debian's ganeti with the fake
 hypervisor, ``file`` and ``blockdev`` disk templates, a bridge with a
 documentation address in a namespace of its own, name resolution through
 ``/etc/netns/NS/hosts``, and every ``gnt-*`` command run inside the namespace

@@ -1,4 +1,4 @@
-"""Our OS definition under a real single-node Ganeti 3.0 cluster (issue 8).
+"""Our OS definition under a real single-node Ganeti 3.0 cluster.
 
 Every scenario goes through Ganeti's own commands only, then checks the exit
 status, the OS logs Ganeti wrote in /var/log/ganeti/os/, and the guest's files

@@ -350,7 +350,7 @@ def test_stage4_local_file(tmp_path: Path) -> None:
     got = stages.obtain(s)
     assert got.parent.parent == tmp_path / "cache" / "stage4"  # a private copy
     assert got.read_bytes() == stage4.read_bytes()  # as it is: no recompression
-    assert stages.checked_members(got, tmp_path / "cache") == 1
+    assert cache.recorded_member_count(got, tmp_path / "cache") == 1
     assert stages.obtain(s) == got
     make_tarball(stage4, {"boot/vmlinuz": b"kernel 2"})  # rebuilt: copied again
     again = stages.obtain(s)
@@ -384,7 +384,7 @@ def test_meta_json_beside_a_local_stage4_proves_nothing(tmp_path: Path, keyring:
     moment = cache.now()
     forged = cache.Meta(evil.as_uri(), evil.name, evil.name, moment, moment, "signature", members=1)
     (evil.parent / "meta.json").write_text(json.dumps(dataclasses.asdict(forged)))
-    assert stages.checked_members(evil, tmp_path / "cache") is None
+    assert cache.recorded_member_count(evil, tmp_path / "cache") is None
     s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(evil))
     with pytest.raises(StageError, match="outside the target"):
         stages.obtain(s)
@@ -586,9 +586,9 @@ def test_members_are_checked_once_when_cached(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     with tarfile.open(stage) as tar:
-        assert stages.checked_members(got, tmp_path / "cache") == len(tar.getmembers())
-    assert stages.checked_members(stage, tmp_path / "cache") is None  # not in the cache
-    assert stages.checked_members(got, tmp_path / "elsewhere") is None
+        assert cache.recorded_member_count(got, tmp_path / "cache") == len(tar.getmembers())
+    assert cache.recorded_member_count(stage, tmp_path / "cache") is None  # not in the cache
+    assert cache.recorded_member_count(got, tmp_path / "elsewhere") is None
 
 
 def test_signed_stage_escaping_the_target_is_not_cached(
@@ -716,7 +716,7 @@ def test_a_replayed_release_stops_create_with_one_error_line(
             f'MIRROR="{url}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\n'
             'ARCH="amd64"\nCLEAN_CACHE="0"\n'
         )
-        assert cli.main("create", [], ganeti_environ(image)) == 1
+        assert cli.main("create", [], ganeti_environ(image), isolate=False) == 1
     err = capsys.readouterr().err.strip().splitlines()
     dated = [line for line in err if "2026-11-22 17:03:59" in line]
     assert dated == [err[-1]] and "ERROR: create: " in err[-1]

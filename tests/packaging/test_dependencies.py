@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pkgbuild import EBUILD_DIR, REPO, gentoo_package_exists, gentoo_tree, missing, release_ebuild
 
-from gentoobootstrap import filesystems, runner
+from gentoobootstrap import filesystems, runner, unpack
 
 LIBRARY = REPO / "python" / "gentoobootstrap"
 #: Where Ganeti's node daemon finds programs (the tools are installed in CI).
@@ -53,8 +53,8 @@ README_BUILD_TOOLS = {"autoconf", "automake", "make", "python3"}
 
 def tools_run_by_the_library() -> set[str]:
     """Programs the library runs: the first word of every argv list literal that is a
-    program on the node (``["tar", ...]``), every command of the filesystems' table, and
-    every name given to find_tool/have_tool."""
+    program on the node (``["tar", ...]``), every command of the filesystems' and the
+    compressions' tables, and every name given to find_tool/have_tool."""
     tools: set[str] = set()
     for module in LIBRARY.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
@@ -77,6 +77,8 @@ def tools_run_by_the_library() -> set[str]:
     for fs in filesystems.FILESYSTEMS.values():
         commands = (fs.mkfs, fs.image_writer or (), fs.grow, fs.new_uuid, fs.seal)
         tools.update(command[0] for command in commands if command)
+    for compression in unpack.COMPRESSIONS.values():
+        tools.update(argv[0] for argv in compression.decompressors)
     return tools - PREFERRED_ALTERNATIVES
 
 

@@ -1,6 +1,6 @@
 """The ``make dist`` tarball: one version, both install flows of the README, same result.
 
-The seed README installs with ``--with-os-dir=/srv/ganeti/os`` (Ganeti built
+The README installs with ``--with-os-dir=/srv/ganeti/os`` (Ganeti built
 from source) or with the default OS directory (Ganeti from a package).
 """
 

@@ -55,7 +55,7 @@ def point_paths_at(confdir: Path, patch: pytest.MonkeyPatch | None = None) -> No
 
 
 def create(environ: Mapping[str, str]) -> int:
-    return cli.main("create", [], dict(environ))
+    return cli.main("create", [], dict(environ), isolate=False)
 
 
 # --- looking at a disk image without the library -------------------------------------------

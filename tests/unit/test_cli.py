@@ -72,7 +72,7 @@ def test_verify_unknown_check(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_instance_variable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     env = ganeti_environ(tmp_path / "disk")
     del env["INSTANCE_NAME"]
-    assert cli.main("create", [], env) == 1
+    assert cli.main("create", [], env, isolate=False) == 1
     assert last_line(capsys).endswith("ERROR: create: INSTANCE_NAME: required but not set")
 
 
@@ -104,7 +104,7 @@ def test_library_error_becomes_exit_1_and_the_last_line(
     from gentoobootstrap import create
 
     monkeypatch.setattr(create, "main", fail_with(DiskError("disk is too small: 10 MiB")))
-    assert cli.main("create", [], ganeti_environ(tmp_path / "disk")) == 1
+    assert cli.main("create", [], ganeti_environ(tmp_path / "disk"), isolate=False) == 1
     assert last_line(capsys).endswith(" ERROR: create: disk is too small: 10 MiB")
 
 
@@ -115,7 +115,7 @@ def test_unexpected_errors_keep_their_traceback(
 
     monkeypatch.setattr(create, "main", fail_with(ZeroDivisionError("bug")))
     with pytest.raises(ZeroDivisionError):
-        cli.main("create", [], ganeti_environ(tmp_path / "disk"))
+        cli.main("create", [], ganeti_environ(tmp_path / "disk"), isolate=False)
 
 
 def test_interrupted_exits_128_plus_signal(
@@ -124,7 +124,10 @@ def test_interrupted_exits_128_plus_signal(
     from gentoobootstrap import create
 
     monkeypatch.setattr(create, "main", fail_with(Interrupted(signal.SIGTERM, "SIGTERM")))
-    assert cli.main("create", [], ganeti_environ(tmp_path / "disk")) == 128 + signal.SIGTERM
+    assert (
+        cli.main("create", [], ganeti_environ(tmp_path / "disk"), isolate=False)
+        == 128 + signal.SIGTERM
+    )
     assert "ERROR: create: interrupted by SIGTERM" in last_line(capsys)
 
 
@@ -143,7 +146,7 @@ def test_a_real_sigterm_unwinds_and_handlers_are_restored(
 
     monkeypatch.setattr(create, "main", main)
     before = signal.getsignal(signal.SIGTERM)
-    assert cli.main("create", [], ganeti_environ(tmp_path / "disk")) == 143
+    assert cli.main("create", [], ganeti_environ(tmp_path / "disk"), isolate=False) == 143
     assert released == ["disk"]
     assert signal.getsignal(signal.SIGTERM) == before
     assert "interrupted by SIGTERM" in last_line(capsys)
@@ -164,3 +167,13 @@ def test_debug_setting_shows_debug_lines(
     (configured / "etc" / "defaults").write_text('DEBUG="yes"\n')
     assert cli.main("verify", ["parameters"], verify_env()) == 0
     assert "DEBUG: verify: variant default" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("operation", ["create", "import", "export", "rename"])
+def test_an_os_script_but_verify_takes_no_arguments(
+    operation: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(operation, ["--force"], ganeti_environ(tmp_path / "disk"), isolate=False) == 1
+    assert last_line(capsys).endswith(
+        f"ERROR: {operation}: argv: {operation} takes no arguments, got '--force'"
+    )

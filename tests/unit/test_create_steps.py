@@ -66,11 +66,6 @@ def test_error_or_signal_releases_everything(ctx: Context, caplog, error: BaseEx
     assert not any("release disk" in r.getMessage() for r in caplog.records)
 
 
-def test_create_takes_no_arguments(ctx: Context) -> None:
-    with pytest.raises(Exception, match="create takes no arguments"):
-        create.main(ctx.env, ctx.settings, ["--force"])
-
-
 def test_the_stage_is_obtained_before_the_disk_is_touched() -> None:
     names = [step.__name__ for step in create.STEPS]
     assert names.index("obtain_stage") < names.index("attach_disk") < names.index("check_disk")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import fstab, import_, osenv, rename, runner, stream
+from gentoobootstrap import fstab, import_, layout, osenv, rename, runner, stream
 from gentoobootstrap.errors import StreamError, ToolNotFoundError
 from gentoobootstrap.filesystems import fstab_entry
 from gentoobootstrap.guest import set_hostname
@@ -194,8 +194,8 @@ def test_lookup_and_sources() -> None:
     assert entry is not None and entry.source == "UUID=old-boot"
     assert fstab.lookup("#UUID=x /boot ext4 defaults 0 2\n", "/boot") is None
     assert fstab.normal_source("/dev/disk/by-uuid/abc") == "UUID=abc"
-    assert fstab.first_disk_partition("/dev/vda2") == 2
-    assert fstab.first_disk_partition("/dev/vdb2") is None
+    assert layout.first_disk_partition("/dev/vda2") == 2
+    assert layout.first_disk_partition("/dev/vdb2") is None
 
 
 # --- rename -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gentoobootstrap import cache, filesystems, images, layout, runner
-from gentoobootstrap.settings import FILESYSTEMS as ROOT_FILESYSTEMS
+from gentoobootstrap.filesystems import ROOT_FILESYSTEMS
 
 MIB = layout.MIB
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from gentoobootstrap import layout
+from gentoobootstrap import fstab, layout
 from gentoobootstrap.errors import ConfigError, DiskError
 from gentoobootstrap.settings import Settings
 
@@ -177,3 +177,26 @@ def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
 def test_describe() -> None:
     plan = layout.plan(settings(swap=True, swap_size=64), GIB)
     assert plan.describe() == "msdos: 1 root ext4 959 MiB, 2 swap 64 MiB"
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        ("/dev/vda1", 1),
+        ("/dev/sda12", 12),
+        ("/dev/xvda3", 3),
+        ("/dev/nvme0n1p2", 2),
+        ("/dev/vda0", None),  # numbers count from 1: 0 is the whole disk in this project
+        ("/dev/vda01", None),
+        ("/dev/vdb1", None),
+        ("/dev/vda", None),
+    ],
+)
+def test_one_rule_names_the_first_disks_partitions(name: str, number: object) -> None:
+    assert layout.first_disk_partition(name) == number
+
+
+def test_an_fstab_swap_on_partition_0_is_not_taken_for_the_first_disks() -> None:
+    kept = "/dev/vda0\tnone\tswap\tsw\t0 0"
+    assert kept in fstab.rewrite(kept + "\n", {}).splitlines()
+    assert "/dev/vda2\tnone" not in fstab.rewrite("/dev/vda2\tnone\tswap\tsw\t0 0\n", {})
