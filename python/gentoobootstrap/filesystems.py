@@ -20,9 +20,10 @@ _MKFS = {
     "xfs": ["mkfs.xfs", "-q", "-f", "-L"],
     "btrfs": ["mkfs.btrfs", "-q", "-f", "-L"],
     "swap": ["mkswap", "-L"],
+    "vfat": ["mkfs.vfat", "-F", "32", "-n"],  # the EFI system partition: FAT32
 }
-#: Longest label each filesystem takes (xfs: 12, ext: 16).
-_LABEL_MAX = {"xfs": 12, "ext2": 16, "ext3": 16, "ext4": 16, "btrfs": 255, "swap": 15}
+#: Longest label each filesystem takes (xfs: 12, ext: 16, FAT: 11, upper case).
+_LABEL_MAX = {"xfs": 12, "ext2": 16, "ext3": 16, "ext4": 16, "btrfs": 255, "swap": 15, "vfat": 11}
 FSTYPES = tuple(_MKFS)
 
 
@@ -33,6 +34,8 @@ def make(device: Path, fstype: str, label: str) -> str:
     """
     if fstype not in _MKFS:
         raise ValueError(f"unknown filesystem {fstype!r}")
+    if fstype == "vfat":
+        label = label.upper()  # mkfs.vfat warns that lower case may not work everywhere
     runner.run([*_MKFS[fstype], label[: _LABEL_MAX[fstype]], device])
     return uuid_of(device)
 
@@ -79,9 +82,15 @@ class FstabEntry:
 
 
 def fstab_entry(uuid: str, mountpoint: str, fstype: str) -> FstabEntry:
-    """The usual entry: root checked first (pass 1), others after (2), swap and btrfs never."""
+    """The usual entry: root checked first (pass 1), others after (2), swap and btrfs never.
+
+    The ESP (vfat) is for root's eyes only (umask=0077), never checked (a stage3 has no
+    fsck.vfat), and nofail: a guest kernel without vfat still boots.
+    """
     if fstype == "swap":
         return FstabEntry(uuid, "none", "swap", "sw", 0)
+    if fstype == "vfat":
+        return FstabEntry(uuid, mountpoint, "vfat", "umask=0077,nofail", 0)
     passno = 0 if fstype == "btrfs" else (1 if mountpoint == "/" else 2)
     return FstabEntry(uuid, mountpoint, fstype, "noatime", passno)
 

@@ -29,7 +29,7 @@ LIVE_EBUILD = EBUILD_DIR / f"{EBUILD_DIR.name}-9999.ebuild"
 #: Tried first when installed (parallel decompressors), never required.
 PREFERRED_ALTERNATIVES = {"lbzip2", "pbzip2", "pigz"}
 #: Needed only for some settings: optfeature (Gentoo), Suggests (Debian).
-OPTIONAL_TOOLS = {"mkfs.xfs", "mkfs.btrfs", "restore", "catalyst"}
+OPTIONAL_TOOLS = {"mkfs.xfs", "mkfs.btrfs", "mkfs.vfat", "restore", "catalyst"}
 #: Runtime dependencies that are no program: the interpreter, its module, the keys.
 GENTOO_NON_TOOLS = {
     "dev-lang/python",
