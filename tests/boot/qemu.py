@@ -42,6 +42,11 @@ _FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
 LOGIN_TIMEOUT = float(os.environ.get("BOOT_LOGIN_TIMEOUT", "180"))
 COMMAND_TIMEOUT = 60.0
 RUNLEVEL_TO_LOGIN = 30.0
+#: UEFI firmware for ``boot(..., firmware="uefi")`` (Debian: ovmf): its code, read-only,
+#: and the template of its variable store, copied for each boot (empty NVRAM, as Ganeti's
+#: fresh firmware disk).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 
 
 def qemu_binary() -> Optional[str]:
@@ -193,12 +198,14 @@ def boot(
     kernel: Optional[NodeKernel] = None,
     append: str = "root=/dev/vda1 ro",
     memory_mib: int = 512,
+    firmware: str = "bios",
 ) -> Iterator[Guest]:
     """Boot ``disk`` (read-only: ``-snapshot``) from a node kernel or from its own boot loader.
 
     With ``kernel`` it is Ganeti KVM's ``kernel_path`` mode (``append`` plus the
-    serial console and ``panic=1``); without, the BIOS boots the disk.  The serial
-    log is ``workdir/serial.log``, qemu's own messages ``workdir/qemu.log``.
+    serial console and ``panic=1``); without, the firmware boots the disk: SeaBIOS, or
+    OVMF with ``firmware="uefi"``.  The serial log is ``workdir/serial.log``, qemu's own
+    messages ``workdir/qemu.log``.
     """
     qemu = qemu_binary()
     if qemu is None:
@@ -209,6 +216,12 @@ def boot(
         "-chardev", "stdio,id=serial0,signal=off", "-serial", "chardev:serial0",
         "-drive", _drive(disk),
     ]  # fmt: skip
+    if firmware == "uefi":
+        variables = workdir / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, variables)
+        for unit, (image, readonly) in enumerate(((OVMF_CODE, ",readonly=on"), (variables, ""))):
+            path = str(image).replace(",", ",,")
+            argv += ["-drive", f"if=pflash,format=raw,unit={unit}{readonly},file={path}"]
     if kernel is not None:
         argv += ["-kernel", str(kernel.vmlinuz), "-initrd", str(kernel.initrd)]
         argv += ["-append", f"{append} console=ttyS0,115200 panic=1"]

@@ -133,8 +133,9 @@ def test_add_with_a_second_variant_uses_its_layout(
     assert_succeeded(os_log(lab, mark, "add", name("variant1")))
     with guest_disk(lab.disk_path(name("variant1")), lab.workdir) as guest:
         assert_stage_installed(guest, test_stage, "ext3")
-        assert len(guest.partitions) == 4  # root, /boot, swap and gpt's BIOS boot
+        assert len(guest.partitions) == 5  # root, /boot, swap, gpt's ESP and BIOS boot
         fstab = (guest.root / "etc" / "fstab").read_text()
+        assert re.search(r"^UUID=\S+\s+/efi\s+vfat\s", fstab, re.M), fstab
         assert re.search(r"^UUID=\S+\s+/boot\s", fstab, re.M), fstab
         assert re.search(r"^UUID=\S+\s+none\s+swap\s", fstab, re.M), fstab
 
