@@ -43,3 +43,4 @@ def test_the_same_gpt_disk_boots_under_bios_and_uefi(
             booted = guest.run("if [ -d /sys/firmware/efi ]; then echo uefi; else echo bios; fi")
             assert booted == firmware
             assert guest.run("findmnt -no SOURCE /") == "/dev/vda1"
+            assert not guest.boot_failures(), "the guest's boot scripts reported failures"
