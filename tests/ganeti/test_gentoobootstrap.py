@@ -41,9 +41,11 @@ def assert_succeeded(log: str) -> None:
 
 
 def assert_stage_installed(guest: Guest, test_stage: stage.Stage, fstype: str) -> None:
-    """The stage is on the guest entry by entry; only /etc and the grow service may differ."""
+    """The stage is on the guest entry by entry; only /etc, the grow service and the ESP's
+    mount point may differ."""
     assert guest.fstype(guest.root) == fstype
-    problems = stage.compare(test_stage.tree, guest.root, ignore={"boot", *guesttree.GROWN})
+    made = {"boot", "efi", *guesttree.GROWN}
+    problems = stage.compare(test_stage.tree, guest.root, ignore=made)
     boot = [m for t, m in guest.filesystems.values() if m != guest.root]
     if boot:  # a separate /boot: compared on its own filesystem
         [boot_mount] = boot
