@@ -28,6 +28,7 @@ class Context:
     root_dev: Optional[Path] = None
     boot_dev: Optional[Path] = None
     swap_dev: Optional[Path] = None
+    esp_dev: Optional[Path] = None  # the EFI system partition (gpt)
     target: Optional[Path] = None  # where the root filesystem is mounted
     stage: Optional[Path] = None  # the verified stage tarball to unpack
     snapshot: Optional[Path] = None  # the verified portage snapshot, if SNAPSHOT asks for one

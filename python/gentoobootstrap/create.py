@@ -96,6 +96,10 @@ def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:
             root_path,
         )
     logger.info("layout: %s", ctx.layout.describe())
+    boot_type = ctx.env.hv.get("boot_type", "")
+    if boot_type:
+        logger.info("boot type: %s (INSTANCE_HV_boot_type)", boot_type)
+    layout.check_boot_type(ctx.layout, boot_type)
 
 
 def partition_disk(ctx: Context) -> None:
@@ -106,12 +110,13 @@ def partition_disk(ctx: Context) -> None:
     nodes = ctx.stack.enter_context(disks.partitions(ctx.disk, ctx.layout.partitions))
     roles = {p.role: nodes[p.number] for p in ctx.layout.partitions}
     ctx.root_dev, ctx.boot_dev, ctx.swap_dev = roles["root"], roles.get("boot"), roles.get("swap")
+    ctx.esp_dev = roles.get("esp")
 
 
 def _devices(ctx: Context) -> list[tuple[Partition, Path]]:
-    """The planned partitions with their devices: root, then /boot, then swap."""
+    """The planned partitions with their devices: root, then /boot, swap, the ESP."""
     assert ctx.layout is not None
-    devices = {"root": ctx.root_dev, "boot": ctx.boot_dev, "swap": ctx.swap_dev}
+    devices = {"root": ctx.root_dev, "boot": ctx.boot_dev, "swap": ctx.swap_dev, "esp": ctx.esp_dev}
     return [
         (p, device)
         for role, device in devices.items()
@@ -169,13 +174,19 @@ def make_filesystems(ctx: Context) -> None:
 
 
 def mount_filesystems(ctx: Context) -> None:
-    """Root on a directory of our own, /boot on a directory made in the new, empty root."""
+    """Root on a directory of our own, /boot on a directory made in the new, empty root.
+
+    The ESP is not mounted: the guest mounts it (fstab), and the grub hook writes its
+    files with mtools, so the node needs no FAT driver.  Its mount point is made here.
+    """
     assert ctx.root_dev is not None and ctx.layout is not None
     target = ctx.stack.enter_context(mounts.temporary_directory())
     ctx.stack.enter_context(mounts.mount(ctx.root_dev, target, options=mounts.FRESH))
     if ctx.boot_dev is not None:
         (target / "boot").mkdir()
         ctx.stack.enter_context(mounts.mount(ctx.boot_dev, target / "boot", options=mounts.FRESH))
+    if ctx.esp_dev is not None:
+        (target / layout.MOUNTPOINTS["esp"].lstrip("/")).mkdir()
     ctx.target = target
 
 

@@ -36,6 +36,8 @@ class Filesystem:
     #: never write to the device (no journal replay).
     readonly_options: tuple[tuple[str, ...], ...] = (("ro",),)
     checked_at_boot: bool = True  # fsck checks it at boot (fstab pass 1 for root, 2 after)
+    fstab_options: str = "noatime"
+    upper_label: bool = False  # its labels are upper case (lower case may not work everywhere)
 
 
 #: Every filesystem (and swap) this project makes.  ext's ``tune2fs -U`` rewrites the
@@ -80,6 +82,15 @@ FILESYSTEMS = {
         checked_at_boot=False,  # its fsck does nothing; btrfs checks itself when mounted
     ),
     "swap": Filesystem(("mkswap", "-L"), 15, checked_at_boot=False),
+    # The EFI system partition: FAT32, for root's eyes only, never checked (a stage3 has no
+    # fsck.vfat), and nofail, so that a guest kernel without vfat still boots.
+    "vfat": Filesystem(
+        ("mkfs.vfat", "-F", "32", "-n"),
+        11,
+        checked_at_boot=False,
+        fstab_options="umask=0077,nofail",
+        upper_label=True,
+    ),
 }
 #: The filesystems an instance's root (and /boot) may have: the FILESYSTEM setting's values.
 ROOT_FILESYSTEMS = tuple(name for name, fs in FILESYSTEMS.items() if fs.min_root_mib)
@@ -93,6 +104,7 @@ def make(device: Path, fstype: str, label: str) -> str:
     if fstype not in FILESYSTEMS:
         raise ValueError(f"unknown filesystem {fstype!r}")
     fs = FILESYSTEMS[fstype]
+    label = label.upper() if fs.upper_label else label
     runner.run([*fs.mkfs, label[: fs.label_max], device])
     return uuid_of(device)
 
@@ -142,8 +154,9 @@ def fstab_entry(uuid: str, mountpoint: str, fstype: str) -> FstabEntry:
     """The usual entry: root checked first (pass 1), others after (2), when checked at all."""
     if fstype == "swap":
         return FstabEntry(uuid, "none", "swap", "sw", 0)
-    passno = (1 if mountpoint == "/" else 2) if FILESYSTEMS[fstype].checked_at_boot else 0
-    return FstabEntry(uuid, mountpoint, fstype, "noatime", passno)
+    fs = FILESYSTEMS[fstype]
+    passno = (1 if mountpoint == "/" else 2) if fs.checked_at_boot else 0
+    return FstabEntry(uuid, mountpoint, fstype, fs.fstab_options, passno)
 
 
 def fstab_text(entries: Sequence[FstabEntry], original: str = "") -> str:

@@ -1,7 +1,8 @@
 """Read a guest's /etc/fstab and rewrite the lines of its own disk after an import.
 
 Pure text in, text out: every line that is not about the root filesystem,
-/boot or the swap of the instance's first disk stays exactly as it was.
+/boot, the EFI system partition (/efi) or the swap of the instance's first disk
+stays exactly as it was.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from gentoobootstrap.filesystems import FstabEntry
-from gentoobootstrap.layout import first_disk_partition
+from gentoobootstrap.layout import MOUNTPOINTS, first_disk_partition
 
 _BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
        "/dev/disk/by-partuuid/": "PARTUUID="}  # fmt: skip
@@ -72,7 +73,8 @@ def _render(line: Line) -> str:
 
 
 def rewrite(text: str, new: Mapping[str, FstabEntry], old_sources: Collection[str] = ()) -> str:
-    """``text`` with the entries of root, /boot and swap replaced by ``new`` (role -> entry).
+    """``text`` with the entries of root, /boot, the ESP and swap replaced by ``new`` (role ->
+    entry).
 
     The line for ``/`` and ``/boot`` keeps its options when the filesystem type
     is unchanged; a role the new disk lacks loses its line (a /boot merged into
@@ -85,10 +87,9 @@ def rewrite(text: str, new: Mapping[str, FstabEntry], old_sources: Collection[st
         line = parse_line(raw)
         role = None
         if line is not None:
-            if line.mountpoint.rstrip("/") == "" and line.mountpoint.startswith("/"):
-                role = "root"
-            elif line.mountpoint.rstrip("/") == "/boot":
-                role = "boot"
+            mounts = {path.rstrip("/"): role for role, path in MOUNTPOINTS.items()}
+            if line.mountpoint.startswith("/") and line.mountpoint.rstrip("/") in mounts:
+                role = mounts[line.mountpoint.rstrip("/")]
             elif line.fstype == "swap" and _is_old_swap(line, old_sources):
                 role = "swap"
         if role is None or line is None:
@@ -103,7 +104,7 @@ def rewrite(text: str, new: Mapping[str, FstabEntry], old_sources: Collection[st
             out.append(_render(Line(source, *[getattr(line, f) for f in _KEEP])))
         else:
             out.append(entry.line())
-    for role in ("root", "boot", "swap"):
+    for role in ("root", "boot", "esp", "swap"):
         if role in new and role not in done:
             out.append(new[role].line())
     return "\n".join(out) + "\n"

@@ -5,7 +5,7 @@ The rules are implemented here so that they hold whether or not
 digits, underscores and hyphens (so ``grub.sh`` or ``hosts~`` are skipped),
 hooks run in lexical (C locale, byte) order, and only executable regular
 files (or links to them) run.  Each hook gets Ganeti's environment plus
-``TARGET``, ``BLOCKDEV``, ``ROOT_DEV``, ``BOOT_DEV``, ``SWAP_DEV`` and every
+``TARGET``, ``BLOCKDEV``, ``ROOT_DEV``, ``BOOT_DEV``, ``SWAP_DEV``, ``ESP_DEV`` and every
 resolved setting, its stdin closed, with ``/proc``, ``/sys``, ``/dev`` and
 ``/dev/pts`` mounted in ``TARGET`` for hooks that chroot.
 
@@ -124,6 +124,7 @@ def environment(ctx: Context) -> dict[str, str]:
         ROOT_DEV=_value(ctx.root_dev),
         BOOT_DEV=_value(ctx.boot_dev),
         SWAP_DEV=_value(ctx.swap_dev),
+        ESP_DEV=_value(ctx.esp_dev),
     )
     return env
 

@@ -12,6 +12,13 @@ when it names a partition of the first disk (Ganeti KVM's default
 the other partitions take the remaining numbers in the order boot, swap.
 Whatever its number, root is the partition physically last on the disk — boot
 and swap sit before it — so that it can grow into space added at the disk's end.
+
+``BOOT_FIRMWARE`` decides what a gpt disk gets for booting from itself: a BIOS
+boot partition (GRUB's i386-pc core image) and/or an EFI system partition
+(FAT32, mounted at ``/efi``); both by default.  msdos boots only under BIOS
+(its boot code sits in the gap before the first partition).  Both take the
+numbers after the others, ESP first, so root, boot and swap are numbered as
+without them; the ESP is the first partition on the disk.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from gentoobootstrap.errors import ConfigError, DiskError
+from gentoobootstrap.errors import ConfigError, DiskError, OSEnvError
 from gentoobootstrap.filesystems import FILESYSTEMS
 from gentoobootstrap.settings import Settings
 
@@ -35,6 +42,16 @@ BOOT_FILESYSTEM = "ext4"
 #: entries), numbered last, so that GRUB can boot a gpt disk and root keeps its number.
 BIOS_BOOT_START = 64 << 10
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
+#: The EFI system partition: FAT32 (the one filesystem UEFI firmware must read), 100 MiB
+#: (room for GRUB's EFI image, a few MiB, and more boot loaders), at /efi: not below /boot,
+#: which may be a filesystem of its own, and where the Gentoo Handbook and systemd put it.
+ESP_MIB = 100
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ESP_FILESYSTEM = "vfat"
+#: Where each role's filesystem is mounted in the guest.
+MOUNTPOINTS = {"root": "/", "boot": "/boot", "esp": "/efi"}
+#: Firmware a gpt disk can boot under, and what BOOT_FIRMWARE asks for.
+FIRMWARE = {"bios": ("bios",), "uefi": ("uefi",), "both": ("bios", "uefi")}
 
 #: First-disk partition names a hypervisor's root_path may use: /dev/vda1, /dev/sda2, /dev/xvda1.
 _FIRST_DISK_PARTITION = re.compile(
@@ -47,14 +64,14 @@ class Partition:
     """One partition (or, with style none, the whole disk as number 0); bytes."""
 
     number: int
-    role: str  # "root", "boot", "swap" or "bios" (gpt's BIOS boot); "" when read from a disk
+    role: str  # "root", "boot", "swap", "esp", "bios" (gpt's BIOS boot); "" when read from a disk
     start: int
     size: int
     fstype: str = ""  # filesystem to make: ext4, xfs, ..., "swap"
 
     @property
     def mountpoint(self) -> Optional[str]:
-        return {"root": "/", "boot": "/boot"}.get(self.role)
+        return MOUNTPOINTS.get(self.role)
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,12 @@ class Layout:
         root = self.role("root")
         assert root is not None
         return root
+
+    @property
+    def firmware(self) -> tuple[str, ...]:
+        """What this disk boots under from itself: ``bios`` and/or ``uefi``."""
+        bios = self.style == "msdos" or self.role("bios") is not None
+        return (*(("bios",) if bios else ()), *(("uefi",) if self.role("esp") else ()))
 
     def describe(self) -> str:
         """One line for the log: ``msdos: 1 root ext4 1023 MiB, 2 swap 512 MiB``."""
@@ -93,7 +116,7 @@ class Layout:
         lines.append("")
         bootable = self.role("boot") or self.root
         for p in self.partitions:
-            kind = {"swap": "S", "bios": BIOS_BOOT_TYPE}.get(p.role, "L")
+            kind = {"swap": "S", "bios": BIOS_BOOT_TYPE, "esp": ESP_TYPE}.get(p.role, "L")
             flag = ", bootable" if self.style == "msdos" and p is bootable else ""
             lines.append(
                 f"{p.number}: start={p.start // sector_size}, size={p.size // sector_size}, "
@@ -129,6 +152,47 @@ def swap_mib(settings: Settings, maxmem_mib: Optional[int]) -> int:
     return size
 
 
+def firmware(settings: Settings) -> tuple[str, ...]:
+    """What BOOT_FIRMWARE asks the disk to boot under, given its PARTITION_STYLE."""
+    style, wanted = settings.partition_style, settings.boot_firmware
+    if style == "none":
+        if wanted:
+            raise ConfigError(
+                "PARTITION_STYLE=none has no partition table to boot from; "
+                "leave BOOT_FIRMWARE empty, or use msdos or gpt",
+                key="BOOT_FIRMWARE",
+            )
+        return ()
+    if style == "msdos":
+        if wanted not in ("", "bios"):
+            raise ConfigError(
+                f"{wanted} needs an EFI system partition, which only PARTITION_STYLE=gpt gets; "
+                "set PARTITION_STYLE=gpt, or BOOT_FIRMWARE=bios",
+                key="BOOT_FIRMWARE",
+            )
+        return ("bios",)
+    return FIRMWARE[wanted or "both"]
+
+
+def check_boot_type(planned: Layout, boot_type: str) -> None:
+    """``INSTANCE_HV_boot_type`` (bios, uefi, direct_kernel) against what the disk boots under."""
+    if boot_type not in ("bios", "uefi") or boot_type in planned.firmware:
+        return
+    has = planned.firmware
+    fix = (
+        'PARTITION_STYLE="gpt" with BOOT_FIRMWARE empty, uefi or both'
+        if boot_type == "uefi"
+        else "BOOT_FIRMWARE empty, bios or both"
+    )
+    raise OSEnvError(
+        "INSTANCE_HV_boot_type",
+        f"{boot_type}, but the disk's {planned.style} layout "
+        + (f"boots only under {' and '.join(has)}" if has else "has no boot partitions")
+        + f": set {fix} in the variant, or boot the instance with boot_type="
+        + (has[0] if has else "direct_kernel"),
+    )
+
+
 def plan(
     settings: Settings,
     disk_size: int,
@@ -144,6 +208,7 @@ def plan(
     style, fstype = settings.partition_style, settings.filesystem
     root_min = max(FILESYSTEMS[fstype].min_root_mib, min_root_mib)
     if style == "none":
+        firmware(settings)
         if settings.swap or settings.boot_size:
             raise ConfigError(
                 "PARTITION_STYLE=none puts the root filesystem on the whole disk; "
@@ -157,6 +222,7 @@ def plan(
             f"{settings.boot_size} MiB is below the minimum of {MIN_BOOT_MIB} (0: no /boot)",
             key="BOOT_SIZE",
         )
+    boots = firmware(settings)
     others = []  # (role, MiB, fstype) in disk and numbering order
     if settings.boot_size:
         others.append(("boot", settings.boot_size, BOOT_FILESYSTEM))
@@ -174,24 +240,31 @@ def plan(
         )
     # 1 MiB before the first partition; gpt keeps its backup table in the last MiB.
     reserved = 1 + (1 if style == "gpt" else 0)
-    fixed = sum(size for _, size, _ in others)
+    esp = ESP_MIB if "uefi" in boots else 0
+    fixed = sum(size for _, size, _ in others) + esp
     needed = max(MIN_DISK_MIB, reserved + fixed + root_min)
     what = " + ".join(
-        [f"{role} {size} MiB" for role, size, _ in others]
+        [f"EFI system {esp} MiB"] * bool(esp)
+        + [f"{role} {size} MiB" for role, size, _ in others]
         + [f"root {root_min} MiB ({fstype})", f"{reserved} MiB partition table"]
     )
     _check_size(disk_size, needed, what)
     root_mib = disk_size // MIB - reserved - fixed
-    # On the disk: boot, swap, then root up to the end (so it can grow there); root keeps
-    # its number and the others take the remaining numbers in their disk order.
+    # On the disk: the ESP, boot, swap, then root up to the end (so it can grow there);
+    # root keeps its number, boot and swap take the remaining numbers in their disk order,
+    # the ESP and the BIOS boot partition the numbers after them.
     on_disk = [*others, ("root", root_mib, fstype)]
     numbers = [*(n for n in range(1, count + 1) if n != root_number), root_number]
     partitions = []
     start = MIB
+    if esp:
+        count += 1
+        partitions.append(Partition(count, "esp", start, esp * MIB, ESP_FILESYSTEM))
+        start += esp * MIB
     for number, (role, size, kind) in zip(numbers, on_disk):
         partitions.append(Partition(number, role, start, size * MIB, kind))
         start += size * MIB
-    if style == "gpt":
+    if style == "gpt" and "bios" in boots:
         partitions.append(Partition(count + 1, "bios", BIOS_BOOT_START, MIB - BIOS_BOOT_START))
     return Layout(style, tuple(sorted(partitions, key=lambda p: p.number)))
 

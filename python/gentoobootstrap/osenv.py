@@ -230,7 +230,12 @@ NIC_VARIABLES: dict[str, tuple[Optional[str], Check[str]]] = {
 }
 #: The hypervisor (INSTANCE_HV_<key>) and backend (INSTANCE_BE_<key>) parameters the scripts
 #: use; the others are passed to hooks as Ganeti gave them and never read.
-HV_CHECKS: dict[str, Check[str]] = {"root_path": root_path, "serial_console": boolean}
+HV_CHECKS: dict[str, Check[str]] = {
+    "root_path": root_path,
+    "serial_console": boolean,
+    # KVM's firmware (Ganeti 4.0): BIOS, UEFI (OVMF) or the node's kernel.
+    "boot_type": choice("bios", "uefi", "direct_kernel"),
+}
 BE_CHECKS: dict[str, Check[str]] = {
     k: pattern(re.compile("[0-9]{1,9}"), "a whole number of MiB") for k in ("maxmem", "memory")
 }

@@ -44,6 +44,7 @@ PACKAGES = {
     "mkfs.ext2": "e2fsprogs",
     "mkfs.ext3": "e2fsprogs",
     "mkfs.ext4": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
     "mkfs.xfs": "xfsprogs",
     "mkswap": "util-linux",
     "mount": "mount or sys-apps/util-linux",

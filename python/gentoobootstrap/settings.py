@@ -29,12 +29,15 @@ class Kind:
 
 
 def _choice(*values: str) -> Kind:
+    """One of ``values``; an empty one is shown as ``empty``."""
+    shown = [value or "empty" for value in values]
+
     def parse(raw: str) -> str:
         if raw not in values:
-            raise ValueError(f"allowed values: {', '.join(values)}")
+            raise ValueError(f"allowed values: {', '.join(shown)}")
         return raw
 
-    return Kind(" | ".join(values), parse)
+    return Kind(" | ".join(shown), parse)
 
 
 def _pattern(allowed: str, regex: str) -> Kind:
@@ -202,6 +205,12 @@ class Settings:
     )
     filesystem: str = setting(
         "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*ROOT_FILESYSTEMS)
+    )
+    boot_firmware: str = setting(
+        "",
+        "firmware the instance boots its own disk under: bios (GRUB's i386-pc), uefi (an EFI "
+        "system partition) or both; empty: both with gpt, bios with msdos; uefi needs gpt",
+        _choice("", "bios", "uefi", "both"),
     )
     grow_root: bool = setting(
         "yes",

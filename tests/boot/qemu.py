@@ -49,6 +49,11 @@ COMMAND_TIMEOUT = 60.0
 RUNLEVEL_TO_LOGIN = 30.0
 #: How long after the login prompt sshd may take to answer (host keys made under TCG).
 SSH_TIMEOUT = 120.0
+#: UEFI firmware for ``boot(..., firmware="uefi")`` (Debian: ovmf): its code, read-only,
+#: and the template of its variable store, copied for each boot (empty NVRAM, as Ganeti's
+#: fresh firmware disk).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 
 
 def qemu_binary() -> Optional[str]:
@@ -265,14 +270,16 @@ def boot(
     append: str = "root=/dev/vda1 ro",
     memory_mib: int = 512,
     nic_mac: Optional[str] = None,
+    firmware: str = "bios",
 ) -> Iterator[Guest]:
     """Boot ``disk`` (read-only: ``-snapshot``) from a node kernel or from its own boot loader.
 
     With ``kernel`` it is Ganeti KVM's ``kernel_path`` mode (``append`` plus the
-    serial console and ``panic=1``); without, the BIOS boots the disk.  With
-    ``nic_mac`` the guest has a virtio NIC with that MAC on restricted user
-    networking, its port 22 forwarded from ``127.0.0.1:Guest.ssh_port``.  The serial
-    log is ``workdir/serial.log``, qemu's own messages ``workdir/qemu.log``.
+    serial console and ``panic=1``); without, the firmware boots the disk: SeaBIOS, or
+    OVMF with ``firmware="uefi"``.  With ``nic_mac`` the guest has a virtio NIC with that
+    MAC on restricted user networking, its port 22 forwarded from
+    ``127.0.0.1:Guest.ssh_port``.  The serial log is ``workdir/serial.log``, qemu's own
+    messages ``workdir/qemu.log``.
     """
     qemu = qemu_binary()
     if qemu is None:
@@ -283,6 +290,12 @@ def boot(
         "-chardev", "stdio,id=serial0,signal=off", "-serial", "chardev:serial0",
         "-drive", _drive(disk),
     ]  # fmt: skip
+    if firmware == "uefi":
+        variables = workdir / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, variables)
+        for unit, (image, readonly) in enumerate(((OVMF_CODE, ",readonly=on"), (variables, ""))):
+            path = str(image).replace(",", ",,")
+            argv += ["-drive", f"if=pflash,format=raw,unit={unit}{readonly},file={path}"]
     if kernel is not None:
         argv += ["-kernel", str(kernel.vmlinuz), "-initrd", str(kernel.initrd)]
         argv += ["-append", f"{append} console=ttyS0,115200 panic=1"]

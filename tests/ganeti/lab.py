@@ -228,7 +228,7 @@ def guest_disk(disk: Path, workdir: Path, writable: bool = False) -> Iterator[Gu
         for number, start, size in spans:
             device = stack.enter_context(loop_device(disk, not writable, start, size))
             fstype = filesystem_type(device)
-            if fstype in ("", "swap"):
+            if fstype in ("", "swap", "vfat"):  # vfat: the ESP (the node may lack a FAT driver)
                 continue
             where = Path(tempfile.mkdtemp(dir=workdir, prefix=f"guest-{number}-"))
             mount = stack.enter_context(mounted(device, where, fstype, writable))

@@ -41,9 +41,11 @@ def assert_succeeded(log: str) -> None:
 
 
 def assert_stage_installed(guest: Guest, test_stage: stage.Stage, fstype: str) -> None:
-    """The stage is on the guest entry by entry; only /etc and the grow service may differ."""
+    """The stage is on the guest entry by entry; only /etc, the grow service and the ESP's
+    mount point may differ."""
     assert guest.fstype(guest.root) == fstype
-    problems = stage.compare(test_stage.tree, guest.root, ignore={"boot", *guesttree.GROWN})
+    made = {"boot", "efi", *guesttree.GROWN}
+    problems = stage.compare(test_stage.tree, guest.root, ignore=made)
     boot = [m for t, m in guest.filesystems.values() if m != guest.root]
     if boot:  # a separate /boot: compared on its own filesystem
         [boot_mount] = boot
@@ -133,8 +135,9 @@ def test_add_with_a_second_variant_uses_its_layout(
     assert_succeeded(os_log(lab, mark, "add", name("variant1")))
     with guest_disk(lab.disk_path(name("variant1")), lab.workdir) as guest:
         assert_stage_installed(guest, test_stage, "ext3")
-        assert len(guest.partitions) == 4  # root, /boot, swap and gpt's BIOS boot
+        assert len(guest.partitions) == 5  # root, /boot, swap, gpt's ESP and BIOS boot
         fstab = (guest.root / "etc" / "fstab").read_text()
+        assert re.search(r"^UUID=\S+\s+/efi\s+vfat\s", fstab, re.M), fstab
         assert re.search(r"^UUID=\S+\s+/boot\s", fstab, re.M), fstab
         assert re.search(r"^UUID=\S+\s+none\s+swap\s", fstab, re.M), fstab
 

@@ -21,6 +21,7 @@ MIB = 1 << 20
 LINUX = {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
 SWAP = {"82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 #: What create changes in the stage on purpose: fstab, and the guest configuration.
 INSTALLED = {"etc/fstab"} | guesttree.CONFIGURED
 
@@ -44,6 +45,14 @@ class Case:
     flavour: str = "openrc"
     compression: str = "xz"
     expect: tuple[str, ...] = ("root",)  # roles by partition number 1, 2, ...
+    firmware: str = ""  # BOOT_FIRMWARE
+
+    @property
+    def boot_partitions(self) -> tuple[str, ...]:
+        """gpt's ESP and BIOS boot partition, numbered after ``expect``."""
+        if self.style != "gpt":
+            return ()
+        return {"bios": ("bios",), "uefi": ("esp",)}.get(self.firmware, ("esp", "bios"))
 
 
 CASES = {
@@ -51,7 +60,7 @@ CASES = {
     "gpt-xfs-boot-swap": Case(
         "gpt",
         "xfs",
-        500,
+        600,
         boot=64,
         swap="yes",
         swap_size="64",
@@ -68,9 +77,17 @@ CASES = {
         compression="bzip2",
         expect=("swap", "root"),
     ),
-    "gpt-ext2-boot-systemd": Case(
-        "gpt", "ext2", 320, boot=48, flavour="systemd", compression="zstd", expect=("root", "boot")
+    "gpt-ext2-boot-systemd-uefi": Case(
+        "gpt",
+        "ext2",
+        420,
+        boot=48,
+        flavour="systemd",
+        compression="zstd",
+        expect=("root", "boot"),
+        firmware="uefi",
     ),
+    "gpt-ext4-bios": Case("gpt", "ext4", 320, firmware="bios"),
     "msdos-ext3-boot-swap-root3": Case(
         "msdos",
         "ext3",
@@ -130,11 +147,25 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
     found = osdef.table(image)
     assert found["label"] == {"msdos": "dos", "gpt": "gpt"}[case.style]
     parts = osdef.partitions(image)
-    if case.style == "gpt":  # a BIOS boot partition for GRUB, numbered last, before 1 MiB
-        *parts, bios = parts
-        assert bios["number"] == len(case.expect) + 1 and bios["type"] == BIOS_BOOT
-        assert bios["start"] + bios["size"] <= MIB
-    assert [p["number"] for p in parts] == list(range(1, len(case.expect) + 1))
+    # gpt: the ESP and a BIOS boot partition for GRUB (before 1 MiB), numbered last.
+    count = len(case.expect)
+    parts, tail = parts[:count], parts[count:]
+    assert [p["number"] for p in tail] == list(range(count + 1, count + 1 + len(tail)))
+    extra = dict(zip(case.boot_partitions, tail, strict=True))
+    if "bios" in extra:
+        assert extra["bios"]["type"] == BIOS_BOOT
+        assert extra["bios"]["start"] + extra["bios"]["size"] <= MIB
+    if "esp" in extra:  # FAT32, first on the disk
+        esp = extra["esp"]
+        assert esp["type"] == ESP and esp["start"] == MIB and esp["size"] == 100 * MIB
+        esp_info = osdef.probe(image, esp["start"], esp["size"])
+        assert (esp_info["TYPE"], esp_info["VERSION"], esp_info["LABEL"]) == (
+            "vfat",
+            "FAT32",
+            "ESP",
+        )
+        parts.append(esp)
+    assert [p["number"] for p in parts[:count]] == list(range(1, count + 1))
     roles = dict(zip(case.expect, parts))
     for p in parts:
         assert p["start"] % MIB == 0 and p["size"] % MIB == 0, "not aligned to 1 MiB"
@@ -156,6 +187,7 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
     end = (image.stat().st_size // MIB - (1 if case.style == "gpt" else 0)) * MIB
     assert max(p["start"] + p["size"] for p in parts) == end
     root = roles["root"]
+    ignore = INSTALLED | ({"efi"} if "esp" in extra else set())
     with osdef.mounted(image, tmp / "check-root", root["start"], root["size"], case.fs) as target:
         fstab_lines = active_lines(target / "etc/fstab")
         if case.boot:
@@ -163,14 +195,18 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
             # /boot on the root filesystem is an empty mount point: the kernel is on /boot's.
             assert sorted(os.listdir(target / "boot")) == []
             with osdef.mounted(image, target / "boot", boot["start"], boot["size"]):
-                assert stage.compare(built.tree, target, ignore=INSTALLED) == []
+                assert stage.compare(built.tree, target, ignore=ignore) == []
         else:
-            assert stage.compare(built.tree, target, ignore=INSTALLED) == []
+            assert stage.compare(built.tree, target, ignore=ignore) == []
+        if "esp" in extra:  # its mount point: an empty directory
+            assert (target / "efi").is_dir() and os.listdir(target / "efi") == []
     want_fstab = [f"UUID={info['root']['UUID']} / {case.fs} noatime 0 {pass_of(case.fs)}"]
     if case.boot:
         want_fstab.append(f"UUID={info['boot']['UUID']} /boot ext4 noatime 0 2")
     if case.swap == "yes":
         want_fstab.append(f"UUID={info['swap']['UUID']} none swap sw 0 0")
+    if "esp" in extra:
+        want_fstab.append(f"UUID={esp_info['UUID']} /efi vfat umask=0077,nofail 0 0")
     assert fstab_lines == want_fstab
 
 
@@ -209,6 +245,7 @@ def test_layouts(
         boot_size=case.boot,
         swap=case.swap,
         swap_size=case.swap_size,
+        boot_firmware=case.firmware,
     )
     assert status == 0, log
     assert "write fstab done" in log
@@ -289,7 +326,7 @@ def test_reinstall_over_populated_disk(
     no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
 ) -> None:
     built = stages["openrc", "zstd"]
-    image = sparse(no_leaks / "disk.img", 500)
+    image = sparse(no_leaks / "disk.img", 600)
     status, log = run_create(
         no_leaks,
         monkeypatch,

@@ -214,7 +214,7 @@ CASES = {
         (Layout("msdos", "ext4", 400, 64, 32), Layout("msdos", "ext4", 600, 64, 32)),
     "xfs-to-btrfs-smaller-boot-merged":
         (Layout("gpt", "xfs", 500, 64), Layout("msdos", "btrfs", 320, 0, 32)),
-    "btrfs-to-xfs-boot-split": (Layout("none", "btrfs", 320), Layout("gpt", "xfs", 420, 48)),
+    "btrfs-to-xfs-boot-split": (Layout("none", "btrfs", 320), Layout("gpt", "xfs", 520, 48)),
     "ext2-to-ext3": (Layout("msdos", "ext2", 320, 32), Layout("none", "ext3", 300)),
 }  # fmt: skip
 
@@ -239,7 +239,9 @@ def test_export_then_import(name: str, os_def: OS, no_leaks: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "ERROR" not in result.stderr
     with tree(source, no_leaks / "a") as a, tree(target, no_leaks / "b") as b:
-        assert stage.compare(a, b, ignore={"etc/fstab"}) == []
+        # The ESP's mount point is made by the import when the new layout has an ESP.
+        made = {"efi"} if target_layout.style == "gpt" and source_layout.style != "gpt" else set()
+        assert stage.compare(a, b, ignore={"etc/fstab", *made}) == []
         st = os.stat(b / "var/lib/sparse.img")
         assert st.st_size == 64 * MIB and st.st_blocks * 512 < 4 * MIB, "not sparse"
         old, new = fstab_lines(a), fstab_lines(b)
@@ -259,6 +261,11 @@ def test_export_then_import(name: str, os_def: OS, no_leaks: Path) -> None:
         assert f"UUID={info['boot']['UUID']} /boot ext4 noatime 0 2" in new
     else:
         assert not any(line.split()[1] == "/boot" for line in new)
+    if target_layout.style == "gpt":  # a new, empty ESP per the current settings
+        assert info["ESP"]["TYPE"] == "vfat"
+        assert f"UUID={info['ESP']['UUID']} /efi vfat umask=0077,nofail 0 0" in new
+    else:
+        assert not any(line.split()[1] == "/efi" for line in new)
     if target_layout.swap:
         assert f"UUID={info['swap']['UUID']} none swap sw 0 0" in new
     else:
@@ -541,7 +548,7 @@ def test_sigterm_mid_export_releases_everything(os_def: OS, no_leaks: Path) -> N
 
 def test_sigterm_mid_import_releases_everything(os_def: OS, exported: Path, no_leaks: Path) -> None:
     """The stream stops half-way (the sender stalls); SIGTERM then releases the new disk."""
-    layout = Layout("gpt", "xfs", 400, 48, 32)
+    layout = Layout("gpt", "xfs", 520, 48, 32)
     image = sparse(no_leaks / "target.img", layout.size_mib)
     env = os_def.environ(
         image, layout, "new.example.com", IMPORT_DEVICE=str(image), IMPORT_INDEX="0"

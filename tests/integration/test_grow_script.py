@@ -77,10 +77,10 @@ def install(
     capfd: pytest.CaptureFixture[str],
     stages: dict,
 ) -> Path:
-    """create ``case`` on a 420 MiB disk file, then enlarge the file by ADDED_MIB."""
+    """create ``case`` on a 520 MiB disk file, then enlarge the file by ADDED_MIB."""
     image = tmp / "disk.img"
     with open(image, "wb") as f:
-        f.truncate(420 * MIB)
+        f.truncate(520 * MIB)
     confdir = osdef.configure(
         tmp / "conf",
         stage4_file=stages[case.flavour, case.compression].tarball,
@@ -94,7 +94,7 @@ def install(
     environ = ganeti_environ(image, INSTANCE_HV_root_path=case.root_path)
     assert osdef.create(environ) == 0, capfd.readouterr().err
     with open(image, "r+b") as f:
-        f.truncate((420 + ADDED_MIB) * MIB)
+        f.truncate((520 + ADDED_MIB) * MIB)
     return image
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Iterator
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap import hooks
+from gentoobootstrap import hooks, layout
+from gentoobootstrap.settings import Settings
 from support import REPO
 from support.loopdisk import loop_device
 
@@ -106,3 +108,69 @@ def test_grub_hook_without_a_kernel(disk: tuple[Path, Path, Path], tmp_path: Pat
     env = {"TARGET": str(mnt), "BLOCKDEV": str(loop), "ROOT_DEV": str(part)}
     with pytest.raises(Exception, match=r"grub: no kernel \(vmlinuz-\* or kernel-\*\)"):
         hooks.run_parts(hooks.find(directory), env, mnt)
+
+
+needs_grub_efi = pytest.mark.skipif(
+    not Path("/usr/lib/grub/x86_64-efi/linux.mod").is_file() or shutil.which("mcopy") is None,
+    reason="needs GRUB's x86_64-efi modules and mtools (Debian: grub-efi-amd64-bin mtools)",
+)
+
+
+@pytest.mark.root
+@needs_grub
+@needs_grub_efi
+def test_grub_hook_on_gpt_for_bios_and_uefi(no_leaks: Path, tmp_path: Path) -> None:
+    """The layout create makes with PARTITION_STYLE=gpt (BOOT_FIRMWARE both): GRUB's
+    i386-pc core image in the BIOS boot partition, its x86_64-efi image on the ESP's
+    removable path, one grub.cfg for both."""
+    image, mnt = no_leaks / "disk.img", no_leaks / "mnt"
+    sh.truncate("-s", "256M", str(image))
+    plan = layout.plan(dataclasses.replace(Settings(), partition_style="gpt"), 256 * layout.MIB)
+    numbers = {p.role: p.number for p in plan.partitions}
+    sh.sfdisk("--quiet", str(image), _in=plan.sfdisk_script())
+    with loop_device(image, partitions=True) as loop:
+        root, esp = Path(f"{loop}p{numbers['root']}"), Path(f"{loop}p{numbers['esp']}")
+        wait_for(root)
+        wait_for(esp)
+        sh.Command("mkfs.ext4")("-q", "-F", str(root))
+        sh.Command("mkfs.vfat")("-F", "32", "-n", "ESP", str(esp))
+        mnt.mkdir()
+        sh.mount(str(root), str(mnt))
+        try:
+            (mnt / "boot").mkdir()
+            (mnt / "boot/vmlinuz-6.12.3-gentoo-dist").write_text("fake\n")
+            directory = tmp_path / "hooks"
+            directory.mkdir()
+            shutil.copy(REPO / "examples/hooks/grub", directory / "grub")
+            (directory / "grub").chmod(0o755)
+            env = {
+                "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
+                "TARGET": str(mnt),
+                "BLOCKDEV": str(loop),
+                "ROOT_DEV": str(root),
+                "ESP_DEV": str(esp),
+            }
+            hooks.run_parts(hooks.find(directory), env, mnt)
+            assert (mnt / "boot/grub/i386-pc/core.img").is_file()
+            assert (mnt / "boot/grub/x86_64-efi/linux.mod").is_file()
+            assert (
+                "menuentry 'Gentoo Linux 6.12.3-gentoo-dist'"
+                in (mnt / "boot/grub/grub.cfg").read_text()
+            )
+        finally:
+            sh.umount(str(mnt))
+        # Read the ESP as firmware would, without mounting it: a PE image on the removable path.
+        efi = no_leaks / "BOOTX64.EFI"
+        sh.mcopy(
+            "-i", str(esp), "::/EFI/BOOT/BOOTX64.EFI", str(efi), _env={"MTOOLS_SKIP_CHECK": "1"}
+        )
+        assert efi.read_bytes()[:2] == b"MZ"
+        assert b"search --no-floppy --fs-uuid" in efi.read_bytes()  # the embedded early config
+    bios = plan.role("bios")
+    assert bios is not None
+    with open(image, "rb") as f:
+        mbr = f.read(512)
+        f.seek(bios.start)
+        core = f.read(bios.size)
+    assert mbr[510:] == b"\x55\xaa" and b"GRUB" in mbr
+    assert core.strip(b"\0"), "core.img was not embedded in the BIOS boot partition"

@@ -35,6 +35,7 @@ OPTIONAL_TOOLS = {
     "xfs_copy",
     "xfs_growfs",
     "mkfs.btrfs",
+    "mkfs.vfat",
     "restore",
     "catalyst",
 }

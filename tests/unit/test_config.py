@@ -126,6 +126,7 @@ def test_bad_value_names_the_allowed_values(layout: Layout) -> None:
         ('MIRROR="ftp://mirror"', "http://..., https://..., file://..."),
         ('CACHE_DIR="relative/dir"', "an absolute path"),
         ('SNAPSHOT="yesterday"', "empty, latest or YYYYMMDD"),
+        ('BOOT_FIRMWARE="efi"', "allowed values: empty, bios, uefi, both"),
     ],
 )
 def test_bad_values(layout: Layout, line: str, allowed: str) -> None:

@@ -3,13 +3,14 @@ on success, on error and on a signal; the failing step named before the error.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
 from gentoobootstrap import create, osenv
 from gentoobootstrap.context import Context
-from gentoobootstrap.errors import DiskError, Interrupted
+from gentoobootstrap.errors import DiskError, Interrupted, OSEnvError
 from gentoobootstrap.settings import Settings
 from support import ganeti_environ
 
@@ -70,3 +71,22 @@ def test_the_stage_is_obtained_before_the_disk_is_touched() -> None:
     names = [step.__name__ for step in create.STEPS]
     assert names.index("obtain_stage") < names.index("attach_disk") < names.index("check_disk")
     assert names.index("check_disk") < names.index("partition_disk")
+
+
+@pytest.mark.parametrize(("style", "ok"), [("msdos", False), ("gpt", True)])
+def test_boot_type_uefi_needs_an_esp_before_the_disk_is_touched(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog, style: str, ok: bool
+) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    env = osenv.parse("create", ganeti_environ(image, INSTANCE_HV_boot_type="uefi"))
+    ctx = Context(env, dataclasses.replace(Settings(), partition_style=style))
+    ctx.disk = image
+    monkeypatch.setattr(create.disks, "size_of", lambda disk: 4 << 30)
+    caplog.set_level(logging.INFO)
+    if ok:
+        create.plan_disk(ctx, None)
+        assert "boot type: uefi (INSTANCE_HV_boot_type)" in caplog.messages
+    else:
+        with pytest.raises(OSEnvError, match=r"^INSTANCE_HV_boot_type: uefi, but the disk's msdos"):
+            create.plan_disk(ctx, None)

@@ -201,6 +201,7 @@ def test_partitions_the_kernel_found_are_used_and_left(fp, monkeypatch: pytest.M
         ("xfs", ["/fake/mkfs.xfs", "-q", "-f", "-L", "root"]),
         ("btrfs", ["/fake/mkfs.btrfs", "-q", "-f", "-L", "root"]),
         ("swap", ["/fake/mkswap", "-L", "root"]),
+        ("vfat", ["/fake/mkfs.vfat", "-F", "32", "-n", "ROOT"]),  # FAT labels: upper case
     ],
 )
 def test_make_filesystem_and_read_its_uuid(fp, fstype: str, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -227,6 +228,8 @@ def test_missing_mkfs_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setattr(runner, "tool_path", lambda: str(tmp_path))
     with pytest.raises(ToolNotFoundError, match=r"mkfs\.xfs not found: install xfsprogs"):
         filesystems.make(Path("/dev/x"), "xfs", "root")
+    with pytest.raises(ToolNotFoundError, match=r"^mkfs\.vfat not found: install dosfstools$"):
+        filesystems.make(Path("/dev/x"), "vfat", "esp")
 
 
 def test_no_uuid_is_an_error(fp) -> None:  # type: ignore[no-untyped-def]
@@ -241,6 +244,7 @@ def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
         filesystems.fstab_entry("R", "/", "ext4"),
         filesystems.fstab_entry("B", "/boot", "ext4"),
         filesystems.fstab_entry("S", "none", "swap"),
+        filesystems.fstab_entry("1234-ABCD", "/efi", "vfat"),
     ]
     text = filesystems.fstab_text(entries, original)
     assert text.startswith("# /etc/fstab: static file system information.\n#/dev/ROOT")
@@ -249,6 +253,7 @@ def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
         ["UUID=R", "/", "ext4", "noatime", "0", "1"],
         ["UUID=B", "/boot", "ext4", "noatime", "0", "2"],
         ["UUID=S", "none", "swap", "sw", "0", "0"],
+        ["UUID=1234-ABCD", "/efi", "vfat", "umask=0077,nofail", "0", "0"],
     ]
     assert filesystems.fstab_entry("R", "/", "btrfs").passno == 0
 

@@ -189,6 +189,16 @@ def test_rewrite_appends_roles_the_old_disk_lacked() -> None:
     assert text.splitlines() == ["UUID=r\t/\text4\tdefaults\t0 1", "UUID=s\tnone\tswap\tsw\t0 0"]
 
 
+def test_rewrite_gives_the_esp_its_new_uuid_or_drops_it() -> None:
+    guest = GUEST_FSTAB + "UUID=OLD-E\t/efi\tvfat\tumask=0077,nofail\t0 0\n"
+    root = fstab_entry("new-root", "/", "ext4")
+    text = fstab.rewrite(guest, {"root": root, "esp": fstab_entry("NEW-E", "/efi", "vfat")})
+    assert text.splitlines()[-1] == "UUID=NEW-E\t/efi\tvfat\tumask=0077,nofail\t0 0"
+    assert "/efi" not in fstab.rewrite(guest, {"root": root})  # imported onto msdos: no ESP
+    appended = fstab.rewrite(GUEST_FSTAB, {"root": root, "esp": fstab_entry("E", "/efi", "vfat")})
+    assert appended.splitlines()[-1] == "UUID=E\t/efi\tvfat\tumask=0077,nofail\t0 0"
+
+
 def test_lookup_and_sources() -> None:
     entry = fstab.lookup(GUEST_FSTAB, "/boot/")
     assert entry is not None and entry.source == "UUID=old-boot"

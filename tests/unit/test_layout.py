@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from gentoobootstrap import fstab, layout
-from gentoobootstrap.errors import ConfigError, DiskError
+from gentoobootstrap.errors import ConfigError, DiskError, OSEnvError
 from gentoobootstrap.settings import Settings
 
 MIB = layout.MIB
@@ -97,16 +97,130 @@ def test_root_path_beyond_the_layout_is_refused_naming_the_setting() -> None:
 
 
 def test_gpt_keeps_the_last_mib_for_its_backup_table() -> None:
-    plan = layout.plan(settings(partition_style="gpt"), GIB)
+    plan = layout.plan(settings(partition_style="gpt", boot_firmware="bios"), GIB)
     assert roles(plan)[0] == (1, "root", 1, 1022)
 
 
 def test_gpt_gets_a_bios_boot_partition_before_the_first_mib_numbered_last() -> None:
-    plan = layout.plan(settings(partition_style="gpt", swap=True, swap_size=64), GIB)
+    plan = layout.plan(
+        settings(partition_style="gpt", boot_firmware="bios", swap=True, swap_size=64), GIB
+    )
     assert [(p.number, p.role) for p in plan.partitions] == [(1, "root"), (2, "swap"), (3, "bios")]
     bios = plan.partitions[-1]
     assert bios.start == 64 << 10 and bios.start + bios.size == layout.MIB
     assert "3 BIOS boot" in plan.describe()
+    assert plan.firmware == ("bios",)
+
+
+@pytest.mark.parametrize("firmware", ["", "both"])
+def test_gpt_boots_under_bios_and_uefi_by_default(firmware: str) -> None:
+    """The ESP first on the disk, numbered after boot and swap; BIOS boot after it; root
+    keeps its number and the disk's end."""
+    plan = layout.plan(
+        settings(
+            partition_style="gpt", boot_firmware=firmware, boot_size=64, swap=True, swap_size=64
+        ),
+        GIB,
+        root_path="/dev/vda2",
+    )
+    assert roles(plan) == [
+        (1, "boot", 101, 64),
+        (2, "root", 229, 794),
+        (3, "swap", 165, 64),
+        (4, "esp", 1, 100),
+        (5, "bios", 0, 0),
+    ]
+    esp = plan.role("esp")
+    assert esp is not None and esp.fstype == "vfat" and esp.mountpoint == "/efi"
+    assert esp.size == layout.ESP_MIB * MIB
+    assert plan.root.start + plan.root.size == GIB - MIB  # physically last, up to the backup
+    assert max(p.start for p in plan.partitions) == plan.root.start
+    assert plan.firmware == ("bios", "uefi")
+    assert "4 esp vfat 100 MiB" in plan.describe()
+    assert plan.sfdisk_script().splitlines()[-2:] == [
+        "4: start=2048, size=204800, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "5: start=128, size=1920, type=21686148-6449-6E6F-744E-656564454649",
+    ]
+
+
+def test_gpt_for_uefi_alone_has_no_bios_boot_partition() -> None:
+    plan = layout.plan(settings(partition_style="gpt", boot_firmware="uefi"), GIB)
+    assert roles(plan) == [(1, "root", 101, 922), (2, "esp", 1, 100)]
+    assert plan.firmware == ("uefi",)
+    assert "first-lba" not in plan.sfdisk_script()
+
+
+def test_the_esp_counts_in_the_size_needed() -> None:
+    with pytest.raises(DiskError, match=r"at least 402 MiB \(EFI system 100 MiB \+ root 300"):
+        layout.plan(settings(partition_style="gpt", filesystem="xfs"), 400 * MIB)
+    layout.plan(settings(partition_style="gpt", boot_firmware="bios", filesystem="xfs"), 400 * MIB)
+
+
+@pytest.mark.parametrize("firmware", ["uefi", "both"])
+def test_msdos_boots_only_under_bios(firmware: str) -> None:
+    with pytest.raises(ConfigError, match=f"BOOT_FIRMWARE: {firmware} needs an EFI system"):
+        layout.plan(settings(boot_firmware=firmware), GIB)
+    for allowed in ("", "bios"):
+        plan = layout.plan(settings(boot_firmware=allowed), GIB)
+        assert plan.firmware == ("bios",) and plan.role("esp") is None
+
+
+def test_style_none_takes_no_boot_firmware() -> None:
+    assert layout.plan(settings(partition_style="none"), GIB).firmware == ()
+    with pytest.raises(ConfigError, match="BOOT_FIRMWARE: PARTITION_STYLE=none"):
+        layout.plan(settings(partition_style="none", boot_firmware="bios"), GIB)
+
+
+@pytest.mark.parametrize(
+    ("style", "firmware", "boot_type", "error"),
+    [
+        ("gpt", "", "uefi", None),
+        ("gpt", "", "bios", None),
+        ("gpt", "uefi", "uefi", None),
+        ("msdos", "", "bios", None),
+        ("msdos", "", "direct_kernel", None),
+        ("none", "", "direct_kernel", None),
+        ("msdos", "", "", None),
+        (
+            "msdos",
+            "",
+            "uefi",
+            "INSTANCE_HV_boot_type: uefi, but the disk's msdos layout boots only under bios: "
+            'set PARTITION_STYLE="gpt" with BOOT_FIRMWARE empty, uefi or both in the variant, '
+            "or boot the instance with boot_type=bios",
+        ),
+        (
+            "gpt",
+            "bios",
+            "uefi",
+            "INSTANCE_HV_boot_type: uefi, but the disk's gpt layout boots only under bios: ",
+        ),
+        (
+            "gpt",
+            "uefi",
+            "bios",
+            "INSTANCE_HV_boot_type: bios, but the disk's gpt layout boots only under uefi: "
+            "set BOOT_FIRMWARE empty, bios or both in the variant, or boot the instance with "
+            "boot_type=uefi",
+        ),
+        (
+            "none",
+            "",
+            "bios",
+            "INSTANCE_HV_boot_type: bios, but the disk's none layout has no boot partitions: ",
+        ),
+    ],
+)
+def test_boot_type_is_checked_against_the_layout(
+    style: str, firmware: str, boot_type: str, error: str | None
+) -> None:
+    plan = layout.plan(settings(partition_style=style, boot_firmware=firmware), GIB)
+    if error is None:
+        layout.check_boot_type(plan, boot_type)
+    else:
+        with pytest.raises(OSEnvError) as raised:
+            layout.check_boot_type(plan, boot_type)
+        assert str(raised.value).startswith(error)
 
 
 def test_style_none_puts_root_on_the_whole_disk() -> None:
@@ -166,7 +280,7 @@ def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
         "2: start=2048, size=131072, type=L, bootable\n"
         "3: start=133120, size=131072, type=S\n"
     )
-    gpt = layout.plan(settings(partition_style="gpt"), GIB)
+    gpt = layout.plan(settings(partition_style="gpt", boot_firmware="bios"), GIB)
     assert gpt.sfdisk_script(4096) == (
         "label: gpt\nunit: sectors\nfirst-lba: 16\n\n"
         "1: start=256, size=261632, type=L\n"

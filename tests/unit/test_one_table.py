@@ -21,7 +21,7 @@ TABLES = {
 
 #: Names that may stand elsewhere: a choice among the entries, or a tool named like its entry.
 CHOICES = {
-    "layout.py": {"ext4"},  # the filesystem of a separate /boot
+    "layout.py": {"ext4", "vfat"},  # the filesystems of a separate /boot and of the ESP
     "settings.py": {"ext4"},  # FILESYSTEM's default
     "runner.py": set(unpack.COMPRESSIONS),  # the decompressors' packages
 }

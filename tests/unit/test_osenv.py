@@ -274,6 +274,7 @@ CHECKED = [
     ("INSTANCE_HV_root_path", ["/dev/vda1", "UUID=0c8b4a8e-0f55", "/dev/disk/by-label/root"],
      ["/dev/vda1 init=/bin/sh", "/dev/vda1\nERROR: forged"]),
     ("INSTANCE_HV_serial_console", ["True", "False", "true"], ["yes", "1"]),
+    ("INSTANCE_HV_boot_type", ["bios", "uefi", "direct_kernel"], ["UEFI", "efi", "bios\nx"]),
     ("INSTANCE_BE_maxmem", ["512", "1048576"], ["512M", "lots"]),
     ("INSTANCE_BE_memory", ["512"], ["-512"]),
 ]  # fmt: skip

@@ -18,8 +18,8 @@ REQUIRED_USE="${PYTHON_REQUIRED_USE}"
 RESTRICT="!test? ( test )"
 
 # What the OS scripts run (tests/packaging/test_dependencies.py keeps this
-# in step with the library); xfsprogs, btrfs-progs, dump and catalyst are
-# optional, see pkg_postinst.
+# in step with the library); xfsprogs, btrfs-progs, dosfstools, dump and
+# catalyst are optional, see pkg_postinst.
 RDEPEND="
 	${PYTHON_DEPS}
 	$(python_gen_cond_dep '
@@ -101,6 +101,7 @@ pkg_postinst() {
 
 	optfeature "XFS root file systems (filesystem=xfs)" sys-fs/xfsprogs
 	optfeature "btrfs root file systems (filesystem=btrfs)" sys-fs/btrfs-progs
+	optfeature "EFI system partitions (PARTITION_STYLE=gpt, BOOT_FIRMWARE)" sys-fs/dosfstools
 	optfeature "building stage4 tarballs for variants (CATALYST_SPEC)" dev-util/catalyst
 	optfeature "importing ganeti-instance-debootstrap's dump exports" app-arch/dump
 }
