@@ -258,7 +258,7 @@ def describe(disk: Path) -> str:
             found = [Partition(0, "", 0, disks.size_of(device))]
         nodes = stack.enter_context(disks.partitions(device, found))
         root = None
-        for p in found:
+        for p in sorted(found, key=lambda p: p.start):  # as they lie on the disk
             node = nodes[p.number]
             fstype = filesystems.fstype_of(node) or "-"
             label = filesystems.label_of(node)
