@@ -47,7 +47,9 @@ _FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
 #: (GRUB) under TCG alone, up to twice that with two boots sharing two cores.
 LOGIN_TIMEOUT = float(os.environ.get("BOOT_LOGIN_TIMEOUT", "180"))
 COMMAND_TIMEOUT = 60.0
-RUNLEVEL_TO_LOGIN = 30.0
+#: The default runlevel's services run before the getty: under TCG with two boots at once,
+#: an OpenRC guest's grow service and sshd's first host keys take more than 30 s.
+RUNLEVEL_TO_LOGIN = 60.0
 #: How long after the login prompt sshd may take to answer (host keys made under TCG).
 SSH_TIMEOUT = 120.0
 
