@@ -50,14 +50,23 @@ SUITE = "bookworm"
 STAGE_PACKAGES = ("sysvinit-core", "util-linux", "e2fsprogs", "xfsprogs", "btrfs-progs")
 STAGE_NAME = "stage4-amd64-boottest.tar.zst"
 #: Gentoo's systemd stage3 in Debian's packages: systemd as /sbin/init, udev (which
-#: applies the .link files), networkd (part of Debian's systemd), sshd, ip.
-SYSTEMD_PACKAGES = ("systemd-sysv", "udev", "openssh-server", "iproute2", "e2fsprogs")
+#: applies the .link files), networkd (part of Debian's systemd), sshd, ip; what the
+#: grow service calls: sfdisk (Gentoo's util-linux has it, Debian splits it into fdisk)
+#: and the filesystem tools (a guest with xfs or btrfs root has them).
+SYSTEMD_PACKAGES = (
+    "systemd-sysv", "udev", "openssh-server", "iproute2", "fdisk", "e2fsprogs", "xfsprogs",
+    "btrfs-progs",
+)  # fmt: skip
 SYSTEMD_STAGE_NAME = "stage4-amd64-systemd-boottest.tar.zst"
 
 #: Gentoo's OpenRC stage3 in Debian's packages: sysvinit as PID 1, busybox (its
 #: udhcpc), sshd, ip; then Debian's openrc, which takes sysv-rc's place (debootstrap
-#: itself would install both and fail on their conflict).
-OPENRC_PACKAGES = ("sysvinit-core", "busybox", "openssh-server", "iproute2", "e2fsprogs")
+#: itself would install both and fail on their conflict); sfdisk and the filesystem
+#: tools for the grow service, as in the systemd stage.
+OPENRC_PACKAGES = (
+    "sysvinit-core", "busybox", "openssh-server", "iproute2", "fdisk", "e2fsprogs", "xfsprogs",
+    "btrfs-progs",
+)  # fmt: skip
 OPENRC_STAGE_NAME = "stage4-amd64-openrc-boottest.tar.zst"
 
 #: Gentoo's inittab: sysvinit hands every runlevel to /sbin/openrc.
@@ -94,6 +103,21 @@ depend() {
 start_pre() {
 	checkpath -d -m 0755 /run/sshd
 	ssh-keygen -A
+}
+"""
+
+#: Gentoo's localmount (OpenRC's own, which Debian's package leaves out) as the name
+#: services ``need``: here Debian's mountall.sh mounts them.
+LOCALMOUNT_INITD = """\
+#!/sbin/openrc-run
+description="Local filesystems, mounted by Debian's mountall.sh"
+
+depend() {
+	need mountall.sh
+}
+
+start() {
+	return 0
 }
 """
 
@@ -353,6 +377,8 @@ def _shape_like_gentoo_openrc(root: Path, kernel: NodeKernel) -> None:
     (root / "etc/init.d/ssh").unlink()
     (root / "etc/init.d/sshd").write_text(SSHD_INITD)
     (root / "etc/init.d/sshd").chmod(0o755)
+    (root / "etc/init.d/localmount").write_text(LOCALMOUNT_INITD)
+    (root / "etc/init.d/localmount").chmod(0o755)
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     shadow = root / "etc/shadow"

@@ -14,6 +14,7 @@ port through a forward from ``127.0.0.1``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -46,7 +47,9 @@ _FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
 #: (GRUB) under TCG alone, up to twice that with two boots sharing two cores.
 LOGIN_TIMEOUT = float(os.environ.get("BOOT_LOGIN_TIMEOUT", "180"))
 COMMAND_TIMEOUT = 60.0
-RUNLEVEL_TO_LOGIN = 30.0
+#: The default runlevel's services run before the getty: under TCG with two boots at once,
+#: an OpenRC guest's grow service and sshd's first host keys take more than 30 s.
+RUNLEVEL_TO_LOGIN = 60.0
 #: How long after the login prompt sshd may take to answer (host keys made under TCG).
 SSH_TIMEOUT = 120.0
 #: UEFI firmware for ``boot(..., firmware="uefi")`` (Debian: ovmf): its code, read-only,
@@ -78,9 +81,11 @@ class Guest:
         logfile: Path,
         log: IO[bytes],
         ssh_port: Optional[int] = None,
+        qmp_socket: Optional[Path] = None,
     ) -> None:
         self.proc = proc
         self.ssh_port = ssh_port
+        self.qmp_socket = qmp_socket
         self.logfile = logfile
         self._log = log
         self._buf = bytearray()
@@ -238,6 +243,33 @@ class Guest:
                 raise self._fail(f"no SSH login as root within {timeout:.0f} s: {error}")
             self._read(min(deadline, time.monotonic() + 1))
 
+    def qmp(self, command: str, **arguments: object) -> object:
+        """Run a QMP command on qemu's monitor; return its ``return``, raise on its ``error``."""
+        if self.qmp_socket is None:
+            raise RuntimeError("the guest was booted without a monitor")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(COMMAND_TIMEOUT)
+            sock.connect(str(self.qmp_socket))
+            replies = sock.makefile("rb")
+            json.loads(replies.readline())  # the greeting
+            for name, args in (("qmp_capabilities", {}), (command, arguments)):
+                sock.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+                while True:  # events may come before the reply
+                    reply = json.loads(replies.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+                if "error" in reply:
+                    raise self._fail(f"qemu's monitor refused {name}: {reply['error']}")
+            return reply["return"]
+
+    def resize_disk(self, size: int) -> None:
+        """Make the disk ``size`` bytes (qemu tells the guest, as Ganeti's KVM on grow-disk).
+
+        Under ``-snapshot`` the temporary overlay grows: the guest sees the new size, the
+        image file stays as it is.
+        """
+        self.qmp("block_resize", device=DISK_ID, size=size)
+
     def check(self, condition: bool, reason: str) -> None:
         """Fail with the serial log's tail unless ``condition``."""
         if not condition:
@@ -257,6 +289,10 @@ def _reserved_port() -> Iterator[int]:
         yield held.getsockname()[1]
 
 
+#: The id qemu gives the first ``if=virtio`` drive, for the monitor's commands.
+DISK_ID = "virtio0"
+
+
 def _drive(path: Path) -> str:
     return "file=" + str(path).replace(",", ",,") + ",if=virtio,format=raw"
 
@@ -271,6 +307,7 @@ def boot(
     memory_mib: int = 512,
     nic_mac: Optional[str] = None,
     firmware: str = "bios",
+    monitor: bool = False,
 ) -> Iterator[Guest]:
     """Boot ``disk`` (read-only: ``-snapshot``) from a node kernel or from its own boot loader.
 
@@ -278,8 +315,9 @@ def boot(
     serial console and ``panic=1``); without, the firmware boots the disk: SeaBIOS, or
     OVMF with ``firmware="uefi"``.  With ``nic_mac`` the guest has a virtio NIC with that
     MAC on restricted user networking, its port 22 forwarded from
-    ``127.0.0.1:Guest.ssh_port``.  The serial log is ``workdir/serial.log``, qemu's own
-    messages ``workdir/qemu.log``.
+    ``127.0.0.1:Guest.ssh_port``.  With ``monitor`` qemu's QMP monitor listens on
+    ``workdir/qmp.sock`` (``Guest.qmp``).  The serial log is ``workdir/serial.log``,
+    qemu's own messages ``workdir/qemu.log``.
     """
     qemu = qemu_binary()
     if qemu is None:
@@ -305,11 +343,14 @@ def boot(
             forward = f"hostfwd=tcp:127.0.0.1:{port}-:22"
             argv += ["-netdev", f"user,id=net0,restrict=on,{forward}"]
             argv += ["-device", f"virtio-net-pci,netdev=net0,mac={nic_mac}"]
+        qmp_socket = workdir / "qmp.sock" if monitor else None
+        if qmp_socket is not None:
+            argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, cwd=workdir
         )
         try:
-            yield Guest(proc, logfile, log, port if nic_mac is not None else None)
+            yield Guest(proc, logfile, log, port if nic_mac is not None else None, qmp_socket)
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
