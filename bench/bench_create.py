@@ -4,7 +4,7 @@
 Run as root from the source tree:
 
     python3 bench/bench_create.py [--workdir /var/tmp/gb-bench] [--size-mib 1200]
-        [--rounds 3] [--layouts msdos,none] [--fs ext4]
+        [--rounds 3] [--layouts msdos,none] [--fs ext4] [--no-reflink]
     python3 bench/bench_create.py --smoke     # 32 MiB, one round, in a throw-away workdir
                                               # below $TMPDIR (default /var/tmp)
 
@@ -12,23 +12,30 @@ It builds a realistic stage (about 1.2 GB unpacked, tens of thousands of files
 with a real size mix, content that xz compresses about as well as a real
 stage3) with Gentoo's skeleton (OpenRC, inittab, passwd/shadow, fstab,
 os-release), packs it as the mirror does (.tar.xz) and publishes it on a
-``file://`` mirror with its DIGESTS (VERIFY=checksum: no gpg needed).  A first,
-cold ``create`` fills the cache.  Then, on the same kind of disk each time (a
-loop device on a fresh sparse file, page cache dropped before each run), it
-measures, interleaved:
+``file://`` mirror with its DIGESTS (VERIFY=checksum: no gpg needed).  First,
+unmeasured ``create`` runs fill the cache as a cold node would (the stage, then
+its prepared image).  Then, on the same kind of disk each time (a fresh sparse
+file, page cache dropped before each run), it measures, interleaved:
 
-  naive   ``tar xJpf`` of the mirror's .tar.xz onto a fresh filesystem on the
-          whole device (what the original did), until unmounted (data on the disk)
-  raw     ``dd`` of as many bytes as the stage holds unpacked onto the device
-  create  the real ``create`` script as Ganeti runs it (its own process, a
-          Ganeti environment), cache warm, end to end: partition, mkfs, mount,
-          check, unpack, fstab, guest configuration, unmount — once per layout
-          (msdos: root on partition 1, the default; none: the whole device)
+  naive    ``tar xJpf`` of the mirror's .tar.xz onto a fresh filesystem on the
+           whole device (what the original did), until unmounted (data on the disk)
+  raw      ``dd`` of as many bytes as the stage holds unpacked onto the device
+  unpack   the real ``create`` script as Ganeti runs it (its own process, a Ganeti
+           environment), cache warm, PREPARED_IMAGES=no: partition, mkfs, mount,
+           check, unpack, fstab, guest configuration, unmount
+  image    the same with the default PREPARED_IMAGES=yes: the root written from
+           the cached image (only its used blocks), grown, given a new UUID
+  reflink  the same with the disk a file on a reflink-capable filesystem that
+           also holds CACHE_DIR (xfs, reflink=1, on a loop device of its own):
+           the image's blocks are shared into the disk file, not copied
 
-and prints the times (median and best of the rounds) and each layout's ratios
-to naive and to raw measured in the same run.  Only the standard library and
-the tools of the README's set-up are used; the generated stage is kept in the
-workdir and reused by the next run of the same size.
+each once per layout (msdos: root on partition 1, the default; none: the whole
+device).  Create's log says which way the root got there; the bench prints it
+for each run and flags a run that fell back to unpacking.  It prints the times
+(median and best of the rounds), each create's ratios to naive and to raw
+measured in the same run, and the durations of create's steps.  Only the
+standard library and the tools of the README's set-up are used; the generated
+stage is kept in the workdir and reused by the next run of the same size.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ import contextlib
 import hashlib
 import os
 import random
+import re
 import shutil
+import signal
 import stat
 import statistics
 import subprocess
@@ -47,7 +56,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20261122
@@ -326,8 +335,8 @@ def drop_caches() -> None:
 
 
 @contextlib.contextmanager
-def sparse_disk(work: Path, mib: int) -> Iterator[Path]:
-    image = work / "disk.img"
+def sparse_disk(work: Path, mib: int, image: Optional[Path] = None) -> Iterator[Path]:
+    image = image or work / "disk.img"
     image.unlink(missing_ok=True)
     with open(image, "wb") as f:
         f.truncate(mib * MIB)
@@ -420,35 +429,133 @@ def ganeti_environ(disk: Path, root_path: str) -> dict[str, str]:
     }
 
 
-def configure(conf: Path, mirror: Path, fs: str, layout: str) -> None:
+#: What each measured create is: its label, and the way create's log must say the root got
+#: onto the disk ("unpacked" when it made the filesystem and unpacked the stage).
+METHODS = {
+    "unpack": ("unpacking (PREPARED_IMAGES=no)", "unpacked"),
+    "image": ("from the prepared image", "copied the image's used blocks"),
+    "reflink": (
+        "image shared (reflink) on xfs file storage",
+        "shared the image's blocks (reflink)",
+    ),
+}
+IMAGE_LINE = re.compile(r"root: \S+ on \S+ from \S+ \((.+?)\), UUID")
+FALLBACK_LINE = re.compile(r"root: unpacking the stage \((.+)\)$")
+STEP_LINE = re.compile(r"INFO: (.+) done \((\d+\.\d)s\)$")
+
+
+def root_path(log: str) -> str:
+    """How create's ``log`` says the root got onto the disk."""
+    for line in log.splitlines():
+        if found := IMAGE_LINE.search(line):
+            return found.group(1)
+        if found := FALLBACK_LINE.search(line):
+            return f"unpacked ({found.group(1)})"
+    return "unpacked"
+
+
+def step_times(log: str) -> list[tuple[str, float]]:
+    """The durations create logged for its steps, in order."""
+    return [
+        (found.group(1), float(found.group(2)))
+        for line in log.splitlines()
+        if (found := STEP_LINE.search(line))
+    ]
+
+
+def configure(conf: Path, mirror: Path, fs: str, layout: str, method: str, cache: Path) -> None:
     """The variant create reads (the mirror, the cache, the layout) and the driver script."""
     (conf / "variants").mkdir(parents=True, exist_ok=True)
     (conf / "tmp").mkdir(exist_ok=True)
     (conf / "variants.list").write_text("default\n")
     (conf / "variants" / "default.conf").write_text(
-        f'MIRROR="{mirror.as_uri()}"\nVERIFY="checksum"\nCACHE_DIR="{conf / "cache"}"\n'
+        f'MIRROR="{mirror.as_uri()}"\nVERIFY="checksum"\nCACHE_DIR="{cache}"\n'
         f'ARCH="{ARCH}"\nFILESYSTEM="{fs}"\nPARTITION_STYLE="{layout}"\n'
         f'CUSTOMIZE_DIR="{conf / "hooks"}"\nCOPY_RESOLV_CONF="no"\n'
+        f'PREPARED_IMAGES="{"no" if method == "unpack" else "yes"}"\n'
     )
     (conf / "driver.py").write_text(DRIVER.format(python=str(REPO / "python"), conf=str(conf)))
 
 
-def create(work: Path, disk_mib: int, conf: Path, fs: str, layout: str, mirror: Path) -> float:
-    configure(conf, mirror, fs, layout)
-    with sparse_disk(work, disk_mib) as image:
+def run_create(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
+    """Run create; interrupted, it is told to stop (it releases the disk) and waited for."""
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            status = child.wait()
+        except BaseException:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+            child.wait()
+            raise
+        log.seek(0)
+        return status, log.read()
+
+
+def create(
+    disk_dir: Path,
+    disk_mib: int,
+    conf: Path,
+    fs: str,
+    layout: str,
+    method: str,
+    mirror: Path,
+    cache: Path,
+) -> tuple[float, str]:
+    """One create onto a fresh sparse file in ``disk_dir``: its seconds and its log."""
+    configure(conf, mirror, fs, layout, method, cache)
+    with sparse_disk(disk_dir, disk_mib) as image:
         environ = ganeti_environ(image, LAYOUTS[layout][0])
+        if os.environ.get("BENCH_SHOW"):
+            environ["DEBUG_LEVEL"] = "1"
         argv = [sys.executable, str(conf / "driver.py")]
+        log = ""
 
         def install() -> None:
-            done = subprocess.run(argv, env=environ, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.stderr.write(done.stderr[-4000:])
-                raise SystemExit(f"create ({layout}) failed with status {done.returncode}")
+            nonlocal log
+            status, log = run_create(argv, environ)
+            if os.environ.get("BENCH_SHOW"):
+                sys.stderr.write(log)
+            if status != 0:
+                sys.stderr.write(log[-4000:])
+                raise SystemExit(f"create ({layout}, {method}) failed with status {status}")
 
-        return timed(install)
+        return timed(install), log
+
+
+@contextlib.contextmanager
+def reflink_storage(work: Path, mib: int) -> Iterator[Path]:
+    """A reflink-capable file storage: xfs (reflink=1) on a loop device, mounted."""
+    mnt = work / "reflink-storage"
+    mnt.mkdir(exist_ok=True)
+    backing = work / "reflink-storage.img"
+    with sparse_disk(work, mib, backing) as image, loop(image) as device:
+        run("mkfs.xfs", "-q", "-f", "-m", "reflink=1", device, stdout=subprocess.DEVNULL)
+        run("mount", device, mnt)
+        try:
+            yield mnt
+        finally:
+            run("umount", mnt)
+            mnt.rmdir()
+
+
+def reflink_possible() -> str:
+    """Why no reflink storage can be made here ("" when it can)."""
+    if shutil.which("mkfs.xfs") is None:
+        return "mkfs.xfs is not installed (xfsprogs)"
+    if "xfs" not in Path("/proc/filesystems").read_text().split():
+        with contextlib.suppress(subprocess.CalledProcessError):
+            run("modprobe", "xfs", stderr=subprocess.DEVNULL)
+        if "xfs" not in Path("/proc/filesystems").read_text().split():
+            return "this kernel has no xfs"
+    return ""
 
 
 # --- main ----------------------------------------------------------------------------
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main() -> int:
@@ -464,6 +571,11 @@ def main() -> int:
     )
     parser.add_argument("--fs", default="ext4", choices=("ext2", "ext3", "ext4", "xfs", "btrfs"))
     parser.add_argument(
+        "--no-reflink",
+        action="store_true",
+        help="do not measure create onto a file on reflink-capable storage (xfs, reflink=1)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="a 32 MiB stage (xz -0), one round, in a throw-away workdir: checks the bench runs",
@@ -477,20 +589,36 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_create.py needs root (loop devices, mkfs, mount)", file=sys.stderr)
         return 2
+    # Stopped, the bench still unmounts and detaches what it made (and create does too).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    methods = ["unpack", "image"]
+    if args.no_reflink:
+        print("reflink: not measured (--no-reflink)")
+    elif why := reflink_possible():
+        print(f"reflink: not measured ({why})")
+    else:
+        methods.append("reflink")
     if args.smoke:
         work = Path(
             tempfile.mkdtemp(prefix="gb-bench-smoke-", dir=os.environ.get("TMPDIR", "/var/tmp"))
         )
         try:
-            return bench(work, 32, 1, layouts, args.fs, preset="-0")
+            return bench(work, 32, 1, layouts, methods, args.fs, preset="-0")
         finally:
             shutil.rmtree(work, ignore_errors=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    return bench(args.workdir, args.size_mib, args.rounds, layouts, args.fs)
+    return bench(args.workdir, args.size_mib, args.rounds, layouts, methods, args.fs)
 
 
 def bench(
-    work: Path, size_mib: int, rounds: int, layouts: list[str], fs: str, preset: str = "-3"
+    work: Path,
+    size_mib: int,
+    rounds: int,
+    layouts: list[str],
+    methods: list[str],
+    fs: str,
+    preset: str = "-3",
 ) -> int:
     tarball = stage_tarball(work, size_mib * MIB, preset)
     size = unpacked_size(tarball)
@@ -507,41 +635,97 @@ def bench(
     shutil.rmtree(mirror, ignore_errors=True)
     shutil.rmtree(conf, ignore_errors=True)
     publish(mirror, tarball)
-    # The first create fills the cache as a cold node would (copy, verify, recompress, check).
-    seconds = create(work, disk_mib, conf, fs, layouts[0], mirror)
-    print(f"cold create ({layouts[0]}), filling the cache: {seconds:.1f}s")
+    with contextlib.ExitStack() as stack:
+        # Where each method's disk file and cache are: reflink needs both on its storage.
+        places = {method: (work, conf / "cache") for method in methods}
+        if "reflink" in methods:
+            # The cache (stage, image) and one disk file, all sparse where they can be.
+            storage = stack.enter_context(reflink_storage(work, disk_mib * 2 + 2 * size // MIB))
+            places["reflink"] = (storage, storage / "cache")
+        # Unmeasured creates fill each cache as a cold node would (copy, verify, recompress,
+        # check, then make the image), so that every measured one finds it warm.
+        for method in methods:
+            if method == "unpack":
+                continue
+            disk_dir, cache = places[method]
+            seconds, log = create(disk_dir, disk_mib, conf, fs, layouts[0], method, mirror, cache)
+            print(f"cold create ({layouts[0]}, {method}), filling the cache: {seconds:.1f}s "
+                  f"({root_path(log)})")  # fmt: skip
 
-    names = ["naive", "raw", *layouts]
-    results: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
-        results["naive"].append(naive(work, disk_mib, fs, tarball))
-        for layout in layouts:
-            results[layout].append(create(work, disk_mib, conf, fs, layout, mirror))
-        results["raw"].append(raw(work, disk_mib, size))
+        runs = [(layout, method) for layout in layouts for method in methods]
+        results: dict[str, list[float]] = {"naive": [], "raw": []}
+        paths: dict[str, list[str]] = {}
+        steps: dict[str, list[tuple[str, float]]] = {}
+        for _ in range(rounds):
+            results["naive"].append(naive(work, disk_mib, fs, tarball))
+            for layout, method in runs:
+                name = f"{layout}-{method}"
+                disk_dir, cache = places[method]
+                seconds, log = create(disk_dir, disk_mib, conf, fs, layout, method, mirror, cache)
+                results.setdefault(name, []).append(seconds)
+                paths.setdefault(name, []).append(root_path(log))
+                steps[name] = step_times(log)
+            results["raw"].append(raw(work, disk_mib, size))
+    report(fs, disk_mib, size, rounds, runs, results, paths, steps)
+    return 0
+
+
+def report(
+    fs: str,
+    disk_mib: int,
+    size: int,
+    rounds: int,
+    runs: list[tuple[str, str]],
+    results: dict[str, list[float]],
+    paths: dict[str, list[str]],
+    steps: dict[str, list[tuple[str, float]]],
+) -> None:
     # The median is what a node sees; the best run is what the hardware can do.
     median = {name: statistics.median(times) for name, times in results.items()}
     best = {name: min(times) for name, times in results.items()}
     labels = {
         "naive": f"naive tar xJpf onto {fs} (whole device)",
         "raw": f"raw dd of {size / 1e9:.2f} GB (whole device)",
-        **{name: f"warm create, {name} ({LAYOUTS[name][1]})" for name in layouts},
+        **{
+            f"{layout}-{method}": f"create {layout}, {METHODS[method][0]}"
+            for layout, method in runs
+        },
     }
+    width = max(len(label) for label in labels.values())
     print()
-    print(f"{fs} on a {disk_mib} MiB sparse file, {rounds} round(s), page cache dropped each run")
-    print(f"{'':<46} {'median':>7} {'best':>7}   runs")
-    for name in names:
-        runs = ", ".join(f"{t:.1f}" for t in results[name])
-        print(f"{labels[name]:<46} {median[name]:6.1f}s {best[name]:6.1f}s   {runs}")
+    print(f"{fs} root, {disk_mib} MiB sparse disk files, {rounds} round(s), page cache dropped "
+          "each run")  # fmt: skip
+    print(f"{'':<{width}} {'median':>7} {'best':>7}   runs")
+    for name, label in labels.items():
+        times = ", ".join(f"{t:.1f}" for t in results[name])
+        print(f"{label:<{width}} {median[name]:6.1f}s {best[name]:6.1f}s   {times}")
     print()
-    print(
-        f"{'create layout':<14} {'/ naive median':>15} {'best':>6} {'/ raw median':>13} {'best':>6}"
-    )
-    for name in layouts:
+    print(f"{'create':<14} {'/ naive median':>15} {'best':>6} {'/ raw median':>13} {'best':>6}")
+    for layout, method in runs:
+        name = f"{layout}-{method}"
         print(
             f"{name:<14} {median[name] / median['naive']:15.2f} {best[name] / best['naive']:6.2f}"
             f" {median[name] / median['raw']:13.2f} {best[name] / best['raw']:6.2f}"
         )
-    return 0
+    print()
+    print("how the root got onto the disk, from create's log:")
+    fell_back = []
+    for layout, method in runs:
+        name = f"{layout}-{method}"
+        seen = sorted(set(paths[name]))
+        if seen != [METHODS[method][1]]:
+            fell_back.append(name)
+        print(f"  {name:<14} {'; '.join(seen)}")
+    for name in fell_back:
+        print(f"WARNING: {name} did not take the path it measures: its time is not that path's")
+    print()
+    print("create's steps (s, last round):")
+    for layout, method in runs:
+        name = f"{layout}-{method}"
+        shown = ", ".join(
+            f"{step} {seconds:.1f}" for step, seconds in steps[name] if seconds >= 0.1
+        )
+        print(f"  {name:<14} {shown}")
 
 
 if __name__ == "__main__":

@@ -36,14 +36,25 @@ def test_bench_create_smoke(no_leaks: Path) -> None:
     for line in (
         "naive tar xJpf onto ext4 (whole device)",
         "raw dd of",
-        "warm create, msdos (root on partition 1)",
-        "warm create, none (whole device)",
-        "create layout",
+        "create msdos, unpacking (PREPARED_IMAGES=no)",
+        "create msdos, from the prepared image",
+        "create none, from the prepared image",
+        "create msdos, image shared (reflink) on xfs file storage",
+        "/ naive median",
     ):
         assert line in out, out
-    ratios = [line.split() for line in out.splitlines() if line.startswith(("msdos ", "none "))]
-    assert [r[0] for r in ratios] == ["msdos", "none"], out
+    names = [f"{layout}-{method}" for layout in ("msdos", "none")
+             for method in ("unpack", "image", "reflink")]  # fmt: skip
+    ratios = [line.split() for line in out.splitlines() if line.startswith(("msdos-", "none-"))]
+    assert [r[0] for r in ratios] == names, out
     assert all(len(r) == 5 for r in ratios), out
+    # Each create took the path it measures, as its own log says.
+    for name in names:
+        method = name.split("-")[1]
+        path = {"unpack": "unpacked", "image": "copied the image's used blocks",
+                "reflink": "shared the image's blocks (reflink)"}[method]  # fmt: skip
+        assert f"  {name:<14} {path}\n" in out, out
+    assert "WARNING" not in out, out
 
 
 def test_bench_export_import_smallest(no_leaks: Path) -> None:
