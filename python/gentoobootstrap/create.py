@@ -208,6 +208,22 @@ def unpack_stage(ctx: Context) -> None:
         ) from None
 
 
+def make_swap_file(ctx: Context) -> None:
+    """SWAP=file: the swap file on root, after the stage (the layout left root room for it)."""
+    assert ctx.target is not None and ctx.layout is not None
+    if ctx.layout.swap_file:
+        uuid = add_swap_file(GuestRoot(ctx.target), ctx.layout.root.fstype, ctx.layout.swap_file)
+        logger.info("swap: %s on root, UUID %s", filesystems.SWAP_FILE, uuid)
+
+
+def add_swap_file(root: GuestRoot, fstype: str, size: int) -> str:
+    """A swap file of ``size`` bytes at SWAP_FILE in ``root``: fully allocated (the kernel
+    refuses holes), NOCOW where the filesystem needs it; return its UUID."""
+    nocow = filesystems.FILESYSTEMS[fstype].nocow_swap_file
+    with root.allocate(filesystems.SWAP_FILE, size, nocow=nocow) as swap_file:
+        return filesystems.make(swap_file, "swap", "swap")
+
+
 def unpack_snapshot(ctx: Context) -> None:
     """The ebuild tree at /var/db/repos/gentoo (old snapshots have a top-level portage/).
 
@@ -243,6 +259,8 @@ def write_fstab(ctx: Context) -> None:
         filesystems.fstab_entry(filesystems.uuid_of(device), p.mountpoint or "none", p.fstype)
         for p, device in _devices(ctx)
     ]
+    if ctx.layout.swap_file:
+        entries.append(filesystems.swap_file_entry())
     root = GuestRoot(ctx.target)
     original = root.read_text("/etc/fstab") or ""
     root.write_text("/etc/fstab", filesystems.fstab_text(entries, original))
@@ -262,6 +280,7 @@ STEPS: tuple[Callable[[Context], None], ...] = (
     make_filesystems,
     mount_filesystems,
     unpack_stage,
+    make_swap_file,
     unpack_snapshot,
     copy_portage_config,
     write_fstab,

@@ -38,6 +38,9 @@ class Filesystem:
     checked_at_boot: bool = True  # fsck checks it at boot (fstab pass 1 for root, 2 after)
     fstab_options: str = "noatime"
     upper_label: bool = False  # its labels are upper case (lower case may not work everywhere)
+    #: A swap file on it must be NOCOW (chattr +C while still empty): copy-on-write extents
+    #: move, and the kernel swaps to fixed blocks.
+    nocow_swap_file: bool = False
 
 
 #: Every filesystem (and swap) this project makes.  ext's ``tune2fs -U`` rewrites the
@@ -80,6 +83,7 @@ FILESYSTEMS = {
         min_root_mib=128,
         readonly_options=(("ro",), ("ro", "rescue=nologreplay")),
         checked_at_boot=False,  # its fsck does nothing; btrfs checks itself when mounted
+        nocow_swap_file=True,
     ),
     "swap": Filesystem(("mkswap", "-L"), 15, checked_at_boot=False),
     # The EFI system partition: FAT32, for root's eyes only, never checked (a stage3 has no
@@ -94,6 +98,8 @@ FILESYSTEMS = {
 }
 #: The filesystems an instance's root (and /boot) may have: the FILESYSTEM setting's values.
 ROOT_FILESYSTEMS = tuple(name for name, fs in FILESYSTEMS.items() if fs.min_root_mib)
+#: SWAP=file: the swap file's guest path, on root (the guest names it so in fstab).
+SWAP_FILE = "/swapfile"
 
 
 def make(device: Path, fstype: str, label: str) -> str:
@@ -143,11 +149,11 @@ class FstabEntry:
     fstype: str
     options: str = "defaults"
     passno: int = 0
+    path: str = ""  # a file named by its path (the swap file) instead of a UUID
 
     def line(self) -> str:
-        return (
-            f"UUID={self.uuid}\t{self.mountpoint}\t{self.fstype}\t{self.options}\t0 {self.passno}"
-        )
+        source = self.path or f"UUID={self.uuid}"
+        return f"{source}\t{self.mountpoint}\t{self.fstype}\t{self.options}\t0 {self.passno}"
 
 
 def fstab_entry(uuid: str, mountpoint: str, fstype: str) -> FstabEntry:
@@ -157,6 +163,11 @@ def fstab_entry(uuid: str, mountpoint: str, fstype: str) -> FstabEntry:
     fs = FILESYSTEMS[fstype]
     passno = (1 if mountpoint == "/" else 2) if fs.checked_at_boot else 0
     return FstabEntry(uuid, mountpoint, fstype, fs.fstab_options, passno)
+
+
+def swap_file_entry() -> FstabEntry:
+    """The swap file's entry: by its path (a swap file has a UUID, but fstab names files)."""
+    return FstabEntry("", "none", "swap", "sw", 0, path=SWAP_FILE)
 
 
 def fstab_text(entries: Sequence[FstabEntry], original: str = "") -> str:

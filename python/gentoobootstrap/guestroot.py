@@ -46,11 +46,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import fnmatch
 import os
 import platform
 import secrets
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Optional
@@ -69,6 +71,11 @@ RESOLVE_IN_ROOT = 0x10
 #: openat2's number: the same on every architecture since Linux 5.1's common table,
 #: except those that offset theirs (there the walk is used).
 SYS_OPENAT2 = None if platform.machine().startswith(("alpha", "ia64", "mips")) else 437
+
+#: The inode flags ioctls (an int, whatever their declared type) and the NOCOW flag.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_NOCOW_FL = 0x00800000
 
 _PATH = os.O_PATH | os.O_CLOEXEC
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -542,6 +549,38 @@ class GuestRoot:
         """Set ``path``'s access and modification times (nanoseconds), as ``os.utime``."""
         with self._root("set the times of", path) as rootfd, _closing(_resolve(rootfd, path)) as fd:
             os.utime(f"/proc/self/fd/{fd}", ns=ns)
+
+    @contextlib.contextmanager
+    def allocate(self, path: str, size: int, nocow: bool = False) -> Iterator[Path]:
+        """A new file ``path`` of ``size`` bytes, mode 0600, every block allocated (no holes);
+        yields a name of its open descriptor (``/proc/PID/fd/N``) for a tool to work on.
+
+        ``nocow`` sets the NOCOW flag (``chattr +C``) while the file is still empty, which
+        btrfs needs of a swap file.  Something already at ``path`` is an error; on an error
+        the new file is removed.
+        """
+        parent, name = _split(path)
+        with (
+            self._root("allocate", path) as rootfd,
+            _closing(self._makedirs(rootfd, parent, 0o755)) as parentfd,
+        ):
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o600, dir_fd=parentfd)
+            try:
+                with _closing(fd):
+                    os.fchmod(fd, 0o600)  # not filtered by the umask
+                    if nocow:
+                        flag = bytearray(4)
+                        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flag)
+                        value = int.from_bytes(flag, sys.byteorder) | FS_NOCOW_FL
+                        fcntl.ioctl(fd, FS_IOC_SETFLAGS, value.to_bytes(4, sys.byteorder))
+                    os.posix_fallocate(fd, 0, size)
+                    yield Path(f"/proc/{os.getpid()}/fd/{fd}")
+                    os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=parentfd)
+                raise
 
     def copy_in(self, source: Path, path: str) -> None:
         """Copy the node's directory ``source`` over guest directory ``path``, merging.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,31 @@ def rewrite_fstab(ctx: ImportContext) -> None:
         root.set_times("/etc", ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
+def remake_swap_file(ctx: ImportContext) -> None:
+    """The guest's swap file (``SWAP_FILE``, when its fstab swaps on it) allocated afresh.
+
+    The kernel swaps only to a file without holes, and on btrfs only to a NOCOW one: a
+    file restored from a stream may be neither.  Its size stays; root's times too.
+    """
+    assert ctx.target is not None and ctx.layout is not None
+    root = GuestRoot(ctx.target)
+    found = root.stat(filesystems.SWAP_FILE, follow=False)
+    swaps = {
+        fstab.normal_source(line.source)
+        for line in map(fstab.parse_line, (root.read_text("/etc/fstab") or "").splitlines())
+        if line is not None and line.fstype == "swap"
+    }
+    if found is None or not stat.S_ISREG(found.st_mode) or filesystems.SWAP_FILE not in swaps:
+        return
+    times = root.stat("/")
+    assert times is not None
+    root.unlink(filesystems.SWAP_FILE)
+    uuid = create.add_swap_file(root, ctx.layout.root.fstype, found.st_size)
+    root.set_times("/", ns=(times.st_atime_ns, times.st_mtime_ns))
+    logger.info("swap: %s allocated again, %d bytes, UUID %s", filesystems.SWAP_FILE,
+                found.st_size, uuid)  # fmt: skip
+
+
 #: What import does to disk 0, in order.
 STEPS: tuple[Callable[[ImportContext], None], ...] = (
     read_stream_head,
@@ -158,6 +184,7 @@ STEPS: tuple[Callable[[ImportContext], None], ...] = (
     create.make_filesystems,
     create.mount_filesystems,
     restore_files,
+    remake_swap_file,
     rewrite_fstab,
 )
 

@@ -3,7 +3,9 @@
 ``PARTITION_STYLE`` msdos (default) or gpt gives a partition table with the
 root filesystem, an optional ``/boot`` (``BOOT_SIZE``) and optional swap
 (``SWAP``/``SWAP_SIZE``, default the instance's maxmem); root takes the rest.
-``none`` puts the root filesystem on the whole disk.  Partitions start and end
+``none`` puts the root filesystem on the whole disk.  ``SWAP=file`` makes no
+partition: a swap file of that size on root (``filesystems.SWAP_FILE``), which
+root's minimum size then includes.  Partitions start and end
 on 1 MiB boundaries.
 
 The root filesystem goes on the partition that ``INSTANCE_HV_root_path`` names
@@ -78,6 +80,7 @@ class Partition:
 class Layout:
     style: str  # msdos, gpt or none
     partitions: tuple[Partition, ...]
+    swap_file: int = 0  # bytes of the swap file on root (0: none)
 
     def role(self, role: str) -> Optional[Partition]:
         return next((p for p in self.partitions if p.role == role), None)
@@ -103,7 +106,8 @@ class Layout:
             f"{p.size // MIB} MiB"
             for p in self.partitions
         )
-        return f"{self.style}: {parts}"
+        swap_file = f", swap file {self.swap_file // MIB} MiB" if self.swap_file else ""
+        return f"{self.style}: {parts}{swap_file}"
 
     def sfdisk_script(self, sector_size: int = 512) -> str:
         """Input for ``sfdisk`` that writes this table (style msdos or gpt)."""
@@ -137,14 +141,14 @@ def first_disk_partition(name: str) -> Optional[int]:
 
 
 def swap_mib(settings: Settings, maxmem_mib: Optional[int]) -> int:
-    """The swap size in MiB: 0 without swap, else SWAP_SIZE or the instance's maxmem."""
-    if not settings.swap or settings.partition_style == "none":
+    """The swap size in MiB (partition or file): 0 without, else SWAP_SIZE or the maxmem."""
+    if settings.swap == "no" or (settings.swap == "yes" and settings.partition_style == "none"):
         return 0
     size = settings.swap_size if settings.swap_size is not None else maxmem_mib
     if size is None:
         raise ConfigError(
-            "SWAP=yes but SWAP_SIZE is empty and the instance has no INSTANCE_BE_maxmem; "
-            "set SWAP_SIZE",
+            f"SWAP={settings.swap} but SWAP_SIZE is empty and the instance has no "
+            "INSTANCE_BE_maxmem; set SWAP_SIZE",
             key="SWAP_SIZE",
         )
     if size < MIN_SWAP_MIB:
@@ -206,17 +210,21 @@ def plan(
     ``min_root_mib`` raises the root minimum (e.g. to what the stage needs unpacked).
     """
     style, fstype = settings.partition_style, settings.filesystem
-    root_min = max(FILESYSTEMS[fstype].min_root_mib, min_root_mib)
+    swap_file = swap_mib(settings, maxmem_mib) if settings.swap == "file" else 0
+    root_min = max(FILESYSTEMS[fstype].min_root_mib, min_root_mib) + swap_file
+    root_what = f"root {root_min} MiB ({fstype}" + (
+        f", swap file {swap_file} MiB)" if swap_file else ")"
+    )
     if style == "none":
         firmware(settings)
-        if settings.swap or settings.boot_size:
+        if settings.swap == "yes" or settings.boot_size:
             raise ConfigError(
                 "PARTITION_STYLE=none puts the root filesystem on the whole disk; "
-                "set SWAP=no and BOOT_SIZE=0, or use msdos or gpt",
+                "set SWAP=no or file and BOOT_SIZE=0, or use msdos or gpt",
                 key="PARTITION_STYLE",
             )
-        _check_size(disk_size, max(root_min, MIN_DISK_MIB), f"root {root_min} MiB ({fstype})")
-        return Layout(style, (Partition(0, "root", 0, disk_size, fstype),))
+        _check_size(disk_size, max(root_min, MIN_DISK_MIB), root_what)
+        return Layout(style, (Partition(0, "root", 0, disk_size, fstype),), swap_file * MIB)
     if settings.boot_size and settings.boot_size < MIN_BOOT_MIB:
         raise ConfigError(
             f"{settings.boot_size} MiB is below the minimum of {MIN_BOOT_MIB} (0: no /boot)",
@@ -226,9 +234,8 @@ def plan(
     others = []  # (role, MiB, fstype) in disk and numbering order
     if settings.boot_size:
         others.append(("boot", settings.boot_size, BOOT_FILESYSTEM))
-    swap = swap_mib(settings, maxmem_mib)
-    if swap:
-        others.append(("swap", swap, "swap"))
+    if settings.swap == "yes":
+        others.append(("swap", swap_mib(settings, maxmem_mib), "swap"))
     count = len(others) + 1
     root_number = first_disk_partition(root_path) or 1
     if root_number > count:
@@ -246,7 +253,7 @@ def plan(
     what = " + ".join(
         [f"EFI system {esp} MiB"] * bool(esp)
         + [f"{role} {size} MiB" for role, size, _ in others]
-        + [f"root {root_min} MiB ({fstype})", f"{reserved} MiB partition table"]
+        + [root_what, f"{reserved} MiB partition table"]
     )
     _check_size(disk_size, needed, what)
     root_mib = disk_size // MIB - reserved - fixed
@@ -266,7 +273,7 @@ def plan(
         start += size * MIB
     if style == "gpt" and "bios" in boots:
         partitions.append(Partition(count + 1, "bios", BIOS_BOOT_START, MIB - BIOS_BOOT_START))
-    return Layout(style, tuple(sorted(partitions, key=lambda p: p.number)))
+    return Layout(style, tuple(sorted(partitions, key=lambda p: p.number)), swap_file * MIB)
 
 
 def _check_size(disk_size: int, needed_mib: int, what: str) -> None:

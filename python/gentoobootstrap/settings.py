@@ -102,6 +102,13 @@ def _path_or_url(raw: str) -> str:
     return raw
 
 
+def _swap(raw: str) -> str:
+    value = raw.lower()
+    if value not in ("yes", "file", "no"):
+        raise ValueError("allowed values: yes, file, no")
+    return value
+
+
 def _root_password(raw: str) -> str:
     if raw in ("empty", "locked") or re.fullmatch(r"\$[0-9a-z]+\$[^:\s]+", raw):
         return raw
@@ -199,7 +206,11 @@ class Settings:
         _choice(*get_args(PartitionStyle)),
     )
     boot_size: int = setting("0", "size of a separate /boot partition in MiB; 0: no /boot", MIB)
-    swap: bool = setting("no", "make a swap partition", YESNO)
+    swap: str = setting(
+        "no",
+        "swap: yes (a partition before root), file (/swapfile on root, no partition) or no",
+        Kind("yes | file | no", _swap),
+    )
     swap_size: Optional[int] = setting(
         "", "swap size in MiB; empty: the instance's maxmem", _count("MiB", optional=True)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,10 @@ CASES = {
         compression="gzip",
         expect=("boot", "swap", "root"),
     ),
+    # SWAP="file": /swapfile on root, which stays the only partition.
+    "msdos-ext4-swapfile": Case("msdos", "ext4", 400, swap="file", swap_size="64"),
+    "msdos-xfs-swapfile": Case("msdos", "xfs", 600, swap="file", swap_size="48"),
+    "msdos-btrfs-swapfile-maxmem": Case("msdos", "btrfs", 400, swap="file", maxmem="80"),
     "none-ext4": Case("none", "ext4", 300, compression="none"),
     "none-xfs": Case("none", "xfs", 320),
     "none-btrfs": Case("none", "btrfs", 300),
@@ -188,8 +193,13 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
     assert max(p["start"] + p["size"] for p in parts) == end
     root = roles["root"]
     ignore = INSTALLED | ({"efi"} if "esp" in extra else set())
+    ignore |= {"swapfile"} if case.swap == "file" else set()
     with osdef.mounted(image, tmp / "check-root", root["start"], root["size"], case.fs) as target:
         fstab_lines = active_lines(target / "etc/fstab")
+        if case.swap == "file":
+            check_swap_file(target / "swapfile", int(case.swap_size or case.maxmem) * MIB, case.fs)
+        else:
+            assert not os.path.lexists(target / "swapfile")
         if case.boot:
             boot = roles["boot"]
             # /boot on the root filesystem is an empty mount point: the kernel is on /boot's.
@@ -207,7 +217,24 @@ def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> N
         want_fstab.append(f"UUID={info['swap']['UUID']} none swap sw 0 0")
     if "esp" in extra:
         want_fstab.append(f"UUID={esp_info['UUID']} /efi vfat umask=0077,nofail 0 0")
+    if case.swap == "file":
+        want_fstab.append("/swapfile none swap sw 0 0")
     assert fstab_lines == want_fstab
+
+
+def check_swap_file(path: Path, size: int, fs: str) -> None:
+    """A swap file the kernel would take: root's, 0600, every block allocated, swap inside,
+    and on btrfs not copy-on-write."""
+    made = path.stat(follow_symlinks=False)
+    assert stat.S_ISREG(made.st_mode) and made.st_size == size
+    assert (made.st_mode & 0o7777, made.st_uid, made.st_gid) == (0o600, 0, 0)
+    assert made.st_blocks * 512 >= size, "the swap file has holes"
+    assert str(sh.blkid("--probe", "--match-tag", "TYPE", "--output", "value", path)).strip() == (
+        "swap"
+    )
+    assert "LABEL: swap" in str(sh.swaplabel(path))
+    if fs == "btrfs":
+        assert "C" in str(sh.lsattr(path)).split()[0], "btrfs swap file without NOCOW"
 
 
 def pass_of(fs: str) -> int:

@@ -44,13 +44,14 @@ class Layout:
     size_mib: int
     boot: int = 0
     swap: int = 0
+    swap_file: bool = False  # SWAP="file": the swap is /swapfile on root
 
     def settings(self) -> dict[str, str]:
         return {
             "PARTITION_STYLE": self.style,
             "FILESYSTEM": self.fs,
             "BOOT_SIZE": str(self.boot),
-            "SWAP": "yes" if self.swap else "no",
+            "SWAP": ("file" if self.swap_file else "yes") if self.swap else "no",
             "SWAP_SIZE": str(self.swap or ""),
         }
 
@@ -64,6 +65,7 @@ class OS:
 
     def variant(self, layout: Layout) -> str:
         name = f"exim-{layout.style}-{layout.fs}-b{layout.boot}-s{layout.swap}"
+        name += "-file" if layout.swap_file else ""
         self.installed.add_variant(
             name,
             {
@@ -275,6 +277,36 @@ def test_export_then_import(name: str, os_def: OS, no_leaks: Path) -> None:
         "tmpfs /var/tmp/portage tmpfs size=1G,uid=250 0 0",
         "/dev/vdb1 /srv ext4 noatime 0 2",
     ]
+
+
+@pytest.mark.parametrize(
+    ("source_fs", "target_fs"), [("ext4", "btrfs"), ("btrfs", "xfs"), ("xfs", "ext4")]
+)
+def test_a_swap_file_comes_back_usable(
+    source_fs: str, target_fs: str, os_def: OS, no_leaks: Path
+) -> None:
+    """The stream keeps files sparse, and the kernel refuses a swap file with holes:
+    import allocates the fstab's /swapfile again, fully (NOCOW on btrfs), and makes it swap."""
+    source_layout = Layout("msdos", source_fs, 400, swap=40, swap_file=True)
+    target_layout = Layout("msdos", target_fs, 400)  # the target's own SWAP does not matter
+    source = sparse(no_leaks / "source.img", source_layout.size_mib)
+    os_def.create(source, source_layout)
+    exported = no_leaks / "disk0.stream"
+    assert os_def.export(source, exported, source_layout)[0].returncode == 0
+    target = sparse(no_leaks / "target.img", target_layout.size_mib)
+    result = os_def.import_(target, exported, target_layout)
+    assert result.returncode == 0, result.stderr
+    assert len(osdef.partitions(target)) == 1
+    with tree(target, no_leaks / "b") as b:
+        made = os.stat(b / "swapfile", follow_symlinks=False)
+        assert (made.st_size, made.st_mode & 0o7777, made.st_uid) == (40 * MIB, 0o600, 0)
+        assert made.st_blocks * 512 >= made.st_size, "the swap file has holes"
+        assert str(sh.blkid("--probe", "-s", "TYPE", "-o", "value", b / "swapfile")).strip() == (
+            "swap"
+        )
+        if target_fs == "btrfs":
+            assert "C" in str(sh.lsattr(b / "swapfile")).split()[0]
+        assert "/swapfile none swap sw 0 0" in fstab_lines(b)
 
 
 def test_import_onto_the_disk_it_came_from(os_def: OS, no_leaks: Path) -> None:

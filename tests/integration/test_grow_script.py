@@ -51,6 +51,9 @@ CASES = {
     "gpt-xfs-swap": Case("gpt", "xfs", swap="yes"),
     "gpt-btrfs-boot-systemd": Case("gpt", "btrfs", boot=48, flavour="systemd", compression="zstd"),
     "none-xfs": Case("none", "xfs", root_path="/dev/vda"),
+    # SWAP="file": root, holding the swap file, is the only partition.
+    "msdos-btrfs-swapfile": Case("msdos", "btrfs", swap="file"),
+    "none-xfs-swapfile": Case("none", "xfs", swap="file", root_path="/dev/vda"),
 }
 
 

@@ -81,7 +81,7 @@ def test_configuration_error(capsys: pytest.CaptureFixture[str], configured: Pat
     assert cli.main("verify", ["parameters"], verify_env()) == 1
     assert last_line(capsys).endswith(
         "ERROR: verify: "
-        f"{configured}/etc/defaults:1: SWAP: bad value 'maybe'; allowed values: yes, no"
+        f"{configured}/etc/defaults:1: SWAP: bad value 'maybe'; allowed values: yes, file, no"
     )
 
 

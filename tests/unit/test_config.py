@@ -65,7 +65,7 @@ def test_variant_overrides_the_defaults_file(layout: Layout) -> None:
     layout.variant("fast", 'FILESYSTEM="btrfs"\n')
     assert layout.load().filesystem == "xfs"
     fast = layout.load("fast")
-    assert (fast.filesystem, fast.swap) == ("btrfs", True)
+    assert (fast.filesystem, fast.swap) == ("btrfs", "yes")
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_bad_value_names_the_allowed_values(layout: Layout) -> None:
     [
         ('VERIFY="maybe"', "signature, checksum, none"),
         ('PARTITION_STYLE="bsd"', "msdos, gpt, none"),
-        ('SWAP="sometimes"', "yes, no"),
+        ('SWAP="sometimes"', "yes, file, no"),
         ('BOOT_SIZE="1G"', "a whole number of MiB"),
         ('MIRROR="ftp://mirror"', "http://..., https://..., file://..."),
         ('CACHE_DIR="relative/dir"', "an absolute path"),

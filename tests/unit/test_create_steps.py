@@ -73,6 +73,11 @@ def test_the_stage_is_obtained_before_the_disk_is_touched() -> None:
     assert names.index("check_disk") < names.index("partition_disk")
 
 
+def test_the_swap_file_follows_the_stage_and_precedes_fstab() -> None:
+    names = [step.__name__ for step in create.STEPS]
+    assert names.index("unpack_stage") < names.index("make_swap_file") < names.index("write_fstab")
+
+
 @pytest.mark.parametrize(("style", "ok"), [("msdos", False), ("gpt", True)])
 def test_boot_type_uefi_needs_an_esp_before_the_disk_is_touched(  # type: ignore[no-untyped-def]
     tmp_path, monkeypatch: pytest.MonkeyPatch, caplog, style: str, ok: bool

@@ -258,6 +258,12 @@ def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
     assert filesystems.fstab_entry("R", "/", "btrfs").passno == 0
 
 
+def test_the_swap_file_is_named_by_its_path_in_fstab() -> None:
+    entries = [filesystems.fstab_entry("R", "/", "xfs"), filesystems.swap_file_entry()]
+    active = [line for line in filesystems.fstab_text(entries).splitlines() if line[0] != "#"]
+    assert active[1] == "/swapfile\tnone\tswap\tsw\t0 0"
+
+
 def test_a_busy_umount_is_retried_then_lazy(fp, monkeypatch: pytest.MonkeyPatch, caplog) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(mounts, "is_mountpoint", lambda path: True)
     monkeypatch.setattr(mounts.time, "sleep", lambda s: None)

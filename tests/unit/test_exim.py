@@ -289,6 +289,45 @@ def test_tar_failing_on_a_foreign_stream_is_a_stream_error(
         import_.restore_files(ctx)
 
 
+@pytest.mark.parametrize(
+    ("fstab_line", "link", "remade"),
+    [
+        ("/swapfile\tnone\tswap\tsw\t0 0", False, True),
+        ("/swapfile none swap defaults,pri=5 0 0", False, True),
+        ("# /swapfile none swap sw 0 0", False, False),  # not swapped on: left as it is
+        ("/var/swap none swap sw 0 0", False, False),
+        ("/swapfile none swap sw 0 0", True, False),  # a link is no swap file
+    ],
+)
+def test_import_remakes_only_the_swap_file_fstab_swaps_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fstab_line: str, link: bool, remade: bool
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/fstab").write_text(f"UUID=r / btrfs noatime 0 0\n{fstab_line}\n")
+    if link:
+        (tmp_path / "swapfile").symlink_to("/etc/fstab")
+    else:
+        (tmp_path / "swapfile").write_bytes(b"restored")
+    os.utime(tmp_path, ns=(1, 2))
+    calls: list[tuple[str, int]] = []
+
+    def add_swap_file(root: GuestRoot, fstype: str, size: int) -> str:
+        calls.append((fstype, size))
+        assert not os.path.lexists(tmp_path / "swapfile")  # the restored one is gone first
+        return "UUID"
+
+    monkeypatch.setattr(import_.create, "add_swap_file", add_swap_file)
+    env = osenv.parse(
+        "import",
+        ganeti_environ(tmp_path / "d.img", IMPORT_DEVICE=str(tmp_path / "d.img"), IMPORT_INDEX="0"),
+    )
+    planned = layout.plan(Settings(filesystem="btrfs"), 1 << 30)
+    ctx = import_.ImportContext(env, Settings(), target=tmp_path, layout=planned)
+    import_.remake_swap_file(ctx)
+    assert calls == ([("btrfs", 8)] if remade else [])
+    assert os.stat(tmp_path).st_mtime_ns == 2  # root's times stay
+
+
 def test_a_raw_stream_larger_than_the_disk_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

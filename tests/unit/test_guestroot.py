@@ -167,6 +167,29 @@ def test_write_keeps_mode_and_owner(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["shadow"]  # no temp left
 
 
+def test_allocate_makes_a_full_private_file_and_writes_through_no_link(
+    tmp_path: Path, node: Path
+) -> None:
+    top = tmp_path / "root"
+    top.mkdir()
+    os.symlink(str(node / "passwd"), top / "link")
+    root = GuestRoot(top)
+    with root.allocate("/swapfile", 1 << 20) as name:
+        assert os.path.samefile(name, top / "swapfile")
+    made = (top / "swapfile").stat()
+    assert (made.st_mode & 0o777, made.st_size) == (0o600, 1 << 20)
+    assert made.st_blocks * 512 >= made.st_size, "sparse"
+    for taken in ("/swapfile", "/link"):
+        with (
+            pytest.raises(GuestError, match=f"cannot allocate {taken}"),
+            root.allocate(taken, 1 << 20),
+        ):
+            pass
+    with pytest.raises(RuntimeError), root.allocate("/var/swap", 4096):
+        raise RuntimeError("mkswap failed")
+    assert os.listdir(top / "var") == []  # a failed file is removed
+
+
 def test_only_regular_files_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "etc/hosts.d").mkdir(parents=True)
     os.mkfifo(tmp_path / "etc/hostname")  # opening it for reading would block

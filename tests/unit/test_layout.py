@@ -31,7 +31,7 @@ def test_default_is_one_msdos_root_partition_from_1mib_to_the_end() -> None:
 
 def test_root_is_partition_1_but_last_on_the_disk_after_boot_and_swap() -> None:
     plan = layout.plan(
-        settings(boot_size=128, swap=True, swap_size=512), 4 * GIB, root_path="/dev/vda1"
+        settings(boot_size=128, swap="yes", swap_size=512), 4 * GIB, root_path="/dev/vda1"
     )
     assert roles(plan) == [(1, "root", 641, 3455), (2, "boot", 1, 128), (3, "swap", 129, 512)]
     assert plan.role("boot").fstype == layout.BOOT_FILESYSTEM  # type: ignore[union-attr]
@@ -54,7 +54,7 @@ def test_root_goes_on_the_partition_root_path_names(
     root_path: str, expected: list[tuple[int, str]]
 ) -> None:
     plan = layout.plan(
-        settings(boot_size=64, swap=True, swap_size=256), 2 * GIB, root_path=root_path
+        settings(boot_size=64, swap="yes", swap_size=256), 2 * GIB, root_path=root_path
     )
     assert [(p.number, p.role) for p in plan.partitions] == expected
     # On the disk: contiguous, aligned, boot then swap, and root last up to the disk's end.
@@ -73,12 +73,12 @@ def test_root_goes_on_the_partition_root_path_names(
         (style, boot, swap, number)
         for style in ("msdos", "gpt")
         for boot in (0, 64)
-        for swap in (False, True)
-        for number in range(1, 2 + bool(boot) + swap)
+        for swap in ("no", "yes", "file")
+        for number in range(1, 2 + bool(boot) + (swap == "yes"))
     ],
 )
 def test_root_is_always_last_on_the_disk_whatever_its_number(
-    style: str, boot: int, swap: bool, number: int
+    style: str, boot: int, swap: str, number: int
 ) -> None:
     """What lets root grow into space added at the disk's end: nothing lies after it."""
     plan = layout.plan(
@@ -93,7 +93,7 @@ def test_root_is_always_last_on_the_disk_whatever_its_number(
 
 def test_root_path_beyond_the_layout_is_refused_naming_the_setting() -> None:
     with pytest.raises(ConfigError, match=r"INSTANCE_HV_root_path: /dev/vda3 names partition 3"):
-        layout.plan(settings(swap=True, swap_size=64), GIB, root_path="/dev/vda3")
+        layout.plan(settings(swap="yes", swap_size=64), GIB, root_path="/dev/vda3")
 
 
 def test_gpt_keeps_the_last_mib_for_its_backup_table() -> None:
@@ -103,7 +103,7 @@ def test_gpt_keeps_the_last_mib_for_its_backup_table() -> None:
 
 def test_gpt_gets_a_bios_boot_partition_before_the_first_mib_numbered_last() -> None:
     plan = layout.plan(
-        settings(partition_style="gpt", boot_firmware="bios", swap=True, swap_size=64), GIB
+        settings(partition_style="gpt", boot_firmware="bios", swap="yes", swap_size=64), GIB
     )
     assert [(p.number, p.role) for p in plan.partitions] == [(1, "root"), (2, "swap"), (3, "bios")]
     bios = plan.partitions[-1]
@@ -118,7 +118,7 @@ def test_gpt_boots_under_bios_and_uefi_by_default(firmware: str) -> None:
     keeps its number and the disk's end."""
     plan = layout.plan(
         settings(
-            partition_style="gpt", boot_firmware=firmware, boot_size=64, swap=True, swap_size=64
+            partition_style="gpt", boot_firmware=firmware, boot_size=64, swap="yes", swap_size=64
         ),
         GIB,
         root_path="/dev/vda2",
@@ -230,28 +230,58 @@ def test_style_none_puts_root_on_the_whole_disk() -> None:
         plan.sfdisk_script()
 
 
-@pytest.mark.parametrize("change", [{"swap": True, "swap_size": 64}, {"boot_size": 64}])
+@pytest.mark.parametrize("change", [{"swap": "yes", "swap_size": 64}, {"boot_size": 64}])
 def test_style_none_refuses_swap_and_boot(change: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match="PARTITION_STYLE=none"):
         layout.plan(settings(partition_style="none", **change), GIB)
 
 
 def test_swap_defaults_to_maxmem() -> None:
-    plan = layout.plan(settings(swap=True), 2 * GIB, maxmem_mib=768)
+    plan = layout.plan(settings(swap="yes"), 2 * GIB, maxmem_mib=768)
     assert plan.role("swap").size == 768 * MIB  # type: ignore[union-attr]
 
 
 def test_swap_without_size_or_maxmem_names_swap_size() -> None:
     with pytest.raises(ConfigError, match="SWAP_SIZE"):
-        layout.plan(settings(swap=True), 2 * GIB, maxmem_mib=None)
+        layout.plan(settings(swap="yes"), 2 * GIB, maxmem_mib=None)
 
 
 def test_too_small_disk_names_found_and_needed_sizes() -> None:
     with pytest.raises(DiskError) as e:
-        layout.plan(settings(filesystem="xfs", swap=True, swap_size=512), 600 * MIB)
+        layout.plan(settings(filesystem="xfs", swap="yes", swap_size=512), 600 * MIB)
     message = str(e.value)
     assert "has 600 MiB" in message and "needs at least 813 MiB" in message
     assert "swap 512 MiB" in message and "root 300 MiB (xfs)" in message
+
+
+def test_swap_file_makes_no_partition_and_counts_in_roots_minimum() -> None:
+    plan = layout.plan(settings(swap="file", swap_size=512), GIB)
+    assert roles(plan) == [(1, "root", 1, 1023)] and plan.swap_file == 512 * MIB
+    assert plan.describe() == "msdos: 1 root ext4 1023 MiB, swap file 512 MiB"
+    assert "type=S" not in plan.sfdisk_script()
+    with pytest.raises(DiskError) as e:
+        layout.plan(settings(filesystem="xfs", swap="file", swap_size=512), 600 * MIB)
+    assert "needs at least 813 MiB" in str(e.value)
+    assert "root 812 MiB (xfs, swap file 512 MiB)" in str(e.value)
+    with pytest.raises(DiskError, match=r"root 1564 MiB \(ext4, swap file 64 MiB\)"):
+        layout.plan(settings(swap="file", swap_size=64), GIB, min_root_mib=1500)
+
+
+def test_swap_file_defaults_to_maxmem_and_needs_a_size() -> None:
+    assert layout.plan(settings(swap="file"), 2 * GIB, maxmem_mib=768).swap_file == 768 * MIB
+    with pytest.raises(ConfigError, match="SWAP=file but SWAP_SIZE is empty"):
+        layout.plan(settings(swap="file"), 2 * GIB)
+    with pytest.raises(ConfigError, match="SWAP_SIZE: 8 MiB is below the minimum"):
+        layout.plan(settings(swap="file", swap_size=8), 2 * GIB)
+
+
+def test_swap_file_works_without_a_partition_table() -> None:
+    plan = layout.plan(settings(partition_style="none", swap="file", swap_size=64), GIB)
+    assert roles(plan) == [(0, "root", 0, 1024)] and plan.swap_file == 64 * MIB
+
+
+def test_a_swap_partition_is_no_swap_file() -> None:
+    assert layout.plan(settings(swap="yes", swap_size=64), GIB).swap_file == 0
 
 
 def test_never_below_256_mb() -> None:
@@ -273,7 +303,7 @@ def test_small_boot_is_refused() -> None:
 
 
 def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
-    plan = layout.plan(settings(boot_size=64, swap=True, swap_size=64), GIB)
+    plan = layout.plan(settings(boot_size=64, swap="yes", swap_size=64), GIB)
     assert plan.sfdisk_script() == (
         "label: dos\nunit: sectors\n\n"
         "1: start=264192, size=1832960, type=L\n"
@@ -289,7 +319,7 @@ def test_sfdisk_script_in_sectors_with_types_and_boot_flag() -> None:
 
 
 def test_describe() -> None:
-    plan = layout.plan(settings(swap=True, swap_size=64), GIB)
+    plan = layout.plan(settings(swap="yes", swap_size=64), GIB)
     assert plan.describe() == "msdos: 1 root ext4 959 MiB, 2 swap 64 MiB"
 
 
