@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Optional
 
-from gentoobootstrap import create, disks, filesystems, fstab, runner, stream
+from gentoobootstrap import create, disks, filesystems, fstab, layout, runner, stream
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import CommandError, OSEnvError, StreamError
 from gentoobootstrap.guestroot import GuestRoot
@@ -64,9 +64,10 @@ def check_disk(ctx: ImportContext) -> None:
 
 
 #: The only things restore says that are no error (after its "/sbin/restore: "): the new
-#: filesystem already holds lost+found and the /boot mount point, and a node script has
-#: no terminal to ask on (-y answers).
-RESTORE_HARMLESS = re.compile(r"\./(lost\+found|boot): File exists|cannot open /dev/tty: .*")
+#: filesystem already holds lost+found and the mount points of the other partitions
+#: (/boot, /efi), and a node script has no terminal to ask on (-y answers).
+_MADE = "|".join(re.escape(m.lstrip("/")) for m in layout.MOUNTPOINTS.values() if m != "/")
+RESTORE_HARMLESS = re.compile(rf"\./(lost\+found|{_MADE}): File exists|cannot open /dev/tty: .*")
 
 
 def restore_files(ctx: ImportContext) -> None:

@@ -387,7 +387,11 @@ def test_restore_errors_fail_the_import_although_restore_exits_0(
 
 def test_a_clean_restore_passes(fp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
-    fp.register(["/fake/restore", fp.any()], stderr="restore: ./boot: File exists\n")
+    # The new filesystem already has the mount points of /boot and the ESP.
+    fp.register(
+        ["/fake/restore", fp.any()],
+        stderr="restore: ./boot: File exists\nrestore: ./efi: File exists\n",
+    )
     monkeypatch.setattr(import_, "STDIN", pipe_with(b""))
     (tmp_path / "restoresymtable").write_text("")
     import_.restore_files(import_context(tmp_path, stream.Head("dump", b"\0" * 1024)))
