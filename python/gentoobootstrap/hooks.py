@@ -113,19 +113,24 @@ def _value(value: object) -> str:
     return str(value)
 
 
+#: What a hook gets besides Ganeti's variables and the settings: name -> (the context's
+#: field, what it is).
+HOOK_VARIABLES = {
+    "TARGET": ("target", "the guest's root filesystem, mounted"),
+    "BLOCKDEV": ("disk", "the instance's disk"),
+    "ROOT_DEV": ("root_dev", "the root filesystem's device"),
+    "BOOT_DEV": ("boot_dev", "the /boot filesystem's device (empty without one)"),
+    "SWAP_DEV": ("swap_dev", "the swap partition's device (empty without one)"),
+    "ESP_DEV": ("esp_dev", "the EFI system partition's device (empty without one)"),
+}
+
+
 def environment(ctx: Context) -> dict[str, str]:
     """Ganeti's variables, every setting (upper-case, as in the files), and the devices."""
     env = ctx.env.hook_environment()
     for d in settings.declarations():
         env[d.key] = _value(getattr(ctx.settings, d.field))
-    env.update(
-        TARGET=_value(ctx.target),
-        BLOCKDEV=_value(ctx.disk),
-        ROOT_DEV=_value(ctx.root_dev),
-        BOOT_DEV=_value(ctx.boot_dev),
-        SWAP_DEV=_value(ctx.swap_dev),
-        ESP_DEV=_value(ctx.esp_dev),
-    )
+    env.update({name: _value(getattr(ctx, field)) for name, (field, _) in HOOK_VARIABLES.items()})
     return env
 
 

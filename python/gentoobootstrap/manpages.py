@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Callable
 
-from gentoobootstrap import osenv, parameters, paths, prefetch, settings, tryit
+from gentoobootstrap import hooks, osenv, parameters, paths, prefetch, settings, tryit
 
 PACKAGE = "ganeti-instance-gentoobootstrap"
 
@@ -126,16 +126,6 @@ def fetch_page() -> str:
     )
 
 
-#: What a hook gets besides Ganeti's variables and the settings (hooks.environment).
-HOOK_VARIABLES = {
-    "TARGET": "the guest's root filesystem, mounted",
-    "BLOCKDEV": "the instance's disk",
-    "ROOT_DEV": "the root filesystem's device",
-    "BOOT_DEV": "the /boot filesystem's device (empty without one)",
-    "SWAP_DEV": "the swap device (empty without one)",
-}
-
-
 def os_page() -> str:
     """Section 7: the OS definition as Ganeti's admin configures and uses it."""
     os_name = paths.OS_NAME
@@ -201,7 +191,7 @@ def os_page() -> str:
         ),
         *(
             line
-            for name, text in HOOK_VARIABLES.items()
+            for name, (_, text) in hooks.HOOK_VARIABLES.items()
             for line in _tagged(f"\\fB{name}\\fR", text)
         ),
         ".PP",
