@@ -341,25 +341,32 @@ class GuestRoot:
                 raise
             return self._path(rootfd, parent, True) / name
 
+    @contextlib.contextmanager
+    def _found(
+        self, what: str, path: str, resolve: Optional[str] = None, follow: bool = True
+    ) -> Iterator[Optional[int]]:
+        """A descriptor of ``resolve`` (default ``path``, which errors name), or None when
+        it does not exist."""
+        with self._root(what, path) as rootfd:
+            try:
+                fd: Optional[int] = _resolve(rootfd, path if resolve is None else resolve, follow)
+            except (FileNotFoundError, NotADirectoryError):
+                fd = None
+            if fd is None:
+                yield None
+            else:
+                with _closing(fd):
+                    yield fd
+
     def realpath(self, path: str) -> Optional[str]:
         """Guest ``path`` with every symlink resolved inside the guest; None when missing."""
-        with self._root("resolve", path) as rootfd:
-            try:
-                fd = _resolve(rootfd, path)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            with _closing(fd):
-                return self._guest_name(fd, path)
+        with self._found("resolve", path) as fd:
+            return None if fd is None else self._guest_name(fd, path)
 
     def stat(self, path: str, follow: bool = True) -> Optional[os.stat_result]:
         """``path``'s status, or None when it does not exist."""
-        with self._root("look at", path) as rootfd:
-            try:
-                fd = _resolve(rootfd, path, follow)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            with _closing(fd):
-                return os.fstat(fd)
+        with self._found("look at", path, follow=follow) as fd:
+            return None if fd is None else os.fstat(fd)
 
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
@@ -380,35 +387,27 @@ class GuestRoot:
     def read_bytes(self, path: str) -> Optional[bytes]:
         """The file's bytes, or None when it does not exist; anything but a regular file of
         at most :data:`MAX_TEXT` bytes is an error."""
-        with self._root("read", path) as rootfd:
-            try:
-                fd = _resolve(rootfd, path)
-            except (FileNotFoundError, NotADirectoryError):
+        with self._found("read", path) as fd:
+            if fd is None:
                 return None
-            with _closing(fd):
-                found = os.fstat(fd)
-                if not stat.S_ISREG(found.st_mode):
-                    raise GuestError(f"the guest's {path} is not a regular file")
-                if found.st_size > MAX_TEXT:
-                    raise GuestError(f"the guest's {path} is too big ({found.st_size} bytes)")
-                with open(_reopen(fd, os.O_RDONLY), "rb") as f:
-                    data = f.read(MAX_TEXT + 1)
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode):
+                raise GuestError(f"the guest's {path} is not a regular file")
+            if found.st_size > MAX_TEXT:
+                raise GuestError(f"the guest's {path} is too big ({found.st_size} bytes)")
+            with open(_reopen(fd, os.O_RDONLY), "rb") as f:
+                data = f.read(MAX_TEXT + 1)
         if len(data) > MAX_TEXT:
             raise GuestError(f"the guest's {path} is too big (more than {MAX_TEXT} bytes)")
         return data
 
     def listdir(self, path: str) -> list[str]:
         """The names in directory ``path``, sorted (none when it does not exist)."""
-        with self._root("list", path) as rootfd:
-            try:
-                fd = _resolve(rootfd, path)
-            except (FileNotFoundError, NotADirectoryError):
+        with self._found("list", path) as fd:
+            if fd is None or not stat.S_ISDIR(os.fstat(fd).st_mode):
                 return []
-            with _closing(fd):
-                if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                    return []
-                with _closing(os.open(".", _DIRECTORY, dir_fd=fd)) as dirfd:
-                    return sorted(os.listdir(dirfd))
+            with _closing(os.open(".", _DIRECTORY, dir_fd=fd)) as dirfd:
+                return sorted(os.listdir(dirfd))
 
     def glob(self, directory: str, pattern: str) -> list[str]:
         """Guest paths of the entries of ``directory`` matching ``pattern``, sorted."""
@@ -475,16 +474,13 @@ class GuestRoot:
     def unlink(self, path: str) -> bool:
         """Remove file or link ``path``; True when something was removed."""
         parent, name = _split(path)
-        with self._root("remove", path) as rootfd:
-            try:
-                parentfd = _resolve(rootfd, parent)
-            except (FileNotFoundError, NotADirectoryError):
+        with self._found("remove", path, resolve=parent) as parentfd:
+            if parentfd is None:
                 return False
-            with _closing(parentfd):
-                try:
-                    os.unlink(name, dir_fd=parentfd)
-                except FileNotFoundError:
-                    return False
+            try:
+                os.unlink(name, dir_fd=parentfd)
+            except FileNotFoundError:
+                return False
         return True
 
     def rmdir(self, path: str) -> None:
@@ -502,20 +498,17 @@ class GuestRoot:
         A symlink at ``path`` is removed itself.  True when something was removed.
         """
         parent, name = _split(path)
-        with self._root("remove", path) as rootfd:
-            try:
-                parentfd = _resolve(rootfd, parent)
-            except (FileNotFoundError, NotADirectoryError):
+        with self._found("remove", path, resolve=parent) as parentfd:
+            if parentfd is None:
                 return False
-            with _closing(parentfd):
-                try:
-                    found = os.stat(name, dir_fd=parentfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    return False
-                if stat.S_ISDIR(found.st_mode):
-                    self._rmtree_at(parentfd, name, path, found.st_dev, 0)
-                else:
-                    os.unlink(name, dir_fd=parentfd)
+            try:
+                found = os.stat(name, dir_fd=parentfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if stat.S_ISDIR(found.st_mode):
+                self._rmtree_at(parentfd, name, path, found.st_dev, 0)
+            else:
+                os.unlink(name, dir_fd=parentfd)
         return True
 
     def _rmtree_at(self, parentfd: int, name: str, path: str, device: int, depth: int) -> None:
