@@ -74,7 +74,7 @@ def attach_disk(ctx: Context) -> None:
 def check_disk(ctx: Context) -> None:
     assert ctx.disk is not None and ctx.stage is not None
     disks.check_unused(ctx.disk, ctx.env.disks[0].path)
-    plan_disk(ctx, unpack.unpacked_size(ctx.stage))
+    plan_disk(ctx, unpack.unpacked_size(ctx.stage, ctx.settings.cache_dir))
 
 
 def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:

@@ -82,7 +82,7 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
             raise Unusable(f"{stage.name} is no longer the cached stage")
         if _trusted(image):
             return image
-        content = unpack.unpacked_size(stage) or _stream_size(stage)
+        content = unpack.unpacked_size(stage, cache_dir) or _stream_size(stage)
         size_mib = max(root_mib(content), filesystems.FILESYSTEMS[fstype].min_root_mib)
         with entry.workdir() as work:
             made = work / image.name
