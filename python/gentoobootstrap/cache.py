@@ -69,6 +69,7 @@ class Meta:
     previous: str = ""  # the file it replaced, deleted on the next replacement
     members: int = 0  # tar members checked (none escapes the target) when it was stored
     signed_at: float = 0.0  # when its signature was made (0: none checked)
+    unpacked: int = 0  # bytes of its tar stream, when known (0: not recorded)
 
     def fresh(self, days: int) -> bool:
         return now() - self.checked_at < days * DAY
@@ -250,17 +251,27 @@ def entry_holding(file: Path, cache_dir: Path) -> Optional[Entry]:
     return Entry(cache_dir, file.parent)
 
 
-def recorded_member_count(file: Path, cache_dir: Path) -> Optional[int]:
-    """How many tar members of ``file`` were checked when it was stored in the cache.
+def recorded(file: Path, cache_dir: Path) -> Optional[Meta]:
+    """What was recorded about ``file`` when it was stored in ``cache_dir``.
 
-    None when ``file`` is not the current file of an entry of ``cache_dir`` (then
-    check it): a meta.json anywhere else is not ours and proves nothing.
+    None when ``file`` is not the current file of an entry of ``cache_dir``: a
+    meta.json anywhere else is not ours and proves nothing.
     """
     holder = entry_holding(file, cache_dir)
     meta = holder.meta if holder is not None else None
-    if meta is None or meta.file != file.name or meta.members <= 0:
-        return None
-    return meta.members
+    return meta if meta is not None and meta.file == file.name else None
+
+
+def recorded_member_count(file: Path, cache_dir: Path) -> Optional[int]:
+    """How many tar members of ``file`` were checked when it was stored (None: check it)."""
+    meta = recorded(file, cache_dir)
+    return meta.members if meta is not None and meta.members > 0 else None
+
+
+def recorded_unpacked_size(file: Path, cache_dir: Path) -> Optional[int]:
+    """The bytes of ``file``'s tar stream, recorded when it was stored (None: not known)."""
+    meta = recorded(file, cache_dir)
+    return meta.unpacked if meta is not None and meta.unpacked > 0 else None
 
 
 def entries(cache_dir: Path) -> Iterator[Entry]:

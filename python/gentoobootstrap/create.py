@@ -74,7 +74,7 @@ def attach_disk(ctx: Context) -> None:
 def check_disk(ctx: Context) -> None:
     assert ctx.disk is not None and ctx.stage is not None
     disks.check_unused(ctx.disk, ctx.env.disks[0].path)
-    plan_disk(ctx, unpack.unpacked_size(ctx.stage))
+    plan_disk(ctx, unpack.unpacked_size(ctx.stage, ctx.settings.cache_dir))
 
 
 def plan_disk(ctx: Context, content_bytes: Optional[int]) -> None:
@@ -140,14 +140,12 @@ def install_image(ctx: Context) -> None:
         if ctx.layout.role("boot") is not None:
             raise images.Unusable("the layout has a separate /boot")
         image = images.prepared(ctx.stage, ctx.settings.cache_dir, root.fstype)
-        if ctx.layout.style != "none":
-            disks.wipe(ctx.root_dev)  # an old filesystem's signatures the image may not cover
         source = ctx.env.disks[0].path
         disk_file = source if source is not None and not disks.is_block_device(source) else None
         flush = tuple(dict.fromkeys(d for d in (ctx.disk, ctx.root_dev) if d is not None))
         how = images.install(
             image, root.fstype, ctx.root_dev, size=root.size, disk_file=disk_file,
-            offset=root.start, flush=flush,
+            offset=root.start, flush=flush, wipe=ctx.layout.style != "none",
         )  # fmt: skip
     except images.Unusable as e:
         logger.info("root: unpacking the stage (%s)", e)

@@ -19,6 +19,7 @@ used that way raises :class:`Unusable` with the reason: create then unpacks.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -41,6 +42,9 @@ ROOT_HEADROOM = 1.1
 ROOT_EXTRA_MIB = 64
 #: ioctl(2) number of FICLONERANGE: _IOW(0x94, 13, struct file_clone_range).
 FICLONERANGE = 0x4020940D
+#: fallocate(2) modes: free a range of a file (it then reads as zeros), keeping its size.
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
 #: Bumped when the way images are made changes, so that old ones are not used.
 _FORMAT = "1"
 #: The label create gives the root filesystem (its role).
@@ -82,7 +86,7 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
             raise Unusable(f"{stage.name} is no longer the cached stage")
         if _trusted(image):
             return image
-        content = unpack.unpacked_size(stage) or _stream_size(stage)
+        content = unpack.unpacked_size(stage, cache_dir) or _stream_size(stage)
         size_mib = max(root_mib(content), filesystems.FILESYSTEMS[fstype].min_root_mib)
         with entry.workdir() as work:
             made = work / image.name
@@ -144,12 +148,16 @@ def install(
     disk_file: Optional[Path] = None,
     offset: int = 0,
     flush: tuple[Path, ...] = (),
+    wipe: bool = False,
 ) -> str:
     """Put ``image`` on the root ``device`` (``size`` bytes) and make it that filesystem.
 
     With ``disk_file`` (the instance disk as a file, the root at ``offset`` in it),
-    its blocks are shared when the storage can.  ``flush``: the block devices over
-    that file, whose caches must not hide (or write back over) the shared blocks.
+    its blocks are shared when the storage can, and the rest of the partition is
+    freed: all of it is replaced, so no old signature survives.  ``flush``: the
+    block devices over that file, whose caches must not hide (or write back over)
+    the shared blocks.  ``wipe``: erase old signatures on ``device`` before copying
+    the used blocks, which leave whatever the image does not use in place.
     Returns how it was put there, for the log.  Grows the filesystem now when it
     grows unmounted (else see :func:`grow_mounted`) and gives it a new UUID.
     """
@@ -169,11 +177,13 @@ def install(
     how = ""
     if disk_file is not None:
         try:
-            _clone(image, disk_file, offset, length, flush)
+            _clone(image, disk_file, offset, length, size, flush)
             how = "shared the image's blocks (reflink)"
         except Unusable as e:
             log.info("root: copying the image's used blocks (%s)", e)
     if not how:
+        if wipe:
+            disks.wipe(device)
         with tempfile.TemporaryDirectory(prefix="gentoobootstrap-image-") as scratch:
             # xfs_copy keeps a log; in /var/tmp unless told.
             extra = ["-L", f"{scratch}/log"] if fs.image_writer[0] == "xfs_copy" else []
@@ -192,8 +202,11 @@ def grow_mounted(fstype: str, mountpoint: Path) -> None:
         runner.run([*fs.grow, mountpoint])
 
 
-def _clone(image: Path, disk_file: Path, offset: int, length: int, flush: tuple[Path, ...]) -> None:
-    """Share ``image``'s blocks into ``disk_file`` at ``offset`` (Unusable when it cannot)."""
+def _clone(
+    image: Path, disk_file: Path, offset: int, length: int, size: int, flush: tuple[Path, ...]
+) -> None:
+    """Share ``image``'s blocks into ``disk_file`` at ``offset`` and free the rest of its
+    ``size`` bytes there (Unusable when it cannot)."""
     with open(image, "rb") as src, open(disk_file, "r+b") as dst:
         if not stat.S_ISREG(os.fstat(dst.fileno()).st_mode):
             raise Unusable(f"{disk_file} is not a file")
@@ -218,5 +231,17 @@ def _clone(image: Path, disk_file: Path, offset: int, length: int, flush: tuple[
                     f"the storage of {disk_file} cannot share blocks ({e.strerror})"
                 ) from None
             raise
+        _punch_hole(dst.fileno(), offset + length, size - length)
     for device in flush:
         runner.run(["blockdev", "--flushbufs", device])
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free ``length`` bytes of the file ``fd`` at ``offset`` (Unusable when it cannot)."""
+    if length <= 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        error = ctypes.get_errno()
+        raise Unusable(f"the storage cannot free the rest of the partition ({os.strerror(error)})")

@@ -364,7 +364,7 @@ def _store(
     moment = cache.now()
     meta = cache.Meta(
         url, identity, fast.name, moment, moment, settings.verify, members=members,
-        signed_at=signed_at,
+        signed_at=signed_at, unpacked=unpack.unpacked_size(fast) or 0,
     )  # fmt: skip
     return entry.store(fast, meta)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional, Union
 
-from gentoobootstrap import runner
+from gentoobootstrap import cache, runner
 from gentoobootstrap.errors import CommandError, StageError, ToolNotFoundError
 from gentoobootstrap.log import complete_step
 
@@ -81,8 +81,14 @@ def decompressor(kind: str) -> Optional[list[str]]:
     raise ToolNotFoundError(last, runner.PACKAGES.get(last))
 
 
-def unpacked_size(stage: Path) -> Optional[int]:
-    """Bytes the tar inside ``stage`` holds, when the format tells without decompressing."""
+def unpacked_size(stage: Path, cache_dir: Optional[Path] = None) -> Optional[int]:
+    """Bytes the tar inside ``stage`` holds, when the format tells without decompressing.
+
+    A file of ``cache_dir`` has them recorded from when it was stored: reading them
+    spares walking every frame of a large stage on each create.
+    """
+    if cache_dir is not None and (recorded := cache.recorded_unpacked_size(stage, cache_dir)):
+        return recorded
     kind = compression(stage)
     if kind == "none":
         return stage.stat().st_size

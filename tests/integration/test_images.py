@@ -202,6 +202,58 @@ def test_reflink_storage_shares_the_images_blocks(  # type: ignore[no-untyped-de
     assert osdef.probe(disk, root["start"], root["size"])["UUID"] != osdef.probe(image)["UUID"]
 
 
+#: Where btrfs keeps its first superblock copy, and the magic that marks it.
+BTRFS_MIRROR, BTRFS_MAGIC = 64 * MIB + 0x40, b"_BHRfS_M"
+#: What an old root leaves behind, for the new one to leave nowhere.
+STALE = b"stale bytes of an old root"
+
+
+@pytest.mark.parametrize("old", ["btrfs", "xfs"])
+def test_a_shared_image_over_an_old_root_leaves_no_old_signature(  # type: ignore[no-untyped-def]
+    reflink_storage: Path, monkeypatch: pytest.MonkeyPatch, capfd, filled_stage, old: str
+) -> None:
+    """Sharing replaces the whole root partition (the rest of it freed), so no wipefs is
+    needed: only the new filesystem's signature is left, not even btrfs's copy at 64 MiB,
+    nor anything the old filesystem held past the end of the image."""
+    work = reflink_storage
+    disk = sparse(work / "disk.img", 400)
+    status, log = run_create(work, monkeypatch, disk, filled_stage.tarball, capfd, filesystem=old)
+    assert status == 0, log
+    root = root_of(disk)
+    with open(disk, "rb") as f:
+        f.seek(root["start"] + BTRFS_MIRROR)
+        assert (f.read(len(BTRFS_MAGIC)) == BTRFS_MAGIC) == (old == "btrfs")
+    with open(disk, "r+b") as f:  # old data everywhere, as a well-filled root leaves it
+        for at in stale_spots(root):
+            f.seek(at)
+            f.write(STALE)
+    status, log = run_create(
+        work, monkeypatch, disk, filled_stage.tarball, capfd, reinstall=True, filesystem="ext4"
+    )
+    assert status == 0, log
+    found = FROM_IMAGE.search(log)
+    assert found is not None and found.group(1) == "shared the image's blocks (reflink)", log
+    assert root_of(disk) == root
+    with attached(disk, root["start"], root["size"]) as loop:
+        types = str(sh.wipefs("--no-act", "--noheadings", "--output", "TYPE", str(loop)))
+    assert types.split() == ["ext4"]
+    with open(disk, "rb") as f:
+        f.seek(root["start"] + BTRFS_MIRROR)
+        assert f.read(len(BTRFS_MAGIC)) != BTRFS_MAGIC
+        left = []
+        for at in stale_spots(root):
+            f.seek(at)
+            if f.read(len(STALE)) == STALE:
+                left.append(at - root["start"])
+    assert left == []
+    check_clean(disk, "ext4")
+
+
+def stale_spots(root: dict[str, int]) -> range:
+    """One place in every MiB of the partition, away from where filesystems keep metadata."""
+    return range(root["start"] + MIB - 4096, root["start"] + root["size"], MIB)
+
+
 def shared_bytes(file: Path) -> int:
     """Bytes of ``file`` in extents it shares with another file (``filefrag -v``)."""
     out = str(sh.filefrag("-v", str(file)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import lzma
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import cache, prefetch, stages
+from gentoobootstrap import cache, prefetch, stages, unpack
 from gentoobootstrap.download import DownloadError
 from gentoobootstrap.errors import StageError, ToolNotFoundError, VerificationError
 from support import REPO
@@ -589,6 +590,25 @@ def test_members_are_checked_once_when_cached(
         assert cache.recorded_member_count(got, tmp_path / "cache") == len(tar.getmembers())
     assert cache.recorded_member_count(stage, tmp_path / "cache") is None  # not in the cache
     assert cache.recorded_member_count(got, tmp_path / "elsewhere") is None
+
+
+def test_the_unpacked_size_is_recorded_when_cached_and_read_only_there(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
+) -> None:
+    """create sizes the root from meta.json, not by walking the stage; only CACHE_DIR's counts."""
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    cache_dir = tmp_path / "cache"
+    got = stages.obtain(settings(layout.root.as_uri(), cache_dir, keyring))
+    with lzma.open(stage) as f:
+        size = len(f.read())
+    assert cache.recorded_unpacked_size(got, cache_dir) == size
+    entry = cache.entry_holding(got, cache_dir)
+    assert entry is not None and entry.meta is not None
+    meta = entry.meta
+    (entry.path / cache.META).write_text(json.dumps({**dataclasses.asdict(meta), "unpacked": 7}))
+    assert unpack.unpacked_size(got, cache_dir) == 7  # read, not computed
+    assert unpack.unpacked_size(got, tmp_path / "elsewhere") == size
+    assert unpack.unpacked_size(got) == size
 
 
 def test_signed_stage_escaping_the_target_is_not_cached(
