@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from gentoobootstrap.filesystems import FstabEntry
-from gentoobootstrap.layout import MOUNTPOINTS, first_disk_partition
+from gentoobootstrap.layout import MOUNTPOINTS, Role, first_disk_partition
 
 _BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
        "/dev/disk/by-partuuid/": "PARTUUID="}  # fmt: skip
@@ -72,7 +72,7 @@ def _render(line: Line) -> str:
     )
 
 
-def rewrite(text: str, new: Mapping[str, FstabEntry], old_sources: Collection[str] = ()) -> str:
+def rewrite(text: str, new: Mapping[Role, FstabEntry], old_sources: Collection[str] = ()) -> str:
     """``text`` with the entries of root, /boot, the ESP and swap replaced by ``new`` (role ->
     entry).
 
@@ -82,10 +82,11 @@ def rewrite(text: str, new: Mapping[str, FstabEntry], old_sources: Collection[st
     ``old_sources`` (``UUID=...``) name the old disk's swap; other swaps stay.
     """
     out: list[str] = []
-    done: set[str] = set()
+    done: set[Role] = set()
+    appended: tuple[Role, ...] = ("root", "boot", "esp", "swap")
     for raw in text.splitlines():
         line = parse_line(raw)
-        role = None
+        role: Optional[Role] = None
         if line is not None:
             mounts = {path.rstrip("/"): role for role, path in MOUNTPOINTS.items()}
             if line.mountpoint.startswith("/") and line.mountpoint.rstrip("/") in mounts:
@@ -104,9 +105,9 @@ def rewrite(text: str, new: Mapping[str, FstabEntry], old_sources: Collection[st
             out.append(_render(Line(source, *[getattr(line, f) for f in _KEEP])))
         else:
             out.append(entry.line())
-    for role in ("root", "boot", "esp", "swap"):
-        if role in new and role not in done:
-            out.append(new[role].line())
+    for missing in appended:
+        if missing in new and missing not in done:
+            out.append(new[missing].line())
     return "\n".join(out) + "\n"
 
 

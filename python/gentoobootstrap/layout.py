@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from gentoobootstrap.errors import ConfigError, DiskError, OSEnvError
 from gentoobootstrap.filesystems import FILESYSTEMS
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.settings import PartitionStyle, Settings
 
 MIB = 1 << 20
 #: No disk below 256 MiB, whatever the layout: the README promises that minimum.
@@ -50,8 +50,11 @@ BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_MIB = 100
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_FILESYSTEM = "vfat"
+#: What a partition is for: "bios" is gpt's BIOS boot partition; "" a partition read from
+#: a disk, which says nothing of its role.
+Role = Literal["root", "boot", "swap", "esp", "bios", ""]
 #: Where each role's filesystem is mounted in the guest.
-MOUNTPOINTS = {"root": "/", "boot": "/boot", "esp": "/efi"}
+MOUNTPOINTS: dict[Role, str] = {"root": "/", "boot": "/boot", "esp": "/efi"}
 #: Firmware a gpt disk can boot under, and what BOOT_FIRMWARE asks for.
 FIRMWARE = {"bios": ("bios",), "uefi": ("uefi",), "both": ("bios", "uefi")}
 
@@ -66,7 +69,7 @@ class Partition:
     """One partition (or, with style none, the whole disk as number 0); bytes."""
 
     number: int
-    role: str  # "root", "boot", "swap", "esp", "bios" (gpt's BIOS boot); "" when read from a disk
+    role: Role
     start: int
     size: int
     fstype: str = ""  # filesystem to make: ext4, xfs, ..., "swap"
@@ -78,11 +81,11 @@ class Partition:
 
 @dataclass(frozen=True)
 class Layout:
-    style: str  # msdos, gpt or none
+    style: PartitionStyle
     partitions: tuple[Partition, ...]
     swap_file: int = 0  # bytes of the swap file on root (0: none)
 
-    def role(self, role: str) -> Optional[Partition]:
+    def role(self, role: Role) -> Optional[Partition]:
         return next((p for p in self.partitions if p.role == role), None)
 
     @property
@@ -231,7 +234,7 @@ def plan(
             key="BOOT_SIZE",
         )
     boots = firmware(settings)
-    others = []  # (role, MiB, fstype) in disk and numbering order
+    others: list[tuple[Role, int, str]] = []  # (role, MiB, fstype) in disk and numbering order
     if settings.boot_size:
         others.append(("boot", settings.boot_size, BOOT_FILESYSTEM))
     if settings.swap == "yes":
@@ -262,7 +265,7 @@ def plan(
     # the ESP and the BIOS boot partition the numbers after them.
     on_disk = [*others, ("root", root_mib, fstype)]
     numbers = [*(n for n in range(1, count + 1) if n != root_number), root_number]
-    partitions = []
+    partitions: list[Partition] = []
     start = MIB
     if esp:
         count += 1

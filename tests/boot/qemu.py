@@ -39,7 +39,7 @@ FAILURES = {
     "initrd failed:": "the initrd could not mount the root filesystem",
     "grub rescue>": "GRUB found neither its modules nor its configuration",
     "Login incorrect": "the guest refused the root login",
-    "Password:": "the guest asks for a root password (the seed promises none)",
+    "Password:": "the guest asks for a root password (ROOT_PASSWORD empty, the default, sets none)",
 }
 _FAILURE = re.compile("|".join(re.escape(f) for f in FAILURES).encode())
 

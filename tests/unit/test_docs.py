@@ -14,7 +14,7 @@ from support import REPO
 README = REPO / "README.md"
 EXAMPLES = REPO / "examples"
 
-#: Setting names fixed by the project's issues: admins and other docs rely on them.
+#: Setting names admins' variant files and the README already use: renaming one breaks them.
 FIXED_NAMES = [
     *("MIRROR", "ARCH", "STAGE3_FLAVOR", "STAGE4_FILE", "CATALYST_SPEC", "PORTAGE_CONFDIR"),
     *("SNAPSHOT", "KEYRING", "VERIFY", "PROXY", "CACHE_DIR", "CLEAN_CACHE", "CUSTOMIZE_DIR"),
