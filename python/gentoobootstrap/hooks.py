@@ -22,19 +22,15 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import stat
 import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap import mounts, runner, settings
+from gentoobootstrap import mounts, processes, runner, settings
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import CommandError, HookError
-from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.log import complete_step
 from gentoobootstrap.resources import releasing
 
@@ -43,11 +39,6 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 #: Output lines of a failed hook shown in the error message.
 ERROR_LINES = 3
-#: How long a left-over process gets to exit after SIGTERM, then after SIGKILL.
-KILL_TIMEOUT = 5.0
-
-#: What is mounted in TARGET for hooks (guest path, node source): proc, then binds.
-CHROOT_MOUNTS = (("/proc", "proc"), ("/sys", "/sys"), ("/dev", "/dev"), ("/dev/pts", "/dev/pts"))
 
 
 def find(directory: Path) -> list[Path]:
@@ -141,7 +132,7 @@ def run_hooks(ctx: Context) -> None:
     if not hooks:
         log.info("hooks: none to run in %s", ctx.settings.customize_dir)
         return
-    with chroot_mounts(ctx.target):
+    with mounts.chroot_mounts(ctx.target):
         run_parts(hooks, environment(ctx), ctx.target)
 
 
@@ -150,11 +141,14 @@ def run_parts(hooks: Sequence[Path], env: Mapping[str, str], target: Path) -> No
     with contextlib.ExitStack() as stack:
         # Also on a failure or a signal: nothing a hook started may keep TARGET busy.
         stack.enter_context(
-            releasing(f"what the hooks left in {target}", lambda: kill_holders(target, "a hook"))
+            releasing(
+                f"what the hooks left in {target}",
+                lambda: processes.kill_holders(target, "a hook"),
+            )
         )
         for hook in hooks:
             run_hook(hook, env)
-            kill_holders(target, f"hook {hook.name}")
+            processes.kill_holders(target, f"hook {hook.name}")
 
 
 def run_hook(hook: Path, env: Mapping[str, str]) -> None:
@@ -184,102 +178,3 @@ def _run_hook(hook: Path, env: Mapping[str, str]) -> None:
         if shown:
             message += ": " + " | ".join(shown)
         raise HookError(message)
-
-
-# -- the chroot mounts -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def chroot_mounts(target: Path) -> Iterator[None]:
-    """/proc, /sys, /dev and /dev/pts in ``target``, unmounted in reverse order on leaving."""
-    root = GuestRoot(target)
-    with contextlib.ExitStack() as stack:
-        for guest_path, source in CHROOT_MOUNTS:
-            # Resolved inside the guest, and mounted on the name the kernel gives the directory
-            # found: a stage's /dev symlink cannot aim a mount at the node.
-            where = root.mkdir(guest_path)
-            if source == "proc":
-                stack.enter_context(mounts.mount("proc", where, fstype="proc"))
-            else:
-                stack.enter_context(mounts.bind(Path(source), where))
-        yield
-
-
-# -- processes left behind ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Holder:
-    pid: int
-    command: str
-    uses: str  # what of the process is in TARGET: root, cwd, exe, an open file, a mapping
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top + "/")
-
-
-def holders(target: Path, proc: Path = Path("/proc")) -> list[Holder]:
-    """Processes whose root, cwd, executable, open files or mappings lie under ``target``."""
-    top = os.path.realpath(target)
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        uses = _uses(entry, top)
-        if uses:
-            try:
-                command = (entry / "comm").read_text().strip()
-            except OSError:
-                continue  # gone meanwhile
-            found.append(Holder(int(entry.name), command, uses))
-    return found
-
-
-def _uses(entry: Path, top: str) -> Optional[str]:
-    try:
-        for link in ("root", "cwd", "exe"):
-            with contextlib.suppress(FileNotFoundError):
-                if _under(os.readlink(entry / link), top):
-                    return link
-        for fd in (entry / "fd").iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if _under(os.readlink(fd), top):
-                    return "an open file"
-        for line in (entry / "maps").read_text().splitlines():
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and _under(fields[5], top):
-                return "a mapped file"
-    except (PermissionError, ProcessLookupError, FileNotFoundError):
-        pass  # a kernel thread, or it exited while we looked
-    return None
-
-
-def kill_holders(target: Path, who: str) -> None:
-    """Kill what still uses ``target`` (SIGTERM, then SIGKILL), with a warning for each."""
-    found = holders(target)
-    if not found:
-        return
-    for h in found:
-        log.warning(
-            "%s left process %d (%s) using %s in %s: killing it",
-            who,
-            h.pid,
-            h.command,
-            h.uses,
-            target,
-        )
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for h in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(h.pid, sig)
-        deadline = time.monotonic() + KILL_TIMEOUT
-        while time.monotonic() < deadline:
-            found = holders(target)
-            if not found:
-                return
-            time.sleep(0.05)
-    raise HookError(
-        f"{who} left processes in {target} that do not die: "
-        + ", ".join(f"{h.pid} ({h.command})" for h in found)
-    )

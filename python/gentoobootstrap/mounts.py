@@ -22,6 +22,7 @@ from typing import Optional, Union
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import CommandError, Interrupted
+from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.resources import releasing
 
 log = logging.getLogger(__name__)
@@ -163,3 +164,24 @@ def _remove_directory(path: Path) -> None:
         for entry in path.iterdir():  # the mount points made in it
             entry.rmdir()
     path.rmdir()
+
+
+#: What is mounted in a guest tree for programs that chroot into it (guest path, node
+#: source): proc, then binds.
+CHROOT_MOUNTS = (("/proc", "proc"), ("/sys", "/sys"), ("/dev", "/dev"), ("/dev/pts", "/dev/pts"))
+
+
+@contextlib.contextmanager
+def chroot_mounts(target: Path) -> Iterator[None]:
+    """/proc, /sys, /dev and /dev/pts in ``target``, unmounted in reverse order on leaving."""
+    root = GuestRoot(target)
+    with contextlib.ExitStack() as stack:
+        for guest_path, source in CHROOT_MOUNTS:
+            # Resolved inside the guest, and mounted on the name the kernel gives the directory
+            # found: a stage's /dev symlink cannot aim a mount at the node.
+            where = root.mkdir(guest_path)
+            if source == "proc":
+                stack.enter_context(mount("proc", where, fstype="proc"))
+            else:
+                stack.enter_context(bind(Path(source), where))
+        yield

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap import hooks, osenv
+from gentoobootstrap import hooks, osenv, processes
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.settings import Settings
@@ -78,7 +78,7 @@ def test_hooks_chroot_and_leave_a_daemon(
     seen = (mounted / "seen").read_text().split()
     assert seen[0] == "cat" and "/dev/null" in seen and "/dev/pts:" in seen
     assert mounts_under(mounted) == [str(mounted)]
-    assert hooks.holders(mounted) == []
+    assert processes.holders(mounted) == []
     warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
     assert any("hook 20-daemon left process" in w and "(sleep)" in w for w in warnings)
     assert any("hook 30-sitter left process" in w for w in warnings)
@@ -93,4 +93,4 @@ def test_a_failing_hook_releases_everything(mounted: Path, tmp_path: Path) -> No
     with pytest.raises(HookError, match=r"10-busy-then-fail failed with exit status 1: broken"):
         hooks.run_hooks(make_ctx(tmp_path, mounted))
     assert mounts_under(mounted) == [str(mounted)]
-    assert hooks.holders(mounted) == []
+    assert processes.holders(mounted) == []

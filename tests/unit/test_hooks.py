@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import hooks, osenv
+from gentoobootstrap import hooks, osenv, processes
 from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.settings import Settings
@@ -150,7 +150,7 @@ def test_a_process_left_in_target_is_killed(
     hooks.run_parts(hooks.find(d), {"TARGET": str(target), "PIDFILE": str(pidfile)}, target)
     pid = int(pidfile.read_text())
     assert not pid_alive(pid)
-    assert hooks.holders(target) == []
+    assert processes.holders(target) == []
     assert f"hook daemon left process {pid} (sleep)" in caplog.text
 
 
