@@ -4,6 +4,7 @@ and a reinstall over the half-finished disk works."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,24 +97,23 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) 
         time.sleep(0.02)
 
 
-def test_sigterm_mid_unpack_releases_everything_and_reinstall_works(
-    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
-) -> None:
-    built: stage.Stage = stages["openrc", "xz"]
-    image = sparse(no_leaks / "disk.img", 400)
-    confdir = osdef.configure(
-        no_leaks / "conf", stage4_file=built.tarball, boot_size=64, swap="yes", swap_size=32
-    )
-    markers = no_leaks / "markers"
+@contextlib.contextmanager
+def create_stuck_in_unpack(
+    tmp: Path, disk: Path, confdir: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """create on ``disk`` as Ganeti runs it, in a child whose unpack hangs (write_slow_xz);
+    (the child, its log file) once the unpack is under way.  Afterwards neither the child
+    nor the hanging decompressor, which outlives tar by design, is left running."""
+    markers = tmp / "markers"
     markers.mkdir()
-    write_slow_xz(no_leaks / "bin", markers)
-    env = ganeti_environ(image, DEBUG_LEVEL="1")
+    write_slow_xz(tmp / "bin", markers)
+    env = ganeti_environ(disk, DEBUG_LEVEL="1")
     env.update(
-        PATH=f"{no_leaks / 'bin'}:{env['PATH']}",
+        PATH=f"{tmp / 'bin'}:{env['PATH']}",
         PYTHONPATH=f"{REPO / 'python'}:{REPO / 'tests'}",
         TMPDIR=str(confdir / "tmp"),
     )
-    logfile = no_leaks / "create.log"
+    logfile = tmp / "create.log"
     with open(logfile, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "support.osdef", str(confdir)],
@@ -124,16 +125,28 @@ def test_sigterm_mid_unpack_releases_everything_and_reinstall_works(
         )
     try:
         wait_for(markers / "started", process)
-        assert leaks(no_leaks), "nothing attached or mounted mid-unpack?"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        yield process, logfile
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         pid_file = markers / "xz.pid"
-        if pid_file.exists():  # the hanging decompressor outlives tar by design
+        if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_sigterm_mid_unpack_releases_everything_and_reinstall_works(
+    no_leaks: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stages: dict
+) -> None:
+    built: stage.Stage = stages["openrc", "xz"]
+    image = sparse(no_leaks / "disk.img", 400)
+    confdir = osdef.configure(
+        no_leaks / "conf", stage4_file=built.tarball, boot_size=64, swap="yes", swap_size=32
+    )
+    with create_stuck_in_unpack(no_leaks, image, confdir) as (process, logfile):
+        assert leaks(no_leaks), "nothing attached or mounted mid-unpack?"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
     log = logfile.read_text()
     assert "+ " in log and "tar --extract" in log, log  # it was killed while tar ran
     assert (

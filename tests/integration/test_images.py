@@ -8,18 +8,16 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sh
 from test_create import INSTALLED, run_create, sparse
-from test_create_faults import wait_for, write_slow_xz
+from test_create_faults import create_stuck_in_unpack
 
 from gentoobootstrap import disks
-from support import REPO, ganeti_environ, leaks, osdef, stage
+from support import leaks, osdef, stage
 
 pytestmark = pytest.mark.root
 
@@ -62,6 +60,21 @@ def check_clean(disk: Path, fs: str) -> None:
 
 def cached_images(cache: Path) -> list[Path]:
     return sorted(cache.glob("*/*/*.img"))
+
+
+def create_new(
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    tarball: Path,
+    name: str,
+    mib: int = 320,
+    **settings: object,
+) -> str:
+    """A create that must work, on a new ``mib`` MiB disk file ``name``; its log."""
+    status, log = run_create(tmp, monkeypatch, sparse(tmp / name, mib), tarball, capfd, **settings)
+    assert status == 0, log
+    return log
 
 
 def test_the_fixture_stage_has_what_an_image_must_keep(stages) -> None:  # type: ignore[no-untyped-def]
@@ -125,21 +138,15 @@ def test_a_second_create_reuses_the_image_and_a_boot_partition_unpacks(  # type:
 ) -> None:
     built = stages["openrc", "xz"]
     cache = no_leaks / "conf" / "cache"
-    status, log = run_create(
-        no_leaks, monkeypatch, sparse(no_leaks / "1.img", 320), built.tarball, capfd
-    )
-    assert status == 0 and "Preparing the ext4 image" in log and FROM_IMAGE.search(log)
+    log = create_new(no_leaks, monkeypatch, capfd, built.tarball, "1.img")
+    assert "Preparing the ext4 image" in log and FROM_IMAGE.search(log)
     (image,) = cached_images(cache)
     made = image.stat().st_mtime_ns
-    status, log = run_create(
-        no_leaks, monkeypatch, sparse(no_leaks / "2.img", 320), built.tarball, capfd
-    )
-    assert status == 0 and "Preparing" not in log and FROM_IMAGE.search(log)
+    log = create_new(no_leaks, monkeypatch, capfd, built.tarball, "2.img")
+    assert "Preparing" not in log and FROM_IMAGE.search(log)
     assert cached_images(cache) == [image] and image.stat().st_mtime_ns == made
-    status, log = run_create(
-        no_leaks, monkeypatch, sparse(no_leaks / "3.img", 400), built.tarball, capfd, boot_size=64
-    )
-    assert status == 0 and "root: unpacking the stage (the layout has a separate /boot)" in log
+    log = create_new(no_leaks, monkeypatch, capfd, built.tarball, "3.img", 400, boot_size=64)
+    assert "root: unpacking the stage (the layout has a separate /boot)" in log
 
 
 @pytest.fixture
@@ -273,32 +280,9 @@ def test_sigterm_while_the_image_is_made_leaves_no_image_and_nothing_attached(  
     built = stages["openrc", "xz"]
     disk = sparse(no_leaks / "disk.img", 320)
     confdir = osdef.configure(no_leaks / "conf", stage4_file=built.tarball)
-    markers = no_leaks / "markers"
-    markers.mkdir()
-    write_slow_xz(no_leaks / "bin", markers)
-    env = ganeti_environ(disk, DEBUG_LEVEL="1")
-    env.update(
-        PATH=f"{no_leaks / 'bin'}:{env['PATH']}",
-        PYTHONPATH=f"{REPO / 'python'}:{REPO / 'tests'}",
-        TMPDIR=str(confdir / "tmp"),
-    )
-    logfile = no_leaks / "create.log"
-    with open(logfile, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "support.osdef", str(confdir)],
-            env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(markers / "started", process)
+    with create_stuck_in_unpack(no_leaks, disk, confdir) as (process, logfile):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        pid_file = markers / "xz.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
     log = logfile.read_text()
     assert "Preparing the ext4 image" in log and "tar --extract" in log, log
     assert leaks(no_leaks) == []
@@ -338,24 +322,17 @@ def test_an_image_others_could_write_or_a_link_in_its_place_is_made_again(  # ty
 ) -> None:
     built = stages["openrc", "xz"]
     cache = no_leaks / "conf" / "cache"
-    status, log = run_create(
-        no_leaks, monkeypatch, sparse(no_leaks / "1.img", 320), built.tarball, capfd
-    )
-    assert status == 0, log
+    log = create_new(no_leaks, monkeypatch, capfd, built.tarball, "1.img")
     (image,) = cached_images(cache)
     image.chmod(0o664)
-    status, log = run_create(
-        no_leaks, monkeypatch, sparse(no_leaks / "2.img", 320), built.tarball, capfd
-    )
-    assert status == 0 and "making it again" in log and "Preparing the ext4 image" in log, log
+    log = create_new(no_leaks, monkeypatch, capfd, built.tarball, "2.img")
+    assert "making it again" in log and "Preparing the ext4 image" in log, log
     assert image.stat().st_mode & 0o777 == 0o644
     # A link planted in its place points at a file of the node: never followed, never written.
     canary = no_leaks / "canary"
     canary.write_bytes(b"node file\n")
     image.unlink()
     image.symlink_to(canary)
-    status, log = run_create(
-        no_leaks, monkeypatch, sparse(no_leaks / "3.img", 320), built.tarball, capfd
-    )
-    assert status == 0 and "Preparing the ext4 image" in log and FROM_IMAGE.search(log), log
+    log = create_new(no_leaks, monkeypatch, capfd, built.tarball, "3.img")
+    assert "Preparing the ext4 image" in log and FROM_IMAGE.search(log), log
     assert canary.read_bytes() == b"node file\n" and not image.is_symlink()
