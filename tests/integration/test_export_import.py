@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -536,6 +536,43 @@ def slow_tar(bindir: Path, markers: Path) -> None:
     script.chmod(0o755)
 
 
+def sigterm_midway(
+    process: subprocess.Popen[bytes],
+    script: str,
+    logfile: Path,
+    tmp: Path,
+    started: Callable[[], bool],
+) -> None:
+    """Once ``started()``, with something of ours attached or mounted, SIGTERM ``script``'s
+    ``process``: it must exit by that signal, say so last, and leave nothing behind."""
+    try:
+        deadline = time.monotonic() + 60
+        while not started():
+            assert process.poll() is None, logfile.read_text()
+            assert time.monotonic() < deadline, f"the {script} did not get under way"
+            time.sleep(0.02)
+        assert leaks(tmp), f"nothing attached or mounted mid-{script}?"
+        process.send_signal(signal.SIGTERM)
+        try:
+            # Generous: releasing waits for the kernel to free each loop device, which a
+            # loaded machine does slowly.
+            status = process.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{script} did not end after SIGTERM:\n" + logfile.read_text())
+        assert status == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = logfile.read_text()
+    assert (
+        text.strip()
+        .splitlines()[-1]
+        .endswith(f"{script}: interrupted by SIGTERM; everything it made was released")
+    ), text
+    assert leaks(tmp) == []
+
+
 def test_sigterm_mid_export_releases_everything(os_def: OS, no_leaks: Path) -> None:
     layout = Layout("gpt", "ext4", 400, 64, 32)
     image = sparse(no_leaks / "disk.img", layout.size_mib)
@@ -554,34 +591,9 @@ def test_sigterm_mid_export_releases_everything(os_def: OS, no_leaks: Path) -> N
             stdout=out,
             stderr=log,
         )
-    try:
-        deadline = time.monotonic() + 60
-        while not (markers / "started").exists():
-            assert process.poll() is None, (no_leaks / "export.log").read_text()
-            assert time.monotonic() < deadline, "the export did not start"
-            time.sleep(0.02)
-        assert leaks(no_leaks), "nothing attached or mounted mid-export?"
-        process.send_signal(signal.SIGTERM)
-        try:
-            # Generous: releasing waits for the kernel to free each loop device, which a
-            # loaded machine does slowly.
-            status = process.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                "export did not end after SIGTERM:\n" + (no_leaks / "export.log").read_text()
-            )
-        assert status == 128 + signal.SIGTERM
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = (no_leaks / "export.log").read_text()
-    assert (
-        text.strip()
-        .splitlines()[-1]
-        .endswith("export: interrupted by SIGTERM; everything it made was released")
-    ), text
-    assert leaks(no_leaks) == []
+    sigterm_midway(
+        process, "export", no_leaks / "export.log", no_leaks, (markers / "started").exists
+    )
     tar_pid = int((markers / "tar.pid").read_text())
     assert not Path(f"/proc/{tar_pid}").exists(), "the tar child outlived the export"
 
@@ -604,40 +616,19 @@ def test_sigterm_mid_import_releases_everything(os_def: OS, exported: Path, no_l
             stdout=log,
             stderr=log,
         )
+    assert process.stdin is not None
     try:
-        assert process.stdin is not None
         process.stdin.write(data[: len(data) // 2])
         process.stdin.flush()
-        deadline = time.monotonic() + 60
-        while "restore files ..." not in logfile.read_text():
-            assert process.poll() is None, logfile.read_text()
-            assert time.monotonic() < deadline, "the import did not start restoring"
-            time.sleep(0.02)
-        assert leaks(no_leaks), "nothing attached or mounted mid-import?"
-        process.send_signal(signal.SIGTERM)
-        try:
-            # Generous: releasing waits for the kernel to free each loop device, which a
-            # loaded machine does slowly.
-            status = process.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                "export did not end after SIGTERM:\n" + (no_leaks / "export.log").read_text()
-            )
-        assert status == 128 + signal.SIGTERM
+        sigterm_midway(
+            process, "import", logfile, no_leaks, lambda: "restore files ..." in logfile.read_text()
+        )
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # the write failed: sigterm_midway never ran
             process.kill()
             process.wait()
-        if process.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()
-    text = logfile.read_text()
-    assert (
-        text.strip()
-        .splitlines()[-1]
-        .endswith("import: interrupted by SIGTERM; everything it made was released")
-    ), text
-    assert leaks(no_leaks) == []
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
 
 
 def test_a_snapshot_whose_journal_needs_recovery_is_read_without_writing(
