@@ -110,7 +110,7 @@ CASES = {
 }
 
 
-#: A 400 MiB disk with /boot 64 MiB and swap 32 MiB (run_create's boot_size=64, swap_size=32).
+#: A 400 MiB disk with /boot 64 MiB and swap 32 MiB.
 BOOT_SWAP_400 = Case(
     "msdos", "ext4", 400, boot=64, swap="yes", swap_size="32", expect=("root", "boot", "swap")
 )
@@ -135,6 +135,34 @@ def run_create(
         extra["INSTANCE_REINSTALL"] = "1"
     status = osdef.create(ganeti_environ(disk, **extra))
     return status, capfd.readouterr().err
+
+
+def create_case(
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    disk: Path,
+    stage_file: Path,
+    capfd: pytest.CaptureFixture[str],
+    case: Case,
+    *,
+    reinstall: bool = False,
+) -> tuple[int, str]:
+    """run_create with ``case``'s settings, root_path and maxmem; (status, log)."""
+    return run_create(
+        tmp,
+        monkeypatch,
+        disk,
+        stage_file,
+        capfd,
+        reinstall=reinstall,
+        env={"INSTANCE_HV_root_path": case.root_path, "INSTANCE_BE_maxmem": case.maxmem},
+        partition_style=case.style,
+        filesystem=case.fs,
+        boot_size=case.boot,
+        swap=case.swap,
+        swap_size=case.swap_size,
+        boot_firmware=case.firmware,
+    )
 
 
 def check_installed(tmp: Path, image: Path, case: Case, built: stage.Stage) -> None:
@@ -260,20 +288,7 @@ def test_layouts(
     case = CASES[name]
     built = stages[case.flavour, case.compression]
     image = sparse(no_leaks / "disk.img", case.size_mib)
-    status, log = run_create(
-        no_leaks,
-        monkeypatch,
-        image,
-        built.tarball,
-        capfd,
-        env={"INSTANCE_HV_root_path": case.root_path, "INSTANCE_BE_maxmem": case.maxmem},
-        partition_style=case.style,
-        filesystem=case.fs,
-        boot_size=case.boot,
-        swap=case.swap,
-        swap_size=case.swap_size,
-        boot_firmware=case.firmware,
-    )
+    status, log = create_case(no_leaks, monkeypatch, image, built.tarball, capfd, case)
     assert status == 0, log
     assert "write fstab done" in log
     check_installed(no_leaks, image, case, built)
@@ -299,20 +314,13 @@ def test_block_device(
     image = sparse(no_leaks / "lv.img", 400)
     lv = Path(str(sh.losetup("--show", "--find", str(image))).strip())
     try:
-        status, log = run_create(
-            no_leaks, monkeypatch, lv, built.tarball, capfd, boot_size=64, swap="yes", swap_size=32
-        )
+        status, log = create_case(no_leaks, monkeypatch, lv, built.tarball, capfd, BOOT_SWAP_400)
         assert status == 0, log
         assert disks.kernel_partitions(lv) == {}, "partitions we added are still known"
         assert slices_of(lv) == []
     finally:
         disks.detach(lv)
-    check_installed(
-        no_leaks,
-        image,
-        BOOT_SWAP_400,
-        built,
-    )
+    check_installed(no_leaks, image, BOOT_SWAP_400, built)
 
 
 def slices_of(device: Path) -> list[str]:
@@ -336,17 +344,10 @@ def test_partition_loop_fallback(
         return real_slice(device, offset, size, what, *rest)
 
     monkeypatch.setattr(disks, "_loop_slice", recording_slice)
-    status, log = run_create(
-        no_leaks, monkeypatch, image, built.tarball, capfd, boot_size=64, swap="yes", swap_size=32
-    )
+    status, log = create_case(no_leaks, monkeypatch, image, built.tarball, capfd, BOOT_SWAP_400)
     assert status == 0, log
     assert [size for _, size in sliced][1:] == [64 * MIB, 32 * MIB]
-    check_installed(
-        no_leaks,
-        image,
-        BOOT_SWAP_400,
-        built,
-    )
+    check_installed(no_leaks, image, BOOT_SWAP_400, built)
 
 
 def test_reinstall_over_populated_disk(

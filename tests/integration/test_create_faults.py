@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_create import BOOT_SWAP_400, MIB, check_installed, run_create, sparse
+from test_create import BOOT_SWAP_400, MIB, check_installed, create_case, run_create, sparse
 
 from support import REPO, ganeti_environ, leaks, loop_devices_of, osdef, stage
 from support.install import InstalledOS
@@ -156,24 +156,11 @@ def test_sigterm_mid_unpack_releases_everything_and_reinstall_works(
     ), log
     assert leaks(no_leaks) == []
     # The disk now holds a half-finished install; a reinstall must work over it.
-    status, log = run_create(
-        no_leaks,
-        monkeypatch,
-        image,
-        built.tarball,
-        capfd,
-        reinstall=True,
-        boot_size=64,
-        swap="yes",
-        swap_size=32,
+    status, log = create_case(
+        no_leaks, monkeypatch, image, built.tarball, capfd, BOOT_SWAP_400, reinstall=True
     )
     assert status == 0, log
-    check_installed(
-        no_leaks,
-        image,
-        BOOT_SWAP_400,
-        built,
-    )
+    check_installed(no_leaks, image, BOOT_SWAP_400, built)
 
 
 def test_missing_stage_touches_nothing(

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 import sh
+from test_create import run_create, sparse
 
 from gentoobootstrap import disks, grow
-from support import ganeti_environ, osdef
+from support import osdef
 
 pytestmark = pytest.mark.root
 
@@ -81,21 +82,21 @@ def install(
     stages: dict,
 ) -> Path:
     """create ``case`` on a 520 MiB disk file, then enlarge the file by ADDED_MIB."""
-    image = tmp / "disk.img"
-    with open(image, "wb") as f:
-        f.truncate(520 * MIB)
-    confdir = osdef.configure(
-        tmp / "conf",
-        stage4_file=stages[case.flavour, case.compression].tarball,
+    image = sparse(tmp / "disk.img", 520)
+    status, log = run_create(
+        tmp,
+        monkeypatch,
+        image,
+        stages[case.flavour, case.compression].tarball,
+        capfd,
+        env={"INSTANCE_HV_root_path": case.root_path},
         partition_style=case.style,
         filesystem=case.fs,
         boot_size=case.boot,
         swap=case.swap,
         swap_size="32",
     )
-    osdef.point_paths_at(confdir, monkeypatch)
-    environ = ganeti_environ(image, INSTANCE_HV_root_path=case.root_path)
-    assert osdef.create(environ) == 0, capfd.readouterr().err
+    assert status == 0, log
     with open(image, "r+b") as f:
         f.truncate((520 + ADDED_MIB) * MIB)
     return image
