@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, ganeti_environ, osdef, stage
+from support import NIC0_NETWORK, REPO, ganeti_environ, osdef, stage
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.root
@@ -18,14 +18,9 @@ pytestmark = pytest.mark.root
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGuestCreateTestKeyAAAAAAAAAAAAAAAAAAAAAAAAA t@example"
 HASH = "$6$rounds=5000$salt$4LkMsCpXD2X5kEq0ZMRKXJbZR7Ey6QaFyDcRA9dY0CnvTqgE0dQf6Qd"
 NICS = {
+    **NIC0_NETWORK,
     "NIC_COUNT": "2",
     "NIC_0_MAC": "aa:00:00:12:34:56",
-    "NIC_0_IP": "192.0.2.10",
-    "NIC_0_NETWORK_NAME": "lan",
-    "NIC_0_NETWORK_SUBNET": "192.0.2.0/24",
-    "NIC_0_NETWORK_GATEWAY": "192.0.2.1",
-    "NIC_0_NETWORK_SUBNET6": "2001:db8:1::/64",
-    "NIC_0_NETWORK_GATEWAY6": "2001:db8:1::1",
     "NIC_1_MAC": "aa:00:00:ab:cd:ef",
 }
 RECORD = """#!/bin/sh

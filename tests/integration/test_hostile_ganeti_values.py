@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, ganeti_environ, leaks, osdef, stage
+from support import NIC0_NETWORK, REPO, ganeti_environ, leaks, osdef, stage
 
 pytestmark = pytest.mark.root
 
-NETWORK = {
-    "NIC_0_IP": "192.0.2.10",
-    "NIC_0_NETWORK_NAME": "lan",
-    "NIC_0_NETWORK_SUBNET": "192.0.2.0/24",
-    "NIC_0_NETWORK_GATEWAY": "192.0.2.1",
-    "NIC_0_NETWORK_SUBNET6": "2001:db8:1::/64",
-}
 #: variable -> hostile value; CANARY is the node file the injection would make.
 ATTACKS = {
     "gateway-shell": ("NIC_0_NETWORK_GATEWAY", '192.0.2.1"; touch CANARY; "'),
@@ -45,7 +38,7 @@ def run_create(
     with open(image, "wb") as f:
         f.truncate(320 << 20)
     confdir = osdef.configure(tmp / "conf", stage4_file=built.tarball, network=network)
-    environ = ganeti_environ(image, "web1.example.com", **NETWORK)
+    environ = ganeti_environ(image, "web1.example.com", **NIC0_NETWORK)
     environ.update(values)
     environ.update(PYTHONPATH=f"{REPO / 'python'}:{REPO / 'tests'}", TMPDIR=str(confdir / "tmp"))
     result = subprocess.run(
@@ -99,4 +92,7 @@ def test_the_same_create_with_sound_values_writes_an_inert_netifrc_config(
         out = subprocess.run(
             ["sh", "-c", script, "sh", str(net)], capture_output=True, text=True, check=True
         )
-    assert out.stdout == ("192.0.2.10/24\n2001:db8:1:0:a800:ff:fe12:3456/64|default via 192.0.2.1")
+    assert out.stdout == (
+        "192.0.2.10/24\n2001:db8:1:0:a800:ff:fe12:3456/64"
+        "|default via 192.0.2.1\ndefault via 2001:db8:1::1"
+    )

@@ -32,6 +32,17 @@ def leaks(under: Path) -> list[str]:
     return loop_devices_of(under) + mounts_under(under)
 
 
+#: NIC 0 on a Ganeti network, IPv4 and IPv6: what Ganeti adds to ganeti_environ's NIC.
+NIC0_NETWORK = {
+    "NIC_0_IP": "192.0.2.10",
+    "NIC_0_NETWORK_NAME": "lan",
+    "NIC_0_NETWORK_SUBNET": "192.0.2.0/24",
+    "NIC_0_NETWORK_GATEWAY": "192.0.2.1",
+    "NIC_0_NETWORK_SUBNET6": "2001:db8:1::/64",
+    "NIC_0_NETWORK_GATEWAY6": "2001:db8:1::1",
+}
+
+
 def ganeti_environ(disk: Path, name: str = "inst1.example.com", **extra: str) -> dict[str, str]:
     """The environment Ganeti 3.0 gives ``create`` for a one-disk, one-NIC instance."""
     size_mib = os.stat(disk).st_size // 2**20 if disk.is_file() else 0

@@ -15,7 +15,7 @@ from gentoobootstrap.context import Context
 from gentoobootstrap.errors import ConfigError, GuestError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ
+from support import NIC0_NETWORK, ganeti_environ
 from support.guesttree import INITTAB, TREES, openrc_tree, systemd_tree
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
@@ -29,14 +29,9 @@ FILE_KEY = (
 
 # NIC 0 on a Ganeti network (IPv4 and IPv6), NIC 1 on none.
 NICS = dict(
+    NIC0_NETWORK,
     NIC_COUNT="2",
     NIC_0_MAC="aa:00:00:12:34:56",
-    NIC_0_IP="192.0.2.10",
-    NIC_0_NETWORK_NAME="lan",
-    NIC_0_NETWORK_SUBNET="192.0.2.0/24",
-    NIC_0_NETWORK_GATEWAY="192.0.2.1",
-    NIC_0_NETWORK_SUBNET6="2001:db8:1::/64",
-    NIC_0_NETWORK_GATEWAY6="2001:db8:1::1",
     NIC_1_MAC="aa:00:00:ab:cd:ef",
     NIC_1_MODE="bridged",
     NIC_1_LINK="br1",

@@ -8,7 +8,7 @@ import pytest
 
 from gentoobootstrap import osenv
 from gentoobootstrap.errors import OSEnvError, ParameterError
-from support import ganeti_environ
+from support import NIC0_NETWORK, ganeti_environ
 
 DISK = Path("/dev/xvda")
 
@@ -230,14 +230,6 @@ def test_unknown_operation_is_a_programming_error() -> None:
 
 GATEWAY_ATTACK = '192.0.2.1"; touch /x; "'
 MAC_ATTACK = "aa:00:00:12:34:56\n[Network]\nDNS=203.0.113.66"
-NETWORK = {
-    "NIC_0_IP": "192.0.2.10",
-    "NIC_0_NETWORK_NAME": "lan",
-    "NIC_0_NETWORK_SUBNET": "192.0.2.0/24",
-    "NIC_0_NETWORK_GATEWAY": "192.0.2.1",
-    "NIC_0_NETWORK_SUBNET6": "2001:db8:1::/64",
-    "NIC_0_NETWORK_GATEWAY6": "2001:db8:1::1",
-}
 
 CHECKED = [
     # (variable, good values, bad values)
@@ -284,7 +276,7 @@ CHECKED = [
     ("variable", "value"), [(v, good) for v, goods, _ in CHECKED for good in goods]
 )
 def test_good_values_pass(variable: str, value: str) -> None:
-    osenv.parse("create", env_for("create", **{**NETWORK, variable: value}))
+    osenv.parse("create", env_for("create", **{**NIC0_NETWORK, variable: value}))
 
 
 @pytest.mark.parametrize(
@@ -293,7 +285,7 @@ def test_good_values_pass(variable: str, value: str) -> None:
 def test_bad_values_are_one_line_naming_the_variable_and_the_allowed_values(
     variable: str, value: str
 ) -> None:
-    message = failure("create", env_for("create", **{**NETWORK, variable: value}))
+    message = failure("create", env_for("create", **{**NIC0_NETWORK, variable: value}))
     assert message.startswith(f"{variable}: bad value ")
     assert "; allowed values: " in message
 
@@ -301,12 +293,12 @@ def test_bad_values_are_one_line_naming_the_variable_and_the_allowed_values(
 @pytest.mark.parametrize("operation", ["create", "import", "export", "rename"])
 def test_the_attacks_are_refused_by_every_operation(operation: str) -> None:
     for variable, value in (("NIC_0_NETWORK_GATEWAY", GATEWAY_ATTACK), ("NIC_0_MAC", MAC_ATTACK)):
-        message = failure(operation, env_for(operation, **{**NETWORK, variable: value}))
+        message = failure(operation, env_for(operation, **{**NIC0_NETWORK, variable: value}))
         assert message.startswith(f"{variable}: bad value ")
 
 
 def test_a_bad_mac_with_an_ipv6_subnet_is_a_clean_error() -> None:
-    message = failure("create", env_for("create", **NETWORK, NIC_0_MAC="zz:zz"))
+    message = failure("create", env_for("create", **NIC0_NETWORK, NIC_0_MAC="zz:zz"))
     assert message == (
         "NIC_0_MAC: bad value 'zz:zz'; allowed values: six colon-separated hex octets "
         "such as aa:00:00:12:34:56"
@@ -351,19 +343,19 @@ def test_values_are_kept_in_their_canonical_spelling() -> None:
 
 def test_a_gateway_outside_its_subnet_is_refused() -> None:
     message = failure(
-        "create", env_for("create", **{**NETWORK, "NIC_0_NETWORK_GATEWAY": "198.51.100.1"})
+        "create", env_for("create", **{**NIC0_NETWORK, "NIC_0_NETWORK_GATEWAY": "198.51.100.1"})
     )
     assert message == (
         "NIC_0_NETWORK_GATEWAY: 198.51.100.1 is outside NIC_0_NETWORK_SUBNET 192.0.2.0/24; "
         "allowed values: an address inside the subnet"
     )
     message = failure(
-        "create", env_for("create", **{**NETWORK, "NIC_0_NETWORK_GATEWAY6": "2001:db8:9::1"})
+        "create", env_for("create", **{**NIC0_NETWORK, "NIC_0_NETWORK_GATEWAY6": "2001:db8:9::1"})
     )
     assert message.startswith("NIC_0_NETWORK_GATEWAY6: 2001:db8:9::1 is outside NIC_0_NETWORK_")
     # Link-local IPv6 gateways are what router advertisements announce: allowed.
     env = osenv.parse(
-        "create", env_for("create", **{**NETWORK, "NIC_0_NETWORK_GATEWAY6": "fe80::1"})
+        "create", env_for("create", **{**NIC0_NETWORK, "NIC_0_NETWORK_GATEWAY6": "fe80::1"})
     )
     assert env.nics[0].gateway6 == "fe80::1"
 
