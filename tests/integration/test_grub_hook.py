@@ -47,6 +47,15 @@ def disk(no_leaks: Path) -> Iterator[tuple[Path, Path, Path]]:
             sh.umount(str(mnt))
 
 
+def run_grub_hook(tmp_path: Path, env: dict[str, str]) -> None:
+    """The example grub hook, alone in a hook directory, run on ``env``'s TARGET."""
+    directory = tmp_path / "hooks"
+    directory.mkdir()
+    shutil.copy(REPO / "examples/hooks/grub", directory / "grub")
+    (directory / "grub").chmod(0o755)
+    hooks.run_parts(hooks.find(directory), env, Path(env["TARGET"]))
+
+
 @pytest.mark.root
 @needs_grub
 def test_grub_hook(disk: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -56,10 +65,6 @@ def test_grub_hook(disk: tuple[Path, Path, Path], tmp_path: Path) -> None:
     kernels = ("vmlinuz-6.6.1-gentoo", f"vmlinuz-{newest}", f"vmlinuz-{newest}.old")
     for name in (*kernels, "initramfs-6.12.3-gentoo-dist.img"):
         (mnt / "boot" / name).write_text("fake\n")
-    directory = tmp_path / "hooks"
-    directory.mkdir()
-    shutil.copy(REPO / "examples/hooks/grub", directory / "grub")
-    (directory / "grub").chmod(0o755)
     env = {
         "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
         "TARGET": str(mnt),
@@ -70,7 +75,7 @@ def test_grub_hook(disk: tuple[Path, Path, Path], tmp_path: Path) -> None:
         "INSTANCE_HV_serial_console": "True",
         "KERNEL_ARGS": "net.ifnames=0 quiet",
     }
-    hooks.run_parts(hooks.find(directory), env, mnt)
+    run_grub_hook(tmp_path, env)
 
     uuid = str(sh.blkid("-o", "value", "-s", "UUID", str(part))).strip()
     assert (mnt / "boot/grub/grub.cfg").read_text() == (
@@ -101,13 +106,9 @@ def test_grub_hook(disk: tuple[Path, Path, Path], tmp_path: Path) -> None:
 def test_grub_hook_without_a_kernel(disk: tuple[Path, Path, Path], tmp_path: Path) -> None:
     loop, part, mnt = disk
     (mnt / "boot").mkdir()
-    directory = tmp_path / "hooks"
-    directory.mkdir()
-    shutil.copy(REPO / "examples/hooks/grub", directory / "grub")
-    (directory / "grub").chmod(0o755)
     env = {"TARGET": str(mnt), "BLOCKDEV": str(loop), "ROOT_DEV": str(part)}
     with pytest.raises(Exception, match=r"grub: no kernel \(vmlinuz-\* or kernel-\*\)"):
-        hooks.run_parts(hooks.find(directory), env, mnt)
+        run_grub_hook(tmp_path, env)
 
 
 needs_grub_efi = pytest.mark.skipif(
@@ -139,10 +140,6 @@ def test_grub_hook_on_gpt_for_bios_and_uefi(no_leaks: Path, tmp_path: Path) -> N
         try:
             (mnt / "boot").mkdir()
             (mnt / "boot/vmlinuz-6.12.3-gentoo-dist").write_text("fake\n")
-            directory = tmp_path / "hooks"
-            directory.mkdir()
-            shutil.copy(REPO / "examples/hooks/grub", directory / "grub")
-            (directory / "grub").chmod(0o755)
             env = {
                 "PATH": "/sbin:/bin:/usr/sbin:/usr/bin",
                 "TARGET": str(mnt),
@@ -150,7 +147,7 @@ def test_grub_hook_on_gpt_for_bios_and_uefi(no_leaks: Path, tmp_path: Path) -> N
                 "ROOT_DEV": str(root),
                 "ESP_DEV": str(esp),
             }
-            hooks.run_parts(hooks.find(directory), env, mnt)
+            run_grub_hook(tmp_path, env)
             assert (mnt / "boot/grub/i386-pc/core.img").is_file()
             assert (mnt / "boot/grub/x86_64-efi/linux.mod").is_file()
             assert (
