@@ -22,7 +22,7 @@ import sh
 from test_export_import import OS, SOURCE_NAME, Layout, sparse
 
 from gentoobootstrap import disks
-from support import osdef
+from support import canary_state, osdef
 from support.install import GANETI_PATH, InstalledOS
 
 pytestmark = pytest.mark.root
@@ -57,16 +57,6 @@ def filesystem(image: Path, label: str, where: Path, *, writable: bool = True) -
         sh.umount(str(where))
         # mount's loop device is cleared on its last close, which may come a moment later.
         disks.wait_for(lambda: loop not in disks.loops_of(image), f"{loop} of {image} to go")
-
-
-def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
-    """Every entry of ``directory`` (and the directory itself): content, mode, mtime."""
-    found = {}
-    for path in [directory, *sorted(directory.rglob("*"))]:
-        st = path.lstat()
-        content = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
-        found[str(path.relative_to(directory))] = (content, st.st_mode, st.st_mtime_ns)
-    return found
 
 
 @dataclass
@@ -163,7 +153,7 @@ def hostile(
 
 
 def test_export_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
-    before = snapshot(hostile.canary_dir)
+    before = canary_state(hostile.canary_dir)
     # While tar runs, try the guest's setuid blkid through export's own mount of /boot.
     hostile.wrap("tar", TRY_GUEST_PROGRAM.format(seen=hostile.seen))
     out = hostile.tmp / "disk0.stream"
@@ -172,7 +162,7 @@ def test_export_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
         result = hostile.os_def.run("export", env, stdout=f, stderr=subprocess.PIPE)
     assert result.returncode == 0, result.stderr
     assert not hostile.marker.exists(), hostile.marker.read_text()
-    assert snapshot(hostile.canary_dir) == before
+    assert canary_state(hostile.canary_dir) == before
     # The stream holds /boot's filesystem as ./boot, a directory, with the guest's files.
     listing = str(sh.tar("--list", "--verbose", "--file", str(out)))
     boot = [line for line in listing.splitlines() if " ./boot" in line and "./boot/" not in line]
@@ -189,13 +179,13 @@ def test_export_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
 
 
 def test_rename_of_a_boot_symlink_to_the_node(hostile: Hostile) -> None:
-    before = snapshot(hostile.canary_dir)
+    before = canary_state(hostile.canary_dir)
     hostile.wrap("umount")
     env = hostile.environ("renamed.example.org", OLD_INSTANCE_NAME=SOURCE_NAME)
     result = hostile.os_def.run("rename", env)
     assert result.returncode == 0, result.stderr
     assert not hostile.marker.exists(), hostile.marker.read_text()
-    assert snapshot(hostile.canary_dir) == before
+    assert canary_state(hostile.canary_dir) == before
     # Renamed inside the guest; its /etc/hostname, a link out of it, replaced, not followed.
     with filesystem(hostile.image, "root", hostile.tmp / "look", writable=False) as root:
         assert 'hostname="renamed"' in (root / "etc/conf.d/hostname").read_text()

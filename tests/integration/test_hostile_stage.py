@@ -21,22 +21,12 @@ import pytest
 from gentoobootstrap import create, stages
 from gentoobootstrap.context import Context
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ, mounts_under, osdef, stage
+from support import canary_state, ganeti_environ, mounts_under, osdef, stage
 from support.mirror import make_tarball
 
 pytestmark = pytest.mark.root
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkQ7bVvVQ2mXH7bRkHVY5N4w0rZ9wWk8m6eR4zE2x1y admin@x"
-
-
-def listing(path: Path) -> dict[str, tuple[int, int, int, bytes]]:
-    """Every entry under ``path`` and itself: mode, owner, mtime, and content or link target."""
-    found = {}
-    for p in [path, *sorted(path.rglob("*"))]:
-        st = p.lstat()
-        body = os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file() else b""
-        found[str(p.relative_to(path))] = (st.st_mode, st.st_uid, st.st_mtime_ns, body)
-    return found
 
 
 @pytest.fixture
@@ -52,9 +42,9 @@ def canary(no_leaks: Path) -> Iterator[Path]:
     ):
         (node / name).parent.mkdir(parents=True, exist_ok=True)
         (node / name).write_text(text)
-    before = listing(node)
+    before = canary_state(node)
     yield node
-    assert listing(node) == before
+    assert canary_state(node) == before
     assert [m for m in mounts_under(no_leaks) if m.startswith(str(node))] == []
 
 

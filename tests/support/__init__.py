@@ -32,6 +32,17 @@ def leaks(under: Path) -> list[str]:
     return loop_devices_of(under) + mounts_under(under)
 
 
+def canary_state(path: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    """Every entry under ``path`` and itself: mode, owner, mtime, and content or link target.
+    Node files a hostile input aims at must keep all of it."""
+    found = {}
+    for p in [path, *sorted(path.rglob("*"))]:
+        st = p.lstat()
+        body = os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file() else b""
+        found[str(p.relative_to(path))] = (st.st_mode, st.st_uid, st.st_mtime_ns, body)
+    return found
+
+
 #: NIC 0 on a Ganeti network, IPv4 and IPv6: what Ganeti adds to ganeti_environ's NIC.
 NIC0_NETWORK = {
     "NIC_0_IP": "192.0.2.10",

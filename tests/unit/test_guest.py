@@ -15,7 +15,7 @@ from gentoobootstrap.context import Context
 from gentoobootstrap.errors import ConfigError, GuestError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.settings import Settings
-from support import NIC0_NETWORK, ganeti_environ
+from support import NIC0_NETWORK, canary_state, ganeti_environ
 from support.guesttree import INITTAB, TREES, openrc_tree, systemd_tree
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
@@ -366,15 +366,6 @@ def test_not_a_gentoo_stage(tmp_path: Path) -> None:
         guest.configure_guest(make_ctx(tmp_path, tmp_path / "root"))
 
 
-def _listing(path: Path) -> dict[str, tuple[int, int, bytes]]:
-    found = {}
-    for p in [path, *sorted(path.rglob("*"))]:
-        st = p.lstat()
-        body = os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file() else b""
-        found[str(p)] = (st.st_mode, st.st_mtime_ns, body)
-    return found
-
-
 @pytest.mark.parametrize("init", ["openrc", "systemd"])
 def test_every_configured_path_linked_to_the_node_stays_in_the_guest(
     tmp_path: Path, init: str
@@ -384,7 +375,7 @@ def test_every_configured_path_linked_to_the_node_stays_in_the_guest(
     for name in ("file", "ssh/ssh_host_ed25519_key", "dir/kept"):
         (node / name).parent.mkdir(parents=True, exist_ok=True)
         (node / name).write_text("node's\n")
-    before = _listing(node)
+    before = canary_state(node)
     top = TREES[init](tmp_path / "root")
     files = ["hostname", "hosts", "machine-id", "resolv.conf", "securetty", "inittab"]
     files += ["conf.d/hostname", "conf.d/net", "systemd/network/10-ganeti-eth0.link"]
@@ -415,4 +406,4 @@ def test_every_configured_path_linked_to_the_node_stays_in_the_guest(
         assert not (top / "etc" / name).is_symlink(), name
     assert (top / "etc/hostname").read_text() == "web1\n"
     assert (top / "root/.ssh/authorized_keys").read_text() == f"{KEY}\n"
-    assert _listing(node) == before
+    assert canary_state(node) == before

@@ -17,6 +17,7 @@ import pytest
 from gentoobootstrap import guestroot, initsystem
 from gentoobootstrap.errors import GuestError
 from gentoobootstrap.guestroot import GuestRoot
+from support import canary_state
 from support.guesttree import openrc_tree, systemd_tree
 
 
@@ -44,16 +45,6 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     assert guestroot._openat2_works in (request.param == "openat2", None)
 
 
-def snapshot(path: Path) -> dict[str, tuple[int, int, bytes]]:
-    """Every entry under ``path`` (and itself): mode, mtime and content or link target."""
-    found = {}
-    for p in [path, *sorted(path.rglob("*"))]:
-        st = p.lstat()
-        body = os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file() else b""
-        found[str(p)] = (st.st_mode, st.st_mtime_ns, body)
-    return found
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Path]:
     """A canary directory on the node that no guest operation may change."""
@@ -61,9 +52,9 @@ def node(tmp_path: Path) -> Iterator[Path]:
     (canary / "dir").mkdir(parents=True)
     (canary / "passwd").write_text("node's\n")
     (canary / "dir" / "kept").write_text("node's\n")
-    before = snapshot(canary)
+    before = canary_state(canary)
     yield canary
-    assert snapshot(canary) == before
+    assert canary_state(canary) == before
 
 
 def test_absolute_and_climbing_links_stay_inside(tmp_path: Path, node: Path) -> None:
