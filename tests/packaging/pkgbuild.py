@@ -10,35 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
+from support.install import copy_checkout, run_step
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "ganeti-instance-gentoobootstrap"
 EBUILD_DIR = REPO / "ebuild" / "app-emulation" / PACKAGE
-
-
-def run(
-    argv: list[str], cwd: Path, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a build step; on failure the assertion shows its output."""
-    result = subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"{' '.join(argv)} in {cwd} failed:\n{result.stdout[-6000:]}"
-    return result
 
 
 def missing(message: str) -> NoReturn:
@@ -58,24 +40,13 @@ def require(tool: str) -> str:
 
 def checkout_version() -> str:
     """The version configure gets in this checkout (setuptools-scm, via build-aux/git-version)."""
-    result = run([str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": sys.executable})
+    result = run_step([str(REPO / "build-aux" / "git-version")], REPO, {"PYTHON": sys.executable})
     return result.stdout.strip().splitlines()[-1]
 
 
 def copy_source(dest: Path, version: str | None = None) -> Path:
-    """Copy the checkout's files (tracked and new, not ignored) to ``dest``.
-
-    The copy has no ``.git``: ``version`` goes to ``.tarball-version`` for configure.
-    """
-    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], REPO)
-    for name in filter(None, listed.stdout.split("\0")):
-        src = REPO / name
-        if src.is_file():  # deleted but not yet staged files are listed too
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name, follow_symlinks=False)
-    if version is not None:
-        (dest / ".tarball-version").write_text(version + "\n")
-    return dest
+    """:func:`support.install.copy_checkout` of this checkout."""
+    return copy_checkout(REPO, dest, version)
 
 
 GIT_IDENTITY = {
@@ -97,7 +68,7 @@ def tagged_source(dest: Path, version: str) -> Path:
         ["git", "commit", "-q", "--no-gpg-sign", "-m", f"release {version}"],
         ["git", "tag", "-a", "--no-sign", "-m", f"release {version}", f"v{version}"],
     ):
-        run(argv, src, GIT_IDENTITY)
+        run_step(argv, src, GIT_IDENTITY)
     return src
 
 
@@ -106,9 +77,9 @@ def make_dist(src: Path, version: str) -> Path:
     for tool in ("autoreconf", "make"):
         require(tool)
     env = {"PYTHON": sys.executable}  # autogen.sh asks this Python's setuptools-scm
-    run(["./autogen.sh"], src, env)
-    run(["./configure", f"PYTHON={sys.executable}"], src)
-    run(["make", "dist"], src)
+    run_step(["./autogen.sh"], src, env)
+    run_step(["./configure", f"PYTHON={sys.executable}"], src)
+    run_step(["make", "dist"], src)
     tarball = src / f"{PACKAGE}-{version}.tar.gz"
     assert tarball.is_file(), f"make dist made {sorted(p.name for p in src.glob('*.tar.*'))}"
     return tarball

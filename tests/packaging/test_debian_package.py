@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from osimage import Layout, check_image, inside, resolve
-from pkgbuild import PACKAGE, REPO, missing, require, run
+from pkgbuild import PACKAGE, REPO, missing, require
+
+from support.install import run_step
 
 CONF_DIR = "/etc/ganeti/instance-gentoobootstrap"
 
@@ -44,7 +46,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory, release_tarball: Path) -> Path
     )
     if checked.returncode != 0:
         missing(checked.stderr.strip())
-    run(["dpkg-buildpackage", "-us", "-uc"], src)
+    run_step(["dpkg-buildpackage", "-us", "-uc"], src)
     package = work / f"{PACKAGE}_{debian}_all.deb"
     assert package.is_file(), sorted(p.name for p in work.iterdir())
     return package
@@ -53,8 +55,8 @@ def deb(tmp_path_factory: pytest.TempPathFactory, release_tarball: Path) -> Path
 @pytest.fixture(scope="module")
 def unpacked(deb: Path) -> Path:
     root = deb.parent / "root"
-    run(["dpkg-deb", "--extract", str(deb), str(root)], deb.parent)
-    run(["dpkg-deb", "--control", str(deb), str(root / "DEBIAN")], deb.parent)
+    run_step(["dpkg-deb", "--extract", str(deb), str(root)], deb.parent)
+    run_step(["dpkg-deb", "--control", str(deb), str(root / "DEBIAN")], deb.parent)
     return root
 
 

@@ -27,8 +27,9 @@ from pkgbuild import (
     gentoo_tree,
     missing,
     release_ebuild,
-    run,
 )
+
+from support.install import run_step
 
 LIVE = EBUILD_DIR / f"{PACKAGE}-9999.ebuild"
 CATPKG = f"app-emulation/{PACKAGE}"
@@ -150,7 +151,7 @@ def python_impls(ebuild: Path) -> tuple[list[str], list[str]]:
         'source <(sed -n "/^_PYTHON_ALL_IMPLS=(/,/^)/p" "$2")\n'
         'echo "${PYTHON_COMPAT[*]}"; echo "${_PYTHON_ALL_IMPLS[*]}"\n'
     )
-    result = run(["bash", "-c", script, "bash", str(ebuild), str(eclass)], REPO)
+    result = run_step(["bash", "-c", script, "bash", str(ebuild), str(eclass)], REPO)
     compat, supported = result.stdout.splitlines()
     return compat.split(), supported.split()
 
@@ -197,7 +198,7 @@ def test_release_ebuild_version_is_the_release_version() -> None:
     assert debian, changelog
     assert debian.group(1) == version, "debian/changelog and the release ebuild disagree"
 
-    tags = run(["git", "tag", "--list", "v[0-9]*"], REPO).stdout.split()
+    tags = run_step(["git", "tag", "--list", "v[0-9]*"], REPO).stdout.split()
     released = sorted(
         (
             tuple(int(n) for n in t[1:].split("."))
@@ -208,6 +209,8 @@ def test_release_ebuild_version_is_the_release_version() -> None:
     ours = tuple(int(n) for n in version.split("."))
     if released:
         assert ours >= released[-1], f"ebuild {version} is older than tag v{released[-1]}"
-    at_head = run(["git", "tag", "--points-at", "HEAD", "--list", "v[0-9]*"], REPO).stdout.split()
+    at_head = run_step(
+        ["git", "tag", "--points-at", "HEAD", "--list", "v[0-9]*"], REPO
+    ).stdout.split()
     for tag in at_head:
         assert tag == f"v{version}", f"HEAD is tagged {tag} but the release ebuild is {version}"

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pkgbuild import copy_source, require, run
+from pkgbuild import copy_source, require
 
 from gentoobootstrap import hooks, manpages, parameters, prefetch, settings, tryit
+from support.install import run_step
 
 PREFIX = "/usr"
 PAGES = {
@@ -32,7 +33,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         require(tool)
     work = tmp_path_factory.mktemp("man")
     src = copy_source(work / "src", "0.0.0")
-    run(["./autogen.sh"], src, {"PYTHON": sys.executable})
+    run_step(["./autogen.sh"], src, {"PYTHON": sys.executable})
     build = work / "build"
     build.mkdir()
     configure = [
@@ -42,8 +43,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--sysconfdir=/etc",
         f"PYTHON={sys.executable}",
     ]
-    run(configure, build)
-    run(["make", "install", f"DESTDIR={work / 'root'}"], build)
+    run_step(configure, build)
+    run_step(["make", "install", f"DESTDIR={work / 'root'}"], build)
     return work / "root"
 
 

@@ -24,9 +24,10 @@ from pkgbuild import (
     ebuild_version,
     release_ebuild,
     require,
-    run,
     tagged_source,
 )
+
+from support.install import run_step
 
 README_FLOW = ["--prefix=/usr", "--localstatedir=/var", "--sysconfdir=/etc"]
 FLOWS = {
@@ -46,11 +47,11 @@ def unpack(tarball: Path, dest: Path) -> Path:
 
 
 def install(src: Path, root: Path, *configure_args: str, check: bool = False) -> None:
-    run(["./configure", *README_FLOW, *configure_args, f"PYTHON={sys.executable}"], src)
-    run(["make"], src)
+    run_step(["./configure", *README_FLOW, *configure_args, f"PYTHON={sys.executable}"], src)
+    run_step(["make"], src)
     if check:
-        run(["make", "check"], src)
-    run(["make", "install", f"DESTDIR={root}"], src)
+        run_step(["make", "check"], src)
+    run_step(["make", "install", f"DESTDIR={root}"], src)
 
 
 def tree(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -74,7 +75,7 @@ def test_tarball_is_named_for_the_one_version(dist_tarball: Path, tmp_path: Path
     assert dist_tarball.name == f"{PACKAGE}-{version}.tar.gz"
     src = unpack(dist_tarball, tmp_path)
     assert (src / ".tarball-version").read_text().strip() == version
-    configure = run(["./configure", "--version"], src).stdout.splitlines()[0]
+    configure = run_step(["./configure", "--version"], src).stdout.splitlines()[0]
     assert configure == f"{PACKAGE} configure {version}"
 
 
@@ -90,9 +91,9 @@ def test_git_version_agrees_with_setuptools_scm(tmp_path: Path) -> None:
 def versions(src: Path, tmp: Path) -> tuple[str, str, str]:
     """(setuptools-scm, git-version with setuptools-scm, git-version's git fallback) in src."""
     git_version = str(src / "build-aux" / "git-version")
-    scm = run([sys.executable, "-m", "setuptools_scm"], src).stdout.strip().splitlines()[-1]
-    with_scm = run([git_version], src, {"PYTHON": sys.executable}).stdout.strip()
-    fallback = run([git_version], src, {"PYTHON": str(tmp / "no-python")}).stdout.strip()
+    scm = run_step([sys.executable, "-m", "setuptools_scm"], src).stdout.strip().splitlines()[-1]
+    with_scm = run_step([git_version], src, {"PYTHON": sys.executable}).stdout.strip()
+    fallback = run_step([git_version], src, {"PYTHON": str(tmp / "no-python")}).stdout.strip()
     return scm, with_scm, fallback
 
 
@@ -122,8 +123,8 @@ def test_release_tag_is_the_version_everywhere(tmp_path: Path, release_tarball: 
 
     # One commit later every tool agrees on the next development version.
     (src / "NEWS").write_text("after the release\n")
-    run(["git", "add", "NEWS"], src)
-    run(["git", "commit", "-q", "--no-gpg-sign", "-m", "after"], src, GIT_IDENTITY)
+    run_step(["git", "add", "NEWS"], src)
+    run_step(["git", "commit", "-q", "--no-gpg-sign", "-m", "after"], src, GIT_IDENTITY)
     scm, with_scm, fallback = versions(src, tmp_path)
     major, minor, patch = version.split(".")
     assert scm.startswith(f"{major}.{minor}.{int(patch) + 1}.dev1+g"), scm
@@ -153,7 +154,7 @@ def test_tarball_installs_what_the_checkout_installs(dist_tarball: Path, tmp_pat
     install(unpack(dist_tarball, tmp_path / "tarball"), from_tarball)
 
     checkout = copy_source(tmp_path / "checkout", checkout_version())
-    run(["./autogen.sh"], checkout)
+    run_step(["./autogen.sh"], checkout)
     from_checkout = tmp_path / "from-checkout"
     install(checkout, from_checkout)
 
@@ -214,8 +215,8 @@ def test_make_check_needs_only_the_declared_test_dependencies(
     assert {"pytest", "pytest-subprocess", "sh", "configobj"} <= declared
     site = only(declared, tmp_path / "site")
     src = unpack(release_tarball, tmp_path / "build")
-    run(["./configure", f"PYTHON={sys.executable}"], src)
-    run(["make"], src)
+    run_step(["./configure", f"PYTHON={sys.executable}"], src)
+    run_step(["make"], src)
     # -S: no site-packages, so only the directory above is importable.
     pytest_argv = f"{sys.executable} -S -m pytest"
-    run(["make", "check", f"PYTEST={pytest_argv}"], src, {"PYTHONPATH": str(site)})
+    run_step(["make", "check", f"PYTEST={pytest_argv}"], src, {"PYTHONPATH": str(site)})

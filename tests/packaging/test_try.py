@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pkgbuild import copy_source, require, run
+from pkgbuild import copy_source, require
+
+from support.install import run_step
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -29,11 +31,11 @@ def test_make_try_leaves_the_installed_configuration_as_it_was(tmp_path: Path) -
     for tool in ("autoreconf", "make"):
         require(tool)
     src = copy_source(tmp_path / "src", "0.0.0")
-    run(["./autogen.sh"], src, {"PYTHON": sys.executable})
+    run_step(["./autogen.sh"], src, {"PYTHON": sys.executable})
     build = tmp_path / "build"
     build.mkdir()
     root = tmp_path / "root"
-    run(
+    run_step(
         [
             str(src / "configure"),
             f"--prefix={root}/usr",
@@ -44,15 +46,15 @@ def test_make_try_leaves_the_installed_configuration_as_it_was(tmp_path: Path) -
         ],
         build,
     )
-    run(["make", "install"], build)
+    run_step(["make", "install"], build)
     installed = files_under(root / "etc") | files_under(root / "os")
 
     work = tmp_path / "work"
-    result = run(["make", "try"], build, {"WORK": str(work), "SIZE": "512M"})
+    result = run_step(["make", "try"], build, {"WORK": str(work), "SIZE": "512M"})
     assert "fstab" in result.stdout, result.stdout
     assert files_under(root / "etc") | files_under(root / "os") == installed
 
-    run(["make", "uninstall"], build)
+    run_step(["make", "uninstall"], build)
     left = [str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir()]
     assert not left, f"make uninstall left {left}"
     ours = [p for p in root.rglob("*") if "gentoobootstrap" in p.name]

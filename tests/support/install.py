@@ -32,7 +32,10 @@ class BuildError(Exception):
     pass
 
 
-def _run(argv: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = None) -> str:
+def run_step(
+    argv: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a build step (output and errors in ``stdout``); BuildError shows a failure's tail."""
     result = subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
@@ -43,9 +46,29 @@ def _run(argv: Sequence[str | Path], cwd: Path, env: Mapping[str, str] | None = 
         text=True,
     )
     if result.returncode != 0:
-        tail = "\n".join(result.stdout.splitlines()[-30:])
-        raise BuildError(f"{' '.join(map(str, argv))} failed ({result.returncode}):\n{tail}")
-    return result.stdout
+        tail = "\n".join(result.stdout.splitlines()[-60:])
+        raise BuildError(
+            f"{' '.join(map(str, argv))} in {cwd} failed ({result.returncode}):\n{tail}"
+        )
+    return result
+
+
+def copy_checkout(repo: Path, dest: Path, version: str | None = None) -> Path:
+    """Copy ``repo``'s files as ``git status`` sees them (new files included, ignored and
+    deleted ones not) to ``dest``.  The copy has no .git: ``version`` goes to
+    ``.tarball-version``, where configure looks for it."""
+    listing = run_step(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], repo
+    )
+    for name in filter(None, listing.stdout.split("\0")):
+        origin = repo / name
+        if not origin.exists() and not origin.is_symlink():
+            continue  # deleted in the work tree
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(origin, dest / name, follow_symlinks=False)
+    if version is not None:
+        (dest / ".tarball-version").write_text(version + "\n")
+    return dest
 
 
 def source_tree(workdir: Path, repo: Path = REPO) -> Path:
@@ -56,18 +79,9 @@ def source_tree(workdir: Path, repo: Path = REPO) -> Path:
         if (repo / "config.status").exists():
             raise BuildError(f"{repo} is configured in place: run 'make distclean' there first")
         return repo
-    src = workdir / "src"
-    listing = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], repo)
-    for name in filter(None, listing.split("\0")):
-        origin = repo / name
-        if not origin.exists() and not origin.is_symlink():
-            continue  # deleted in the work tree
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(origin, src / name, follow_symlinks=False)
-    # The copy has no .git: hand it the version the checkout has.
-    version = _run([repo / "build-aux" / "git-version"], repo).strip()
-    (src / ".tarball-version").write_text(version + "\n")
-    _run(["autoreconf", "--force", "--install"], src)
+    version = run_step([repo / "build-aux" / "git-version"], repo).stdout.strip()
+    src = copy_checkout(repo, workdir / "src", version)
+    run_step(["autoreconf", "--force", "--install"], src)
     return src
 
 
@@ -127,7 +141,7 @@ def install(workdir: Path, source: Path | None = None, python: str = PYTHON) -> 
     prefix = workdir / "prefix"
     build = workdir / "build"
     build.mkdir(parents=True)
-    _run(
+    run_step(
         [
             source / "configure",
             f"--prefix={prefix}",
@@ -138,7 +152,7 @@ def install(workdir: Path, source: Path | None = None, python: str = PYTHON) -> 
         ],
         build,
     )
-    _run(["make", f"-j{os.cpu_count() or 1}", "install"], build)
+    run_step(["make", f"-j{os.cpu_count() or 1}", "install"], build)
     conf = prefix / "etc" / "ganeti"
     os_dir = prefix / "os" / OS_NAME
     return InstalledOS(
