@@ -11,18 +11,18 @@ mounted filesystem's size (statvfs).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sh
-from test_create import run_create, sparse
+from test_create import Case, create_case, sparse
 
 from gentoobootstrap import disks, grow
 from support import osdef
@@ -30,31 +30,26 @@ from support import osdef
 pytestmark = pytest.mark.root
 
 MIB = 1 << 20
-ADDED_MIB = 256
+#: The disk create installs onto, and what is then added to it.
+DISK_MIB, ADDED_MIB = 520, 256
 
 
-@dataclass
-class Case:
-    style: str
-    fs: str
-    boot: int = 0
-    swap: str = "no"
-    root_path: str = "/dev/vda1"
-    flavour: str = "openrc"
-    compression: str = "xz"
+def grown(style: str, fs: str, **fields: object) -> Case:
+    """A create Case on the disk these tests enlarge; swap, where there is one, 32 MiB."""
+    return dataclasses.replace(Case(style, fs, DISK_MIB, swap_size="32"), **fields)
 
 
 CASES = {
-    "msdos-ext4": Case("msdos", "ext4"),
-    "msdos-xfs-boot-swap": Case("msdos", "xfs", boot=48, swap="yes"),
-    "msdos-btrfs-swap-root2": Case("msdos", "btrfs", swap="yes", root_path="/dev/vda2"),
-    "gpt-ext4-boot-swap-root3": Case("gpt", "ext4", boot=48, swap="yes", root_path="/dev/vda3"),
-    "gpt-xfs-swap": Case("gpt", "xfs", swap="yes"),
-    "gpt-btrfs-boot-systemd": Case("gpt", "btrfs", boot=48, flavour="systemd", compression="zstd"),
-    "none-xfs": Case("none", "xfs", root_path="/dev/vda"),
+    "msdos-ext4": grown("msdos", "ext4"),
+    "msdos-xfs-boot-swap": grown("msdos", "xfs", boot=48, swap="yes"),
+    "msdos-btrfs-swap-root2": grown("msdos", "btrfs", swap="yes", root_path="/dev/vda2"),
+    "gpt-ext4-boot-swap-root3": grown("gpt", "ext4", boot=48, swap="yes", root_path="/dev/vda3"),
+    "gpt-xfs-swap": grown("gpt", "xfs", swap="yes"),
+    "gpt-btrfs-boot-systemd": grown("gpt", "btrfs", boot=48, flavour="systemd", compression="zstd"),
+    "none-xfs": grown("none", "xfs", root_path="/dev/vda"),
     # SWAP="file": root, holding the swap file, is the only partition.
-    "msdos-btrfs-swapfile": Case("msdos", "btrfs", swap="file"),
-    "none-xfs-swapfile": Case("none", "xfs", swap="file", root_path="/dev/vda"),
+    "msdos-btrfs-swapfile": grown("msdos", "btrfs", swap="file"),
+    "none-xfs-swapfile": grown("none", "xfs", swap="file", root_path="/dev/vda"),
 }
 
 
@@ -81,24 +76,14 @@ def install(
     capfd: pytest.CaptureFixture[str],
     stages: dict,
 ) -> Path:
-    """create ``case`` on a 520 MiB disk file, then enlarge the file by ADDED_MIB."""
-    image = sparse(tmp / "disk.img", 520)
-    status, log = run_create(
-        tmp,
-        monkeypatch,
-        image,
-        stages[case.flavour, case.compression].tarball,
-        capfd,
-        env={"INSTANCE_HV_root_path": case.root_path},
-        partition_style=case.style,
-        filesystem=case.fs,
-        boot_size=case.boot,
-        swap=case.swap,
-        swap_size="32",
+    """create ``case`` on a new disk file, then enlarge the file by ADDED_MIB."""
+    image = sparse(tmp / "disk.img", case.size_mib)
+    status, log = create_case(
+        tmp, monkeypatch, image, stages[case.flavour, case.compression].tarball, capfd, case
     )
     assert status == 0, log
     with open(image, "r+b") as f:
-        f.truncate((520 + ADDED_MIB) * MIB)
+        f.truncate((DISK_MIB + ADDED_MIB) * MIB)
     return image
 
 
