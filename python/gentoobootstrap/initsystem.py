@@ -44,12 +44,6 @@ def unit_file(root: GuestRoot, unit: str) -> Optional[str]:
     return None
 
 
-def has_service(root: GuestRoot, init: Init, name: str) -> bool:
-    if init == "openrc":
-        return root.is_file(f"/etc/init.d/{name}")
-    return unit_file(root, name if "." in name else f"{name}.service") is not None
-
-
 def _install_section(text: str) -> dict[str, list[str]]:
     """The ``[Install]`` keys of a unit file; keys may repeat (configparser would refuse)."""
     values: dict[str, list[str]] = {}
