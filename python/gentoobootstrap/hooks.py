@@ -141,14 +141,20 @@ def run_parts(hooks: Sequence[Path], env: Mapping[str, str], target: Path) -> No
     with contextlib.ExitStack() as stack:
         # Also on a failure or a signal: nothing a hook started may keep TARGET busy.
         stack.enter_context(
-            releasing(
-                f"what the hooks left in {target}",
-                lambda: processes.kill_holders(target, "a hook"),
-            )
+            releasing(f"what the hooks left in {target}", lambda: _kill_left(target, "a hook"))
         )
         for hook in hooks:
             run_hook(hook, env)
-            processes.kill_holders(target, f"hook {hook.name}")
+            _kill_left(target, f"hook {hook.name}")
+
+
+def _kill_left(target: Path, who: str) -> None:
+    survivors = processes.kill_holders(target, who)
+    if survivors:
+        raise HookError(
+            f"{who} left processes in {target} that do not die: "
+            + ", ".join(f"{h.pid} ({h.command})" for h in survivors)
+        )
 
 
 def run_hook(hook: Path, env: Mapping[str, str]) -> None:

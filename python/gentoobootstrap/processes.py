@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from gentoobootstrap.errors import HookError
-
 log = logging.getLogger(__name__)
 
 #: How long a left-over process gets to exit after SIGTERM, then after SIGKILL.
@@ -71,11 +69,12 @@ def _uses(entry: Path, top: str) -> Optional[str]:
     return None
 
 
-def kill_holders(target: Path, who: str) -> None:
-    """Kill what still uses ``target`` (SIGTERM, then SIGKILL), with a warning for each."""
+def kill_holders(target: Path, who: str) -> list[Holder]:
+    """Kill what still uses ``target`` (SIGTERM, then SIGKILL), with a warning for each that
+    names ``who`` left it; what survives even SIGKILL (normally nothing)."""
     found = holders(target)
     if not found:
-        return
+        return []
     for h in found:
         log.warning(
             "%s left process %d (%s) using %s in %s: killing it",
@@ -93,9 +92,6 @@ def kill_holders(target: Path, who: str) -> None:
         while time.monotonic() < deadline:
             found = holders(target)
             if not found:
-                return
+                return []
             time.sleep(0.05)
-    raise HookError(
-        f"{who} left processes in {target} that do not die: "
-        + ", ".join(f"{h.pid} ({h.command})" for h in found)
-    )
+    return found
