@@ -31,7 +31,7 @@ from typing import Literal, Optional
 
 from gentoobootstrap.errors import ConfigError, DiskError, OSEnvError
 from gentoobootstrap.filesystems import FILESYSTEMS
-from gentoobootstrap.settings import PartitionStyle, Settings
+from gentoobootstrap.settings import BootFirmware, PartitionStyle, Settings
 
 MIB = 1 << 20
 #: No disk below 256 MiB, whatever the layout: the README promises that minimum.
@@ -55,8 +55,14 @@ ESP_FILESYSTEM = "vfat"
 Role = Literal["root", "boot", "swap", "esp", "bios", ""]
 #: Where each role's filesystem is mounted in the guest.
 MOUNTPOINTS: dict[Role, str] = {"root": "/", "boot": "/boot", "esp": "/efi"}
-#: Firmware a gpt disk can boot under, and what BOOT_FIRMWARE asks for.
-FIRMWARE = {"bios": ("bios",), "uefi": ("uefi",), "both": ("bios", "uefi")}
+#: Firmware a disk can boot under from itself.
+Firmware = Literal["bios", "uefi"]
+#: What each BOOT_FIRMWARE asks of a gpt disk.
+FIRMWARE: dict[BootFirmware, tuple[Firmware, ...]] = {
+    "bios": ("bios",),
+    "uefi": ("uefi",),
+    "both": ("bios", "uefi"),
+}
 
 #: First-disk partition names a hypervisor's root_path may use: /dev/vda1, /dev/sda2, /dev/xvda1.
 _FIRST_DISK_PARTITION = re.compile(
@@ -95,7 +101,7 @@ class Layout:
         return root
 
     @property
-    def firmware(self) -> tuple[str, ...]:
+    def firmware(self) -> tuple[Firmware, ...]:
         """What this disk boots under from itself: ``bios`` and/or ``uefi``."""
         bios = self.style == "msdos" or self.role("bios") is not None
         return (*(("bios",) if bios else ()), *(("uefi",) if self.role("esp") else ()))
@@ -159,7 +165,7 @@ def swap_mib(settings: Settings, maxmem_mib: Optional[int]) -> int:
     return size
 
 
-def firmware(settings: Settings) -> tuple[str, ...]:
+def firmware(settings: Settings) -> tuple[Firmware, ...]:
     """What BOOT_FIRMWARE asks the disk to boot under, given its PARTITION_STYLE."""
     style, wanted = settings.partition_style, settings.boot_firmware
     if style == "none":

@@ -104,8 +104,8 @@ def _path_or_url(raw: str) -> str:
 
 def _swap(raw: str) -> str:
     value = raw.lower()
-    if value not in ("yes", "file", "no"):
-        raise ValueError("allowed values: yes, file, no")
+    if value not in get_args(Swap):
+        raise ValueError(f"allowed values: {', '.join(get_args(Swap))}")
     return value
 
 
@@ -135,6 +135,10 @@ def setting(default: str, help: str, kind: Kind = TEXT) -> Any:
 VerifyMode = Literal["signature", "checksum", "none"]
 #: The partition table create writes ("none": the root filesystem on the whole disk).
 PartitionStyle = Literal["msdos", "gpt", "none"]
+#: Where swap goes: a partition, a file on root, or nowhere.
+Swap = Literal["yes", "file", "no"]
+#: What BOOT_FIRMWARE asks for ("": what the partition style allows).
+BootFirmware = Literal["", "bios", "uefi", "both"]
 
 
 @dataclass(frozen=True)
@@ -206,10 +210,10 @@ class Settings:
         _choice(*get_args(PartitionStyle)),
     )
     boot_size: int = setting("0", "size of a separate /boot partition in MiB; 0: no /boot", MIB)
-    swap: str = setting(
+    swap: Swap = setting(
         "no",
         "swap: yes (a partition before root), file (/swapfile on root, no partition) or no",
-        Kind("yes | file | no", _swap),
+        Kind(" | ".join(get_args(Swap)), _swap),
     )
     swap_size: Optional[int] = setting(
         "", "swap size in MiB; empty: the instance's maxmem", _count("MiB", optional=True)
@@ -217,11 +221,11 @@ class Settings:
     filesystem: str = setting(
         "ext4", "root filesystem (the filesystem OS parameter wins)", _choice(*ROOT_FILESYSTEMS)
     )
-    boot_firmware: str = setting(
+    boot_firmware: BootFirmware = setting(
         "",
         "firmware the instance boots its own disk under: bios (GRUB's i386-pc), uefi (an EFI "
         "system partition) or both; empty: both with gpt, bios with msdos; uefi needs gpt",
-        _choice("", "bios", "uefi", "both"),
+        _choice(*get_args(BootFirmware)),
     )
     grow_root: bool = setting(
         "yes",
