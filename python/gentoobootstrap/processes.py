@@ -26,7 +26,7 @@ KILL_TIMEOUT = 5.0
 class Holder:
     pid: int
     command: str
-    uses: str  # what of the process is in TARGET: root, cwd, exe, an open file, a mapping
+    uses: str  # what of it lies under the directory: root, cwd, exe, an open file, a mapping
 
 
 def _under(path: str, top: str) -> bool:
