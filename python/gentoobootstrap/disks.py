@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: How long the kernel (or udev) may take to show a device node.
 DEVICE_TIMEOUT = 10.0
+#: A loop device is freed on its last close, after the writes a busy node may queue behind.
+RELEASE_TIMEOUT = 30.0
 SYS_BLOCK = Path("/sys/block")
 
 
@@ -315,7 +317,9 @@ def _wait_released(loop: Path, before: Optional[str]) -> None:
     backing = SYS_BLOCK / loop.name / "loop" / "backing_file"
     # Gone, or already attached anew by someone else.
     wait_for(
-        lambda: _read(backing) != before, f"{loop} to be released (something keeps it open)", 30
+        lambda: _read(backing) != before,
+        f"{loop} to be released (something keeps it open)",
+        RELEASE_TIMEOUT,
     )
 
 

@@ -56,7 +56,11 @@ def filesystem(image: Path, label: str, where: Path, *, writable: bool = True) -
     finally:
         sh.umount(str(where))
         # mount's loop device is cleared on its last close, which may come a moment later.
-        disks.wait_for(lambda: loop not in disks.loops_of(image), f"{loop} of {image} to go")
+        disks.wait_for(
+            lambda: loop not in disks.loops_of(image),
+            f"{loop} of {image} to go",
+            disks.RELEASE_TIMEOUT,
+        )
 
 
 @dataclass

@@ -166,7 +166,9 @@ def reflink_storage(no_leaks: Path) -> Iterator[Path]:
         yield mountpoint
     finally:
         sh.umount(str(mountpoint))
-        disks.wait_for(lambda: loop not in disks.loops_of(backing), f"{loop} to go")
+        disks.wait_for(
+            lambda: loop not in disks.loops_of(backing), f"{loop} to go", disks.RELEASE_TIMEOUT
+        )
 
 
 def used(path: Path) -> int:

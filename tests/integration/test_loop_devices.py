@@ -35,7 +35,11 @@ def info(loop: Path) -> dict[str, Any]:
 def gone(image: Path) -> None:
     """Wait (bounded) until no loop device is backed by ``image``: the kernel clears one
     asynchronously after its last close."""
-    disks.wait_for(lambda: not disks.loops_of(image), f"the loop devices of {image} to go", 30)
+    disks.wait_for(
+        lambda: not disks.loops_of(image),
+        f"the loop devices of {image} to go",
+        disks.RELEASE_TIMEOUT,
+    )
 
 
 @pytest.fixture

@@ -99,7 +99,11 @@ def mounted(
     finally:
         sh.umount(str(where))
         # mount's loop device is cleared on its last close, which may come a moment later.
-        disks.wait_for(lambda: loop not in disks.loops_of(image), f"{loop} of {image} to go")
+        disks.wait_for(
+            lambda: loop not in disks.loops_of(image),
+            f"{loop} of {image} to go",
+            disks.RELEASE_TIMEOUT,
+        )
 
 
 def partitions(image: Path) -> list[dict[str, int]]:
