@@ -12,6 +12,9 @@ small files and a few large ones, then times, best of ``--runs``:
   piped the same way;
 - baseline import: ``mkfs`` + ``mount`` + ``cat | tar --extract`` + ``umount`` onto a same-size
   image (a pipe, as Ganeti's import gets);
+- every run's time ends when its images are free again (no loop device left on them): the
+  OS scripts return only then, and the baselines' ``mount -o loop`` would otherwise leave the
+  release of its loop device, and the write-back with it, outside the clock;
 - our import: the ``import`` OS script (partition, mkfs, mount, extract, check, fstab).
 
 Runs are interleaved, best of ``--runs``.  Throughput is the filesystem's used bytes over wall
@@ -52,18 +55,38 @@ def sh(command: str, **kwargs: object) -> None:
     subprocess.run(command, shell=True, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def timed(command: str, env: dict[str, str] | None = None) -> float:
+def timed(command: str, env: dict[str, str], images: tuple[Path, ...]) -> float:
+    """Wall time of ``command`` until every image is free again.
+
+    A loop device mount's autoclear lets umount return before the kernel has released
+    the device (and written back what it held); ours waits for that, so the baselines do too.
+    """
     start = time.monotonic()
     subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True, env=env)
+    for image in images:
+        released(image)
     return time.monotonic() - start
+
+
+def attached(image: Path) -> bool:
+    """Whether a loop device still has ``image`` as its backing file."""
+    name = str(image.resolve())
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip() == name:
+                return True
+        except OSError:  # released while we looked
+            pass
+    return False
 
 
 def released(image: Path, seconds: int = 60) -> None:
     """Wait (bounded) until no loop device is attached to ``image`` any more."""
-    sh(
-        f"for i in $(seq {seconds * 10}); do losetup -j {image} | grep -q . || exit 0; "
-        f"sleep 0.1; done; echo {image} is still attached >&2; exit 1"
-    )
+    deadline = time.monotonic() + seconds
+    while attached(image):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{image} is still attached after {seconds} s")
+        time.sleep(0.002)
 
 
 def fill(root: Path, mib: int) -> None:
@@ -177,12 +200,10 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
             ("tar import", tar_extract, env),
             ("our import", ours_import, imp_env),
         ):
-            seconds = timed(f"{command} 2>/dev/null", e)
+            # Also so that the next run does not find the image still attached: XFS refuses
+            # to mount a second copy of a filesystem whose first is not yet gone.
+            seconds = timed(f"{command} 2>/dev/null", e, (source, base, target))
             results[name] = min(seconds, results.get(name, seconds))
-            # The next run must not find the image still attached: XFS refuses to mount a
-            # second copy of a filesystem whose first is not yet gone.
-            for image in (source, base):
-                released(image)
     print(
         f"filesystem {fs}, {used / MIB:.0f} MiB used, stream {stream.stat().st_size / MIB:.0f} MiB"
     )
