@@ -139,6 +139,42 @@ def test_copy_out_counts_and_hashes(tmp_path: Path) -> None:
     assert digest == stream.hex_checksum(stream.checksum(payload))
 
 
+def drained(fd: int) -> tuple[threading.Thread, list[bytes]]:
+    """A thread reading ``fd`` to its end into the returned list (closes ``fd``)."""
+    parts: list[bytes] = []
+
+    def reader() -> None:
+        with os.fdopen(fd, "rb") as f:
+            parts.append(f.read())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    return thread, parts
+
+
+def test_copy_out_between_pipes_duplicates_and_hashes() -> None:
+    payload = os.urandom(3 * stream.CHUNK + 5)
+    source = pipe_with(payload)
+    r, w = os.pipe()
+    thread, parts = drained(r)
+    count, digest = stream.copy_out(source, w)
+    os.close(w)
+    thread.join()
+    os.close(source)
+    assert parts == [payload] and count == len(payload)
+    assert digest == stream.hex_checksum(stream.checksum(payload))
+
+
+def test_copy_out_to_a_closed_pipe_is_a_broken_pipe() -> None:
+    source = pipe_with(b"x" * 4096)
+    r, w = os.pipe()
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        stream.copy_out(source, w)
+    os.close(w)
+    os.close(source)
+
+
 # --- fstab ------------------------------------------------------------------------------------
 
 GUEST_FSTAB = """\
