@@ -30,6 +30,8 @@ import errno
 import fcntl
 import logging
 import os
+import sys
+import termios
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -288,16 +290,21 @@ def copy_in(first: bytes, source: int, sink: int, *, hold_back: int = 0) -> Rece
 
     The held-back bytes are the end block; they are returned, never passed on.
     If ``sink`` stops reading (the extractor ended or failed) the rest of the
-    stream is still read and hashed so the end block can be checked.
+    stream is still read and hashed so the end block can be checked.  Between two
+    pipes, what is followed by at least ``hold_back`` more bytes already waiting
+    is passed on by tee(2), as :func:`copy_out` does.
     """
     crc = 0
     received = Received()
     pending = b""
 
-    def forward(data: memoryview | bytes) -> None:
+    def account(data: memoryview | bytes) -> None:
         nonlocal crc
         crc = checksum(data, crc)
         received.count += len(data)
+
+    def forward(data: memoryview | bytes) -> None:
+        account(data)
         if not received.sink_closed:
             try:
                 write_all(sink, data)
@@ -320,8 +327,43 @@ def copy_in(first: bytes, source: int, sink: int, *, hold_back: int = 0) -> Rece
             pending = joined[-hold_back:]
 
     feed(first)
-    for chunk in _chunks(source):
-        feed(chunk)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    duplicate = True
+    while True:
+        ready = waiting(source) - hold_back if duplicate and not received.sink_closed else 0
+        if ready > 0:
+            if pending:  # it came before, and is not the end: enough follows
+                forward(pending)
+                pending = b""
+            try:
+                count = tee(source, sink, min(ready, CHUNK))
+            except BrokenPipeError:
+                received.sink_closed = True
+                continue
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                duplicate = False  # not two pipes
+                continue
+            if not count:  # nothing after all: leave it to read(2)
+                duplicate = False
+                continue
+            read_into(source, view[:count])
+            account(view[:count])
+            continue
+        count = os.readv(source, [buffer])
+        if not count:
+            break
+        feed(view[:count])
     received.end = pending
     received.digest = hex_checksum(crc)
     return received
+
+
+def waiting(fd: int) -> int:
+    """The bytes ready to be read from pipe ``fd`` (FIONREAD), 0 if it cannot tell."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+    except OSError:
+        return 0
