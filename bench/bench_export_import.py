@@ -11,7 +11,8 @@ small files and a few large ones, then times, best of ``--runs``:
 - our export: the ``export`` OS script (attach read-only, mount, tar, checksum, end block),
   piped the same way;
 - baseline import: ``mkfs`` + ``mount`` + ``cat | tar --extract`` + ``umount`` onto a same-size
-  image (a pipe, as Ganeti's import gets);
+  image, the stream from a pipe as Ganeti's import gets it, the image on a loop device as
+  ours is (mkfs discards the old contents of a block device, not of a file);
 - our import: the ``import`` OS script (partition, mkfs, mount, extract, check, fstab), the
   stream piped in by ``cat`` as the baseline's is (and Ganeti's is).
 
@@ -198,11 +199,13 @@ def bench(work: Path, fs: str, mib: int, runs: int, cold: bool) -> int:
         f"s=$?; umount {mnt}; exit $s; }}"
     )
     ours_export = f"{py} {driver} export | cat >/dev/null"
+    # mkfs on a loop device, as ours gets: on a block device mkfs also discards the old
+    # contents (not on a file), which import must do too.
     tar_extract = (
-        f"{mkfs} {base} >/dev/null && mount -o loop {base} {mnt} && "
-        f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} "
-        f"-C {mnt}; "
-        f"s=$?; umount {mnt}; exit $s; }}"
+        f"dev=$(losetup --find --show {base}) && {{ s=1; {mkfs} $dev >/dev/null && "
+        f"mount $dev {mnt} && {{ cat {plain} | tar --extract --file=- --same-owner "
+        f"--preserve-permissions {TAR} -C {mnt}; s=$?; umount {mnt}; }}; "
+        f"losetup --detach $dev; exit $s; }}"
     )
     ours_import = f"cat {stream} | {py} {driver} import"
     # The streams the imports read (and a warm page cache for every run).
