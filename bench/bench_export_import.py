@@ -219,19 +219,21 @@ def bench(work: Path, fs: str, mib: int, runs: int, cold: bool) -> int:
     )
     results: dict[str, float] = {}
     # Interleaved, best of ``runs``: a busy machine slows both sides alike.
-    for _ in range(runs):
-        for name, command, e in (
-            ("tar export", tar_create, env),
-            ("our export", ours_export, exp_env),
-            ("tar import", tar_extract, env),
-            ("our import", ours_import, imp_env),
-        ):
-            # Also so that the next run does not find the image still attached: XFS refuses
-            # to mount a second copy of a filesystem whose first is not yet gone.
-            if cold:
-                uncached(source, base, target, stream, plain)
-            seconds = timed(f"{command} 2>/dev/null", e, (source, base, target))
-            results[name] = min(seconds, results.get(name, seconds))
+    pairs = (
+        (("tar export", tar_create, env), ("our export", ours_export, exp_env)),
+        (("tar import", tar_extract, env), ("our import", ours_import, imp_env)),
+    )
+    for round_ in range(runs):
+        for pair in pairs:
+            # Each side goes first every other round: what the run before left to the
+            # kernel (write-back, a loop device to free) slows both alike.
+            for name, command, e in pair if round_ % 2 == 0 else pair[::-1]:
+                if cold:
+                    uncached(source, base, target, stream, plain)
+                # Waiting for the images to be free also keeps the next run from finding
+                # one still attached: XFS refuses to mount a second copy of a filesystem.
+                seconds = timed(f"{command} 2>/dev/null", e, (source, base, target))
+                results[name] = min(seconds, results.get(name, seconds))
     print(
         f"{'cold' if cold else 'warm'}, filesystem {fs}, {used / MIB:.0f} MiB used, "
         f"stream {stream.stat().st_size / MIB:.0f} MiB"
