@@ -11,8 +11,21 @@ small files and a few large ones, then times, best of ``--runs``:
 - our export: the ``export`` OS script (attach read-only, mount, tar, checksum, end block),
   piped the same way;
 - baseline import: ``mkfs`` + ``mount`` + ``cat | tar --extract`` + ``umount`` onto a same-size
-  image (a pipe, as Ganeti's import gets);
-- our import: the ``import`` OS script (partition, mkfs, mount, extract, check, fstab).
+  image, the stream from a pipe as Ganeti's import gets it, the image on a loop device as
+  ours is (mkfs discards the old contents of a block device, not of a file);
+- our import: the ``import`` OS script (partition, mkfs, mount, extract, check, fstab), the
+  stream piped in by ``cat`` as the baseline's is (and Ganeti's is).
+
+Every run's time ends when its images are free again (no loop device left on them): the
+OS scripts return only then, and the baselines' ``mount -o loop`` would otherwise leave the
+release of its loop device, and the write-back with it, outside the clock.
+
+With ``--cold``, every run starts with the files it reads (the source image, the streams) and
+the images it writes neither in the page cache nor dirty there (fsync, then
+``POSIX_FADV_DONTNEED``, for those files only): an instance's disk is read from the
+storage, not from the node's memory, and the stream comes from the network at Ganeti's pace.
+Warm, the tree goes at memory speed and the scripts' fixed costs (starting Python, probing
+the disk) weigh more than they ever do on a real node.
 
 Runs are interleaved, best of ``--runs``.  Throughput is the filesystem's used bytes over wall
 time (ours includes starting Python, attaching, partitioning, mkfs and fstab); the ratio
@@ -52,18 +65,49 @@ def sh(command: str, **kwargs: object) -> None:
     subprocess.run(command, shell=True, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def timed(command: str, env: dict[str, str] | None = None) -> float:
+def timed(command: str, env: dict[str, str], images: tuple[Path, ...]) -> float:
+    """Wall time of ``command`` until every image is free again.
+
+    A loop device mount's autoclear lets umount return before the kernel has released
+    the device (and written back what it held); ours waits for that, so the baselines do too.
+    """
     start = time.monotonic()
     subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True, env=env)
+    for image in images:
+        released(image)
     return time.monotonic() - start
+
+
+def uncached(*files: Path) -> None:
+    """Write ``files`` back and drop them from the page cache (they alone: others' are kept)."""
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def attached(image: Path) -> bool:
+    """Whether a loop device still has ``image`` as its backing file."""
+    name = str(image.resolve())
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip() == name:
+                return True
+        except OSError:  # released while we looked
+            pass
+    return False
 
 
 def released(image: Path, seconds: int = 60) -> None:
     """Wait (bounded) until no loop device is attached to ``image`` any more."""
-    sh(
-        f"for i in $(seq {seconds * 10}); do losetup -j {image} | grep -q . || exit 0; "
-        f"sleep 0.1; done; echo {image} is still attached >&2; exit 1"
-    )
+    deadline = time.monotonic() + seconds
+    while attached(image):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{image} is still attached after {seconds} s")
+        time.sleep(0.002)
 
 
 def fill(root: Path, mib: int) -> None:
@@ -90,18 +134,21 @@ def main() -> int:
     parser.add_argument("--fs", default="ext4", choices=["ext2", "ext3", "ext4", "xfs", "btrfs"])
     parser.add_argument("--mib", type=int, default=600, help="data to put on the filesystem")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument(
+        "--cold", action="store_true", help="each run reads its files from the storage"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-exim-", dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
-        return bench(work, args.fs, args.mib, args.runs)
+        return bench(work, args.fs, args.mib, args.runs, args.cold)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bench(work: Path, fs: str, mib: int, runs: int) -> int:
+def bench(work: Path, fs: str, mib: int, runs: int, cold: bool) -> int:
     disk_mib = int(mib * 1.5) + 400
     source, target, base = work / "source.img", work / "target.img", work / "base.img"
     for image in (source, target, base):
@@ -152,13 +199,15 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
         f"s=$?; umount {mnt}; exit $s; }}"
     )
     ours_export = f"{py} {driver} export | cat >/dev/null"
+    # mkfs on a loop device, as ours gets: on a block device mkfs also discards the old
+    # contents (not on a file), which import must do too.
     tar_extract = (
-        f"{mkfs} {base} >/dev/null && mount -o loop {base} {mnt} && "
-        f"{{ cat {plain} | tar --extract --file=- --same-owner --preserve-permissions {TAR} "
-        f"-C {mnt}; "
-        f"s=$?; umount {mnt}; exit $s; }}"
+        f"dev=$(losetup --find --show {base}) && {{ s=1; {mkfs} $dev >/dev/null && "
+        f"mount $dev {mnt} && {{ cat {plain} | tar --extract --file=- --same-owner "
+        f"--preserve-permissions {TAR} -C {mnt}; s=$?; umount {mnt}; }}; "
+        f"losetup --detach $dev; exit $s; }}"
     )
-    ours_import = f"{py} {driver} import < {stream}"
+    ours_import = f"cat {stream} | {py} {driver} import"
     # The streams the imports read (and a warm page cache for every run).
     sh(f"{py} {driver} export > {stream}", env=exp_env)
     if os.environ.get("BENCH_SHOW"):  # every command and step with its time, once
@@ -170,21 +219,24 @@ def bench(work: Path, fs: str, mib: int, runs: int) -> int:
     )
     results: dict[str, float] = {}
     # Interleaved, best of ``runs``: a busy machine slows both sides alike.
-    for _ in range(runs):
-        for name, command, e in (
-            ("tar export", tar_create, env),
-            ("our export", ours_export, exp_env),
-            ("tar import", tar_extract, env),
-            ("our import", ours_import, imp_env),
-        ):
-            seconds = timed(f"{command} 2>/dev/null", e)
-            results[name] = min(seconds, results.get(name, seconds))
-            # The next run must not find the image still attached: XFS refuses to mount a
-            # second copy of a filesystem whose first is not yet gone.
-            for image in (source, base):
-                released(image)
+    pairs = (
+        (("tar export", tar_create, env), ("our export", ours_export, exp_env)),
+        (("tar import", tar_extract, env), ("our import", ours_import, imp_env)),
+    )
+    for round_ in range(runs):
+        for pair in pairs:
+            # Each side goes first every other round: what the run before left to the
+            # kernel (write-back, a loop device to free) slows both alike.
+            for name, command, e in pair if round_ % 2 == 0 else pair[::-1]:
+                if cold:
+                    uncached(source, base, target, stream, plain)
+                # Waiting for the images to be free also keeps the next run from finding
+                # one still attached: XFS refuses to mount a second copy of a filesystem.
+                seconds = timed(f"{command} 2>/dev/null", e, (source, base, target))
+                results[name] = min(seconds, results.get(name, seconds))
     print(
-        f"filesystem {fs}, {used / MIB:.0f} MiB used, stream {stream.stat().st_size / MIB:.0f} MiB"
+        f"{'cold' if cold else 'warm'}, filesystem {fs}, {used / MIB:.0f} MiB used, "
+        f"stream {stream.stat().st_size / MIB:.0f} MiB"
     )
     for name, seconds in results.items():
         print(f"  {name:11s} {seconds:6.2f} s  {used / MIB / seconds:7.1f} MiB/s")

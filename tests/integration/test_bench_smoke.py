@@ -57,7 +57,10 @@ def test_bench_create_smoke(no_leaks: Path) -> None:
     assert "WARNING" not in out, out
 
 
-def test_bench_export_import_smallest(no_leaks: Path) -> None:
-    out = _run(no_leaks, "bench_export_import.py", "--mib", "16", "--runs", "1")
-    for line in ("our export", "our import", "export: ours/tar", "import: ours/tar"):
+@pytest.mark.parametrize("cache", ["warm", "cold"])
+def test_bench_export_import_smallest(no_leaks: Path, cache: str) -> None:
+    cold = ["--cold"] if cache == "cold" else []
+    out = _run(no_leaks, "bench_export_import.py", "--mib", "16", "--runs", "1", *cold)
+    for line in (f"{cache}, filesystem ext4", "our export", "our import", "export: ours/tar",
+                 "import: ours/tar"):  # fmt: skip
         assert line in out, out

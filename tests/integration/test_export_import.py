@@ -94,9 +94,19 @@ class OS:
         assert result.returncode == 0, result.stderr
 
     def export(
-        self, image: Path, out: Path, layout: Layout, index: int = 0, name: str = SOURCE_NAME
+        self,
+        image: Path,
+        out: Path,
+        layout: Layout,
+        index: int = 0,
+        name: str = SOURCE_NAME,
+        *,
+        piped: bool = False,
     ) -> tuple[subprocess.CompletedProcess, int]:
-        """Run export of disk ``index`` into ``out``; (result, the size it reported)."""
+        """Run export of disk ``index`` into ``out``; (result, the size it reported).
+
+        ``piped``: its stdout a pipe, as Ganeti gives it (the stream then passes by tee(2)).
+        """
         read_size, write_size = os.pipe()
         env = self.environ(
             image,
@@ -108,9 +118,15 @@ class OS:
             EXP_SIZE_FD=str(write_size),
         )
         try:
-            with open(out, "wb") as f:
+            with open(out, "wb") as f, contextlib.ExitStack() as stack:
+                stdout: object = f
+                if piped:
+                    cat = stack.enter_context(
+                        subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=f)
+                    )
+                    stdout = cat.stdin
                 result = self.run(
-                    "export", env, stdout=f, stderr=subprocess.PIPE, pass_fds=(write_size,)
+                    "export", env, stdout=stdout, stderr=subprocess.PIPE, pass_fds=(write_size,)
                 )
             os.close(write_size)
             write_size = -1
@@ -130,7 +146,10 @@ class OS:
         layout: Layout,
         index: int = 0,
         name: str = "new.example.com",
+        *,
+        piped: bool = False,
     ) -> subprocess.CompletedProcess:
+        """Run import of ``stream``; ``piped``: its stdin a pipe, as Ganeti gives it."""
         env = self.environ(
             image,
             layout,
@@ -139,6 +158,9 @@ class OS:
             IMPORT_INDEX=str(index),
             IMPORT_DISK_PATH=str(image),
         )
+        if piped:
+            with subprocess.Popen(["cat", str(stream)], stdout=subprocess.PIPE) as cat:
+                return self.run("import", env, stdin=cat.stdout)
         with open(stream, "rb") as f:
             return self.run("import", env, stdin=f)
 
@@ -221,14 +243,17 @@ CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_export_then_import(name: str, os_def: OS, no_leaks: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "piped"),
+    [*((name, False) for name in sorted(CASES)), ("xfs-to-btrfs-smaller-boot-merged", True)],
+)
+def test_export_then_import(name: str, piped: bool, os_def: OS, no_leaks: Path) -> None:
     source_layout, target_layout = CASES[name]
     source = sparse(no_leaks / "source.img", source_layout.size_mib)
     os_def.create(source, source_layout)
     add_extras(source, no_leaks / "edit")
     exported = no_leaks / "disk0.stream"
-    result, reported = os_def.export(source, exported, source_layout)
+    result, reported = os_def.export(source, exported, source_layout, piped=piped)
     assert result.returncode == 0, result.stderr
     size = exported.stat().st_size
     assert 0.5 * size < reported < 2 * size + 32 * MIB, (reported, size)
@@ -237,7 +262,7 @@ def test_export_then_import(name: str, os_def: OS, no_leaks: Path) -> None:
     assert "./var/lib/sparse.img" in listing and "./boot/vmlinuz-6.6.0-gentoo" in listing
     assert size < 16 * MIB
     target = sparse(no_leaks / "target.img", target_layout.size_mib)
-    result = os_def.import_(target, exported, target_layout)
+    result = os_def.import_(target, exported, target_layout, piped=piped)
     assert result.returncode == 0, result.stderr
     assert "ERROR" not in result.stderr
     with tree(source, no_leaks / "a") as a, tree(target, no_leaks / "b") as b:
@@ -375,6 +400,7 @@ def damaged(stream: Path, kind: str) -> Path:
     return out
 
 
+@pytest.mark.parametrize("piped", [False, True], ids=["file", "pipe"])
 @pytest.mark.parametrize(
     "kind,message",
     [
@@ -386,11 +412,11 @@ def damaged(stream: Path, kind: str) -> Path:
     ],
 )
 def test_damaged_streams_fail_clearly(
-    kind: str, message: str, os_def: OS, exported: Path, no_leaks: Path
+    kind: str, message: str, piped: bool, os_def: OS, exported: Path, no_leaks: Path
 ) -> None:
     layout = Layout("msdos", "ext4", 320)
     target = sparse(no_leaks / "target.img", 320)
-    result = os_def.import_(target, damaged(exported, kind), layout)
+    result = os_def.import_(target, damaged(exported, kind), layout, piped=piped)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert "ERROR: import:" in last and message in last, result.stderr

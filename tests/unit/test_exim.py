@@ -129,6 +129,36 @@ def test_copy_in_holds_back_the_end_block(size: int, tmp_path: Path) -> None:
     stream.check_end(received.end, received.count, received.digest)
 
 
+@pytest.mark.parametrize("size", [0, 100, 511, 512, 513, 5000, 3 * stream.CHUNK + 7])
+def test_copy_in_between_pipes_holds_back_the_end_block(size: int) -> None:
+    payload = os.urandom(size)
+    first, rest = payload[:700], payload[700:]
+    end = stream.end_block(size, stream.hex_checksum(stream.checksum(payload)))
+    source = pipe_with(rest + end)
+    r, w = os.pipe()
+    thread, parts = drained(r)
+    received = stream.copy_in(first, source, w, hold_back=512)
+    os.close(w)
+    thread.join()
+    os.close(source)
+    assert parts == [payload]
+    assert received.end == end and received.count == size
+    stream.check_end(received.end, received.count, received.digest)
+
+
+def test_copy_in_reads_on_when_the_extractor_stops() -> None:
+    payload = os.urandom(2 * stream.CHUNK)
+    end = stream.end_block(len(payload), stream.hex_checksum(stream.checksum(payload)))
+    source = pipe_with(payload + end)
+    r, w = os.pipe()
+    os.close(r)
+    received = stream.copy_in(b"", source, w, hold_back=512)
+    os.close(w)
+    os.close(source)
+    assert received.sink_closed and received.end == end
+    stream.check_end(received.end, received.count, received.digest)
+
+
 def test_copy_out_counts_and_hashes(tmp_path: Path) -> None:
     payload = os.urandom(2 * stream.CHUNK + 3)
     source = pipe_with(payload)
@@ -137,6 +167,42 @@ def test_copy_out_counts_and_hashes(tmp_path: Path) -> None:
     os.close(source)
     assert (tmp_path / "out").read_bytes() == payload and count == len(payload)
     assert digest == stream.hex_checksum(stream.checksum(payload))
+
+
+def drained(fd: int) -> tuple[threading.Thread, list[bytes]]:
+    """A thread reading ``fd`` to its end into the returned list (closes ``fd``)."""
+    parts: list[bytes] = []
+
+    def reader() -> None:
+        with os.fdopen(fd, "rb") as f:
+            parts.append(f.read())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    return thread, parts
+
+
+def test_copy_out_between_pipes_duplicates_and_hashes() -> None:
+    payload = os.urandom(3 * stream.CHUNK + 5)
+    source = pipe_with(payload)
+    r, w = os.pipe()
+    thread, parts = drained(r)
+    count, digest = stream.copy_out(source, w)
+    os.close(w)
+    thread.join()
+    os.close(source)
+    assert parts == [payload] and count == len(payload)
+    assert digest == stream.hex_checksum(stream.checksum(payload))
+
+
+def test_copy_out_to_a_closed_pipe_is_a_broken_pipe() -> None:
+    source = pipe_with(b"x" * 4096)
+    r, w = os.pipe()
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        stream.copy_out(source, w)
+    os.close(w)
+    os.close(source)
 
 
 # --- fstab ------------------------------------------------------------------------------------
