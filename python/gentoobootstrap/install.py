@@ -206,11 +206,11 @@ def mount_filesystems(ctx: Partitioned[J]) -> Mounted[J]:
 
 def fstab_entries(ctx: Partitioned[J]) -> dict[str, FstabEntry]:
     """Role -> the fstab entry of the new filesystem (or swap partition) on its device."""
-    uuid_of = filesystems.uuid_of
-    return {
-        p.role: filesystems.fstab_entry(uuid_of(device), p.mountpoint or "none", p.fstype)
-        for p, device in ctx.placed()
-    }
+    entries = {}
+    for p, device in ctx.placed():
+        uuid = filesystems.uuid_of(device)
+        entries[p.role] = filesystems.fstab_entry(uuid, p.mountpoint or "none", p.fstype)
+    return entries
 
 
 def add_swap_file(root: GuestRoot, fstype: str, size: int) -> str:
