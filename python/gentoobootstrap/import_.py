@@ -4,9 +4,9 @@ Disk 0: the stream's format is told from its first bytes before the disk is
 touched; then the disk is partitioned and its filesystems made per the
 *current* settings and ``filesystem`` parameter (the disk steps of :mod:`install`,
 as create's: the new disk may be larger or smaller, the filesystem may differ), the
-files restored faithfully, and /etc/fstab rewritten for the new UUIDs.  The rest of the guest
-stays as it was: no guest configuration and no hooks run (the imported system
-is already configured; Ganeti's rename after the import updates its name).
+files restored faithfully, and /etc/fstab rewritten for the new UUIDs.  The rest of
+the guest stays as it was: no guest configuration and no hooks run (the imported
+system is already configured; Ganeti's rename after the import updates its name).
 Other disks are restored raw.
 """
 
