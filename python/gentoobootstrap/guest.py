@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Optional
 
 from gentoobootstrap import grow, initsystem, network, parameters
-from gentoobootstrap.context import Context
 from gentoobootstrap.errors import ConfigError, GuestError, ParameterError
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.initsystem import Init
 from gentoobootstrap.osenv import Nic, OSEnv
+from gentoobootstrap.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,9 @@ GETTY = {
 }
 
 
-def configure_guest(ctx: Context) -> None:
-    """The create step: every piece of guest configuration, in order."""
-    assert ctx.target is not None, "the root filesystem must be mounted"
-    root = GuestRoot(ctx.target)
+def configure_guest(root: GuestRoot, env: OSEnv, settings: Settings) -> None:
+    """Every piece of guest configuration, in order, in the mounted ``root``."""
     init = initsystem.detect(root)
-    settings, env = ctx.settings, ctx.env
     log.info("guest init system: %s", init)
     set_hostname(root, env.instance_name)
     enable_serial_console(root, init, console_device(env))

@@ -26,11 +26,11 @@ import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from gentoobootstrap import mounts, processes, runner, settings
-from gentoobootstrap.context import Context
 from gentoobootstrap.errors import CommandError, HookError
+from gentoobootstrap.install import Mounted
 from gentoobootstrap.log import complete_step
 from gentoobootstrap.resources import releasing
 
@@ -116,7 +116,7 @@ HOOK_VARIABLES = {
 }
 
 
-def environment(ctx: Context) -> dict[str, str]:
+def environment(ctx: Mounted[Any]) -> dict[str, str]:
     """Ganeti's variables, every setting (upper-case, as in the files), and the devices."""
     env = ctx.env.hook_environment()
     for d in settings.declarations():
@@ -125,9 +125,8 @@ def environment(ctx: Context) -> dict[str, str]:
     return env
 
 
-def run_hooks(ctx: Context) -> None:
+def run_hooks(ctx: Mounted[Any]) -> None:
     """The create step: run CUSTOMIZE_DIR's hooks with the chroot mounts in place."""
-    assert ctx.target is not None, "the root filesystem must be mounted"
     hooks = find(ctx.settings.customize_dir)
     if not hooks:
         log.info("hooks: none to run in %s", ctx.settings.customize_dir)

@@ -2,11 +2,11 @@
 
 Disk 0: the stream's format is told from its first bytes before the disk is
 touched; then the disk is partitioned and its filesystems made per the
-*current* settings and ``filesystem`` parameter (create's own steps: the new
-disk may be larger or smaller, the filesystem may differ), the files restored
-faithfully, and /etc/fstab rewritten for the new UUIDs.  The rest of the guest
-stays as it was: no guest configuration and no hooks run (the imported system
-is already configured; Ganeti's rename after the import updates its name).
+*current* settings and ``filesystem`` parameter (the disk steps of :mod:`install`,
+as create's: the new disk may be larger or smaller, the filesystem may differ), the
+files restored faithfully, and /etc/fstab rewritten for the new UUIDs.  The rest of
+the guest stays as it was: no guest configuration and no hooks run (the imported
+system is already configured; Ganeti's rename after the import updates its name).
 Other disks are restored raw.
 """
 
@@ -17,14 +17,12 @@ import os
 import re
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO
 
-from gentoobootstrap import create, disks, filesystems, fstab, layout, runner, stream
-from gentoobootstrap.context import Context
+from gentoobootstrap import disks, filesystems, fstab, install, layout, runner, stream
 from gentoobootstrap.errors import CommandError, OSEnvError, StreamError
-from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.install import Attached, Install, Mounted, Planned, step
 from gentoobootstrap.log import printable
 from gentoobootstrap.osenv import OSEnv
 from gentoobootstrap.settings import Settings
@@ -34,33 +32,21 @@ logger = logging.getLogger(__name__)
 STDIN = 0
 
 
-@dataclass
-class ImportContext(Context):
-    head: Optional[stream.Head] = None
-    source: Optional[Path] = None  # IMPORT_DEVICE
-
-
-def read_stream_head(ctx: ImportContext) -> None:
-    ctx.head = stream.read_head(STDIN)
-    size = ctx.head.size
+def read_stream_head(ctx: Install[None]) -> Install[stream.Head]:
+    head = stream.read_head(STDIN)
+    size = head.size
     what = {"gentoobootstrap": "an export of this OS", "tar": "a tar archive (not ours: no "
             "size check, no checksum)", "dump": "a dump(8) stream (restore -r)"}  # fmt: skip
-    source = printable(ctx.head.header.get("instance", "?"))
+    source = printable(head.header.get("instance", "?"))
     files = f", {size >> 20} MiB of files from {source}" if size else ""
-    logger.info("stream: %s%s", what[ctx.head.format], files)
-    if ctx.head.format == "dump":
+    logger.info("stream: %s%s", what[head.format], files)
+    if head.format == "dump":
         runner.find_tool("restore")
+    return Install(ctx.env, ctx.settings, ctx.stack, ctx.source, head)
 
 
-def attach_disk(ctx: ImportContext) -> None:
-    assert ctx.source is not None
-    ctx.disk = ctx.stack.enter_context(disks.attach(ctx.source))
-
-
-def check_disk(ctx: ImportContext) -> None:
-    assert ctx.disk is not None and ctx.head is not None
-    disks.check_unused(ctx.disk, ctx.source)
-    create.plan_disk(ctx, ctx.head.size)
+def check_disk(ctx: Attached[stream.Head]) -> Planned[stream.Head]:
+    return install.check_disk(ctx, ctx.job.size)
 
 
 #: The only things restore says that are no error (after its "/sbin/restore: "): the new
@@ -70,9 +56,8 @@ _MADE = "|".join(re.escape(m.lstrip("/")) for m in layout.MOUNTPOINTS.values() i
 RESTORE_HARMLESS = re.compile(rf"\./(lost\+found|{_MADE}): File exists|cannot open /dev/tty: .*")
 
 
-def restore_files(ctx: ImportContext) -> None:
-    assert ctx.target is not None and ctx.head is not None
-    head = ctx.head
+def restore_files(ctx: Mounted[stream.Head]) -> None:
+    head = ctx.job
     if head.format == "dump":
         argv: list[str | Path] = ["restore", "-r", "-y", "-f", "-"]
     else:
@@ -125,21 +110,15 @@ def _complaints(errors: IO[bytes]) -> list[str]:
     ]
 
 
-def rewrite_fstab(ctx: ImportContext) -> None:
+def rewrite_fstab(ctx: Mounted[stream.Head]) -> None:
     """The imported fstab with the new disk's root, /boot and swap; every other line kept."""
-    assert ctx.target is not None and ctx.layout is not None and ctx.head is not None
-    new = {
-        p.role: filesystems.fstab_entry(
-            filesystems.uuid_of(device), p.mountpoint or "none", p.fstype
-        )
-        for p, device in create._devices(ctx)
-    }
+    new = install.fstab_entries(ctx)
     old = {
         "UUID=" + item.split(":", 1)[1]
-        for item in ctx.head.header.get("uuids", "").split()
+        for item in ctx.job.header.get("uuids", "").split()
         if item.startswith("swap:")
     }
-    root = GuestRoot(ctx.target)
+    root = ctx.root
     original = root.read_text("/etc/fstab")
     times = root.stat("/etc") if root.is_dir("/etc") else None
     if original is None:
@@ -151,14 +130,13 @@ def rewrite_fstab(ctx: ImportContext) -> None:
         root.set_times("/etc", ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
-def remake_swap_file(ctx: ImportContext) -> None:
+def remake_swap_file(ctx: Mounted[stream.Head]) -> None:
     """The guest's swap file (``SWAP_FILE``, when its fstab swaps on it) allocated afresh.
 
     The kernel swaps only to a file without holes, and on btrfs only to a NOCOW one: a
     file restored from a stream may be neither.  Its size stays; root's times too.
     """
-    assert ctx.target is not None and ctx.layout is not None
-    root = GuestRoot(ctx.target)
+    root = ctx.root
     found = root.stat(filesystems.SWAP_FILE, follow=False)
     swaps = {
         fstab.normal_source(line.source)
@@ -170,24 +148,10 @@ def remake_swap_file(ctx: ImportContext) -> None:
     times = root.stat("/")
     assert times is not None
     root.unlink(filesystems.SWAP_FILE)
-    uuid = create.add_swap_file(root, ctx.layout.root.fstype, found.st_size)
+    uuid = install.add_swap_file(root, ctx.layout.root.fstype, found.st_size)
     root.set_times("/", ns=(times.st_atime_ns, times.st_mtime_ns))
     logger.info("swap: %s allocated again, %d bytes, UUID %s", filesystems.SWAP_FILE,
                 found.st_size, uuid)  # fmt: skip
-
-
-#: What import does to disk 0, in order.
-STEPS: tuple[Callable[[ImportContext], None], ...] = (
-    read_stream_head,
-    attach_disk,
-    check_disk,
-    create.partition_disk,
-    create.make_filesystems,
-    create.mount_filesystems,
-    restore_files,
-    remake_swap_file,
-    rewrite_fstab,
-)
 
 
 def import_raw(env: OSEnv, target: Path) -> None:
@@ -215,6 +179,20 @@ def import_raw(env: OSEnv, target: Path) -> None:
     logger.info("%d bytes written to disk %d", count, env.disk_index)
 
 
+def import_files(env: OSEnv, settings: Settings, device: Path) -> None:
+    """Disk 0: the stream's files on a disk partitioned anew, their fstab rewritten."""
+    with install.session(env, settings, device) as start:
+        prepared = step(read_stream_head, start)
+        attached = step(install.attach_disk, prepared)
+        planned = step(check_disk, attached)
+        partitioned = step(install.partition_disk, planned)
+        step(install.make_filesystems, partitioned)
+        mounted = step(install.mount_filesystems, partitioned)
+        step(restore_files, mounted)
+        step(remake_swap_file, mounted)
+        step(rewrite_fstab, mounted)
+
+
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
     assert env.device is not None and env.disk_index is not None
     if not env.device.exists():
@@ -224,6 +202,5 @@ def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
             disks.check_unused(env.device)
         import_raw(env, env.device)
     else:
-        ctx = ImportContext(env, settings, source=env.device)
-        create.run_steps(ctx, STEPS)  # type: ignore[arg-type]
+        import_files(env, settings, env.device)
     logger.info("disk %d of %s is imported", env.disk_index, env.instance_name)

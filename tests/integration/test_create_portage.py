@@ -9,18 +9,20 @@ from typing import Any
 import pytest
 
 from gentoobootstrap import create
-from gentoobootstrap.context import Context
+from gentoobootstrap.create import Sources
 from gentoobootstrap.errors import ConfigError
+from gentoobootstrap.install import Mounted
 from gentoobootstrap.settings import Settings
+from support import mounted_context
 from support.mirror import make_tarball
 
 pytestmark = pytest.mark.root
 
 
-def context(target: Path, **changes: Any) -> Context:
-    ctx = Context(env=None, settings=dataclasses.replace(Settings(), **changes))  # type: ignore[arg-type]
-    ctx.target = target
-    return ctx
+def context(target: Path, snapshot: Path | None = None, **changes: Any) -> Mounted[Sources]:
+    settings = dataclasses.replace(Settings(), **changes)
+    job = Sources(target / "no-stage", snapshot)
+    return mounted_context(None, settings, target, job)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("top", ["gentoo", "portage"])
@@ -31,8 +33,7 @@ def test_snapshot_lands_in_var_db_repos_gentoo(tmp_path: Path, top: str) -> None
     )
     target = tmp_path / "target"
     (target / "var" / "db" / "repos" / "gentoo").mkdir(parents=True)  # as a stage3 ships it
-    ctx = context(target)
-    ctx.snapshot = snapshot
+    ctx = context(target, snapshot)
     create.unpack_snapshot(ctx)
     repo = target / "var" / "db" / "repos" / "gentoo"
     assert (repo / "metadata" / "timestamp.chk").read_bytes() == b"now\n"

@@ -5,15 +5,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sh
 
 from gentoobootstrap import hooks, osenv, processes
-from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
+from gentoobootstrap.install import Mounted
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ, mounts_under
+from support import ganeti_environ, mounted_context, mounts_under
 from support.logs import plain_logging  # noqa: F401 (autouse)
 from support.loopdisk import loop_device
 
@@ -38,11 +39,11 @@ def mounted(no_leaks: Path) -> Iterator[Path]:
         sh.umount(str(target))  # fails (and the test with it) if anything still holds it
 
 
-def make_ctx(tmp_path: Path, target: Path) -> Context:
+def make_ctx(tmp_path: Path, target: Path) -> Mounted[Any]:
     disk = tmp_path / "disk.img"
     disk.touch()
     env = osenv.parse("create", ganeti_environ(disk))
-    return Context(env, Settings(customize_dir=tmp_path / "hooks"), target=target)
+    return mounted_context(env, Settings(customize_dir=tmp_path / "hooks"), target)
 
 
 @pytest.mark.root

@@ -19,9 +19,9 @@ from typing import Callable
 import pytest
 
 from gentoobootstrap import create, stages
-from gentoobootstrap.context import Context
+from gentoobootstrap.create import Sources
 from gentoobootstrap.settings import Settings
-from support import canary_state, ganeti_environ, mounts_under, osdef, stage
+from support import canary_state, ganeti_environ, mounted_context, mounts_under, osdef, stage
 from support.mirror import make_tarball
 
 pytestmark = pytest.mark.root
@@ -240,9 +240,10 @@ def test_snapshot_and_portage_steps_replace_links_at_their_own_names(canary: Pat
     confdir = tmp / "portage"
     confdir.mkdir()
     (confdir / "make.conf").write_text('FEATURES="getbinpkg"\n')
-    ctx = Context(env=None, settings=Settings(portage_confdir=confdir))  # type: ignore[arg-type]
-    ctx.target = target
-    ctx.snapshot = make_tarball(tmp / "snap.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
+    snapshot = make_tarball(tmp / "snap.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
+    job = Sources(tmp / "no-stage", snapshot)
+    settings = Settings(portage_confdir=confdir)
+    ctx = mounted_context(None, settings, target, job)  # type: ignore[arg-type]
     create.unpack_snapshot(ctx)
     create.copy_portage_config(ctx)
     repo = target / "var/db/repos/gentoo"

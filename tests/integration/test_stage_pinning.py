@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import create, osenv
-from gentoobootstrap.context import Context
+from gentoobootstrap import create, install, osenv
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ, stage
+from support import ganeti_environ, mounted_context, stage
 from support.mirror import SigningKey, build_mirror, signing_key
 
 pytestmark = pytest.mark.root
@@ -63,18 +62,22 @@ def test_swapping_the_local_stage4_after_verification_installs_the_verified_one(
     )
     image = tmp_path / "disk.img"
     image.write_bytes(b"")
-    ctx = Context(osenv.parse("create", ganeti_environ(image)), settings)
-    ctx.target = tmp_path / "target"
-    ctx.target.mkdir()
+    env = osenv.parse("create", ganeti_environ(image))
+    target = tmp_path / "target"
+    target.mkdir()
     swapper = SwapOnLine("digests match", layout.stage, evil)
     logger = logging.getLogger("gentoobootstrap")
     logger.addHandler(swapper)
     logger.setLevel(logging.INFO)  # restored by the library_logger fixture
     try:
-        steps = (create.obtain_stage, create.obtain_snapshot, create.check_stage)
-        create.run_steps(ctx, (*steps, create.unpack_stage))
+        with install.session(env, settings, image) as start:
+            prepared = install.step(create.obtain_stage, start)
+            prepared = install.step(create.obtain_snapshot, prepared)
+            install.step(create.check_stage, prepared)
+            mounted = mounted_context(env, settings, target, prepared.job)
+            install.step(create.unpack_stage, mounted)
     finally:
         logger.removeHandler(swapper)
     assert swapper.swapped == 1 and layout.stage.read_bytes() == evil.read_bytes()
-    assert not (ctx.target / "etc" / "evil").exists()
-    assert stage.compare(good.tree, ctx.target) == []
+    assert not (target / "etc" / "evil").exists()
+    assert stage.compare(good.tree, target) == []

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import sh
+
+from gentoobootstrap import layout
+from gentoobootstrap.install import Mounted
+from gentoobootstrap.layout import Layout
+from gentoobootstrap.osenv import OSEnv
+from gentoobootstrap.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,3 +92,28 @@ def ganeti_environ(disk: Path, name: str = "inst1.example.com", **extra: str) ->
     }
     env.update(extra)
     return env
+
+
+def mounted_context(
+    env: OSEnv,
+    settings: Settings,
+    target: Path,
+    job: Any = None,
+    *,
+    planned: Layout | None = None,
+    devices: dict[str, Path] | None = None,
+) -> Mounted[Any]:
+    """The context of an install's last phase, for a step run on its own on ``target``:
+    the disk /dev/loop7, root on /dev/loop7p1 (unless ``devices`` says otherwise)."""
+    return Mounted(
+        env,
+        settings,
+        contextlib.ExitStack(),
+        Path("/dev/loop7"),
+        job,
+        disk=Path("/dev/loop7"),
+        layout=planned or layout.plan(settings, 1 << 30),
+        devices=devices or {"root": Path("/dev/loop7p1")},
+        made=frozenset(),
+        target=target,
+    )

@@ -10,16 +10,18 @@ import os
 import tarfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gentoobootstrap import fstab, import_, layout, osenv, rename, runner, stream
+from gentoobootstrap import fstab, import_, install, layout, osenv, rename, runner, stream
 from gentoobootstrap.errors import StreamError, ToolNotFoundError
 from gentoobootstrap.filesystems import fstab_entry
 from gentoobootstrap.guest import set_hostname
 from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.install import Mounted
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ
+from support import ganeti_environ, mounted_context
 
 
 def pipe_with(data: bytes) -> int:
@@ -330,7 +332,7 @@ def test_a_dump_stream_needs_restore(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         "import",
         ganeti_environ(tmp_path / "d.img", IMPORT_DEVICE=str(tmp_path / "d.img"), IMPORT_INDEX="0"),
     )
-    ctx = import_.ImportContext(env, Settings())
+    ctx = install.Install(env, Settings(), contextlib.ExitStack(), tmp_path / "d.img", None)
     with pytest.raises(ToolNotFoundError, match="restore not found: install dump"):
         import_.read_stream_head(ctx)
 
@@ -346,9 +348,7 @@ def test_tar_failing_on_a_foreign_stream_is_a_stream_error(
         "import",
         ganeti_environ(tmp_path / "d.img", IMPORT_DEVICE=str(tmp_path / "d.img"), IMPORT_INDEX="0"),
     )
-    ctx = import_.ImportContext(
-        env, Settings(), target=tmp_path, head=stream.Head("tar", data[:512])
-    )
+    ctx = mounted_context(env, Settings(), tmp_path, stream.Head("tar", data[:512]))
     with pytest.raises(
         StreamError, match=r"tar cannot restore the stream.*Skipping to next header"
     ):
@@ -382,13 +382,13 @@ def test_import_remakes_only_the_swap_file_fstab_swaps_on(
         assert not os.path.lexists(tmp_path / "swapfile")  # the restored one is gone first
         return "UUID"
 
-    monkeypatch.setattr(import_.create, "add_swap_file", add_swap_file)
+    monkeypatch.setattr(import_.install, "add_swap_file", add_swap_file)
     env = osenv.parse(
         "import",
         ganeti_environ(tmp_path / "d.img", IMPORT_DEVICE=str(tmp_path / "d.img"), IMPORT_INDEX="0"),
     )
     planned = layout.plan(Settings(filesystem="btrfs"), 1 << 30)
-    ctx = import_.ImportContext(env, Settings(), target=tmp_path, layout=planned)
+    ctx = mounted_context(env, Settings(), tmp_path, planned=planned)
     import_.remake_swap_file(ctx)
     assert calls == ([("btrfs", 8)] if remade else [])
     assert os.stat(tmp_path).st_mtime_ns == 2  # root's times stay
@@ -420,12 +420,12 @@ def test_stdout_carries_only_the_data(capfd: pytest.CaptureFixture[str]) -> None
     assert "a stray line" in captured.err and "a stray write" in captured.err
 
 
-def import_context(tmp_path: Path, head: stream.Head | None = None) -> import_.ImportContext:
+def import_context(tmp_path: Path, head: stream.Head | None = None) -> Mounted[Any]:
     env = osenv.parse(
         "import",
         ganeti_environ(tmp_path / "d.img", IMPORT_DEVICE=str(tmp_path / "d.img"), IMPORT_INDEX="0"),
     )
-    return import_.ImportContext(env, Settings(), target=tmp_path, head=head)
+    return mounted_context(env, Settings(), tmp_path, head)
 
 
 def test_restore_errors_fail_the_import_although_restore_exits_0(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_guest import enabled, make_ctx
 
-from gentoobootstrap import config, grow, guest
+from gentoobootstrap import config, create, grow
 from gentoobootstrap.guestroot import GuestRoot
 from gentoobootstrap.settings import Settings
 from support.guesttree import GROW_FILES, TREES, openrc_tree, systemd_tree
@@ -58,7 +58,7 @@ def test_create_installs_it_unless_grow_root_is_no(
 ) -> None:
     top = TREES[init](tmp_path / "root")
     settings = dataclasses.replace(Settings(), grow_root=grow_root)
-    guest.configure_guest(make_ctx(tmp_path, top, settings))
+    create.configure_guest(make_ctx(tmp_path, top, settings))
     written = {path for path in GROW_FILES if os.path.lexists(top / path.lstrip("/"))}
     if not grow_root:
         assert written == set()

@@ -7,15 +7,16 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gentoobootstrap import guest, osenv
-from gentoobootstrap.context import Context
+from gentoobootstrap import create, guest, osenv
 from gentoobootstrap.errors import ConfigError, GuestError
 from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.install import Mounted
 from gentoobootstrap.settings import Settings
-from support import NIC0_NETWORK, canary_state, ganeti_environ
+from support import NIC0_NETWORK, canary_state, ganeti_environ, mounted_context
 from support.guesttree import INITTAB, TREES, openrc_tree, systemd_tree
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
@@ -40,11 +41,11 @@ NICS = dict(
 
 def make_ctx(
     tmp_path: Path, top: Path, settings: Settings | None = None, **environ: str
-) -> Context:
+) -> Mounted[Any]:
     disk = tmp_path / "disk.img"
     disk.touch()
     env = osenv.parse("create", ganeti_environ(disk, "web1.example.com", **environ))
-    return Context(env=env, settings=settings or Settings(), target=top)
+    return mounted_context(env, settings or Settings(), top)
 
 
 def enabled(top: Path, init: str, service: str) -> bool:
@@ -90,7 +91,7 @@ def test_configure_guest(
     ctx = make_ctx(tmp_path, top, settings, **extra)
     caplog.set_level(logging.DEBUG)
 
-    guest.configure_guest(ctx)
+    create.configure_guest(ctx)
 
     # Name.
     assert (top / "etc/hostname").read_text() == "web1\n"
@@ -255,7 +256,7 @@ def test_resolv_conf_of_a_local_stub_uses_the_upstream_list(tmp_path: Path) -> N
 def test_copy_resolv_conf_no(tmp_path: Path) -> None:
     top = openrc_tree(tmp_path / "root")
     ctx = make_ctx(tmp_path, top, Settings(copy_resolv_conf=False))
-    guest.configure_guest(ctx)
+    create.configure_guest(ctx)
     assert os.readlink(top / "etc/resolv.conf") == "/run/systemd/resolve/stub-resolv.conf"
 
 
@@ -263,7 +264,7 @@ def test_a_missing_keys_file_names_the_setting(tmp_path: Path) -> None:
     top = openrc_tree(tmp_path / "root")
     ctx = make_ctx(tmp_path, top, Settings(ssh_authorized_keys=tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"^SSH_AUTHORIZED_KEYS: cannot read .*missing"):
-        guest.configure_guest(ctx)
+        create.configure_guest(ctx)
 
 
 def test_network_without_netifrc(tmp_path: Path) -> None:
@@ -271,12 +272,12 @@ def test_network_without_netifrc(tmp_path: Path) -> None:
     (top / "etc/init.d/net.lo").unlink()
     ctx = make_ctx(tmp_path, top, Settings(network="dhcp"))
     with pytest.raises(GuestError, match=r"NETWORK=dhcp needs netifrc"):
-        guest.configure_guest(ctx)
+        create.configure_guest(ctx)
 
 
 def test_dhcp_without_a_client_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     top = openrc_tree(tmp_path / "root", dhcp_client=False)
-    guest.configure_guest(make_ctx(tmp_path, top, Settings(network="dhcp")))
+    create.configure_guest(make_ctx(tmp_path, top, Settings(network="dhcp")))
     assert "no DHCP client" in caplog.text
 
 
@@ -316,7 +317,7 @@ def test_dhcp_uses_the_client_the_stage_has(
             (top / "usr/sbin").mkdir(parents=True, exist_ok=True)
             (top / "usr/sbin" / client).write_text(client)
             (top / "usr/sbin" / client).chmod(0o755)
-    guest.configure_guest(make_ctx(tmp_path, top, Settings(network="ganeti"), **NICS))
+    create.configure_guest(make_ctx(tmp_path, top, Settings(network="ganeti"), **NICS))
     net = (top / "etc/conf.d/net").read_text()
     # NIC 0 is static: no DHCP module; NIC 1 has DHCP through the stage's client.
     assert "modules_eth0" not in net
@@ -334,7 +335,7 @@ def test_busybox_without_udhcpc_is_no_dhcp_client(
         _busybox(top, busybox)
     else:  # an udhcpc link is no client without the busybox netifrc runs
         os.symlink("/bin/busybox", top / "sbin/udhcpc")
-    guest.configure_guest(make_ctx(tmp_path, top, Settings(network="dhcp")))
+    create.configure_guest(make_ctx(tmp_path, top, Settings(network="dhcp")))
     assert "modules_eth0" not in (top / "etc/conf.d/net").read_text()
     assert "no DHCP client for netifrc (dhcpcd, dhclient, pump, udhcpc)" in caplog.text
 
@@ -345,7 +346,7 @@ def test_static_only_looks_for_no_dhcp_client(
     caplog.set_level(logging.INFO)
     top = openrc_tree(tmp_path / "root", dhcp_client=False)
     nic0 = {k: v for k, v in NICS.items() if k.startswith("NIC_0_")}
-    guest.configure_guest(
+    create.configure_guest(
         make_ctx(tmp_path, top, Settings(network="ganeti"), NIC_COUNT="1", **nic0)
     )
     assert "modules_" not in (top / "etc/conf.d/net").read_text()
@@ -357,13 +358,13 @@ def test_keys_without_sshd(tmp_path: Path) -> None:
     (top / "usr/lib/systemd/system/sshd.service").unlink()
     ctx = make_ctx(tmp_path, top, OSP_SSH_KEY=KEY)
     with pytest.raises(GuestError, match=r"no systemd unit sshd.service"):
-        guest.configure_guest(ctx)
+        create.configure_guest(ctx)
 
 
 def test_not_a_gentoo_stage(tmp_path: Path) -> None:
     (tmp_path / "root/etc").mkdir(parents=True)
     with pytest.raises(GuestError, match="cannot tell the stage's init system"):
-        guest.configure_guest(make_ctx(tmp_path, tmp_path / "root"))
+        create.configure_guest(make_ctx(tmp_path, tmp_path / "root"))
 
 
 @pytest.mark.parametrize("init", ["openrc", "systemd"])
@@ -391,9 +392,9 @@ def test_every_configured_path_linked_to_the_node_stays_in_the_guest(
     settings = Settings(network="ganeti")
     ctx = make_ctx(tmp_path, top, settings, **dict(NICS, OSP_SSH_KEY=KEY))
     with pytest.raises(GuestError, match=r"^the guest's /root/.ssh is a symbolic link to /"):
-        guest.configure_guest(ctx)
+        create.configure_guest(ctx)
     (top / "root/.ssh").unlink()
-    guest.configure_guest(ctx)
+    create.configure_guest(ctx)
     written = [
         "hostname",
         "hosts",

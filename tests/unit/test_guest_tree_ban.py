@@ -28,7 +28,7 @@ GUEST_ROOTS = {"target", "top"}
 #: (module, function) -> why its raw path operations on a guest tree are allowed; no new
 #: entry without a reason that makes it safe.
 REVIEWED = {
-    ("create", "mount_filesystems"): "the root filesystem is empty, made by mkfs just before",
+    ("install", "mount_filesystems"): "the root filesystem is empty, made by mkfs just before",
     ("import_", "restore_files"): "unlinks restore's own file (a link there is not followed)",
 }
 

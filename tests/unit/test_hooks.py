@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gentoobootstrap import hooks, osenv, processes
-from gentoobootstrap.context import Context
 from gentoobootstrap.errors import HookError
+from gentoobootstrap.install import Mounted
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ
+from support import ganeti_environ, mounted_context
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x"
@@ -26,19 +27,14 @@ def hook(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
     return path
 
 
-def make_ctx(tmp_path: Path, **environ: str) -> Context:
+def make_ctx(tmp_path: Path, **environ: str) -> Mounted[Any]:
     disk = tmp_path / "disk.img"
     disk.touch()
     env = osenv.parse("create", ganeti_environ(disk, **environ))
     target = tmp_path / "target"
     target.mkdir()
-    return Context(
-        env=env,
-        settings=Settings(customize_dir=tmp_path / "hooks", network="ganeti"),
-        target=target,
-        disk=Path("/dev/loop7"),
-        root_dev=Path("/dev/loop7p1"),
-    )
+    settings = Settings(customize_dir=tmp_path / "hooks", network="ganeti")
+    return mounted_context(env, settings, target)
 
 
 def test_run_parts_names_and_order(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

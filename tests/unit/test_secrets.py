@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import config, guest, osenv
-from gentoobootstrap.context import Context
+from gentoobootstrap import config, create, guest, osenv
 from gentoobootstrap.errors import ParameterError
 from gentoobootstrap.settings import Settings
-from support import ganeti_environ
+from support import ganeti_environ, mounted_context
 from support.guesttree import TREES
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
@@ -34,10 +33,10 @@ def test_configuring_a_guest_logs_no_parameter_value(
     )
     env = osenv.parse("create", environ)
     settings = config.apply_parameters(Settings(), env.params)
-    ctx = Context(env=env, settings=settings, target=TREES[init](tmp_path / "root"))
+    ctx = mounted_context(env, settings, TREES[init](tmp_path / "root"))
     caplog.set_level(logging.DEBUG)
 
-    guest.configure_guest(ctx)
+    create.configure_guest(ctx)
 
     assert (ctx.target / "etc/timezone").read_text() == "Europe/Berlin\n"
     for secret in ("hunter2", "AAAAC3", "Berlin"):
