@@ -609,14 +609,7 @@ def test_sigterm_mid_export_releases_everything(os_def: OS, no_leaks: Path) -> N
     env = os_def.environ(image, layout, SOURCE_NAME, EXPORT_DEVICE=str(image), EXPORT_INDEX="0")
     env["PATH"] = f"{no_leaks / 'bin'}:{env['PATH']}"
     with open(no_leaks / "out.stream", "wb") as out, open(no_leaks / "export.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(os_def.installed.script("export"))],
-            env=env,
-            cwd=os_def.installed.os_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=log,
-        )
+        process = os_def.installed.start("export", env, stdout=out, stderr=log)
     sigterm_midway(
         process, "export", no_leaks / "export.log", no_leaks, (markers / "started").exists
     )
@@ -634,13 +627,8 @@ def test_sigterm_mid_import_releases_everything(os_def: OS, exported: Path, no_l
     data = exported.read_bytes()
     logfile = no_leaks / "import.log"
     with open(logfile, "wb") as log:
-        process = subprocess.Popen(
-            [str(os_def.installed.script("import"))],
-            env=env,
-            cwd=os_def.installed.os_dir,
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
+        process = os_def.installed.start(
+            "import", env, stdin=subprocess.PIPE, stdout=log, stderr=log
         )
     assert process.stdin is not None
     try:

@@ -133,6 +133,14 @@ class InstalledOS:
             [str(self.script(script)), *args], env=env, cwd=self.os_dir, check=False, **kwargs
         )
 
+    def start(
+        self, script: str, environ: Mapping[str, str], **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
+        """Start an installed OS script as ``run`` does, without waiting for it."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        env = {"PATH": GANETI_PATH, **environ}
+        return subprocess.Popen([str(self.script(script))], env=env, cwd=self.os_dir, **kwargs)
+
 
 def install(workdir: Path, source: Path | None = None, python: str = PYTHON) -> InstalledOS:
     """configure + make install from ``source`` (default: a fresh copy of the work tree)
