@@ -167,7 +167,7 @@ def write_fstab(ctx: Mounted[Sources]) -> None:
 
 
 def configure_guest(ctx: Mounted[Sources]) -> None:
-    """Every piece of guest configuration (see :mod:`guest`)."""
+    """Every piece of guest configuration (see :mod:`configure`)."""
     configure.configure_guest(ctx.root, ctx.env, ctx.settings)
 
 

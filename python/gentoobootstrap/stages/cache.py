@@ -7,7 +7,7 @@ Layout::
         .lock                       flock'd while the entry is looked at or filled
         meta.json                   source URL, dated name, file, verified/checked times, mode
         stage3-amd64-openrc-20261122T170359Z.tar.zst
-      stage3-amd64-openrc-20261122T170359Z.tar.zst~ext4-….img   prepared image (images.py)
+      stage3-amd64-openrc-20261122T170359Z.tar.zst~ext4-….img   prepared image (disk.images)
       stage4/… snapshot/…
       tmp/                          downloads in progress (removed on the way out)
 
