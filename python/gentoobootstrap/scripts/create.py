@@ -41,14 +41,14 @@ class Sources:
 
 
 def obtain_stage(ctx: Install[None]) -> Install[Sources]:
-    stage = obtain.obtain(ctx.settings)
+    stage = obtain.stage(ctx.settings)
     logger.info("stage: %s", stage)
     return Install(ctx.env, ctx.settings, ctx.stack, ctx.source, Sources(stage))
 
 
 def obtain_snapshot(ctx: Install[Sources]) -> Install[Sources]:
     """The verified portage snapshot (SNAPSHOT), and PORTAGE_CONFDIR checked, before the disk."""
-    snapshot = obtain.obtain_snapshot(ctx.settings)
+    snapshot = obtain.snapshot(ctx.settings)
     confdir = ctx.settings.portage_confdir
     if confdir is not None and not confdir.is_dir():
         raise ConfigError(f"{confdir} is not a directory", key="PORTAGE_CONFDIR")

@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def fetch(variant: str, settings: Settings) -> None:
     """Fill the cache with ``variant``'s stage, its image on FILESYSTEM, and snapshot."""
-    stage = obtain.obtain(settings)
+    stage = obtain.stage(settings)
     logger.info("%s: stage %s", variant, stage)
     if settings.prepared_images:
         try:
@@ -81,7 +81,7 @@ def fetch(variant: str, settings: Settings) -> None:
             logger.info("%s: %s image %s", variant, settings.filesystem, image)
         except images.Unusable as e:
             logger.info("%s: no prepared %s image (%s)", variant, settings.filesystem, e)
-    snapshot = obtain.obtain_snapshot(settings)
+    snapshot = obtain.snapshot(settings)
     if snapshot is not None:
         logger.info("%s: snapshot %s", variant, snapshot)
 

@@ -1,6 +1,6 @@
 """Obtain the verified stage (stage3, stage4 or catalyst build) and portage snapshot.
 
-``obtain()`` returns the local tarball create unpacks; ``obtain_snapshot()`` the
+``stage()`` returns the local tarball create unpacks; ``snapshot()`` the
 portage snapshot (or None).  Both go through the cache (:mod:`gentoobootstrap.stages.cache`):
 downloaded once per node under the entry's lock, verified per ``VERIFY`` before
 they enter the cache, reused for ``CLEAN_CACHE`` days, and used from the cache
@@ -45,14 +45,14 @@ log = logging.getLogger(__name__)
 _RELATIVE_PATH = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
 
 
-def obtain(settings: Settings) -> Path:
+def stage(settings: Settings) -> Path:
     """The verified local stage tarball to unpack: STAGE4_FILE if set, else the newest stage3."""
     if settings.stage4_file:
         return _stage4(settings)
     return _stage3(settings)
 
 
-def obtain_snapshot(settings: Settings) -> Optional[Path]:
+def snapshot(settings: Settings) -> Optional[Path]:
     """The verified portage snapshot tarball (SNAPSHOT), or None when SNAPSHOT is empty."""
     if not settings.snapshot:
         return None
