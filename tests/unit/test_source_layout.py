@@ -14,8 +14,8 @@ def _readme_library_list() -> list[str]:
     """The names the README's "Layout of the source" lists under ``python/gentoobootstrap/``."""
     text = (REPO / "README.md").read_text()
     section = text.split("\n## Layout of the source\n", 1)[1]
-    block = section.split("- `python/gentoobootstrap/`", 1)[1].split("\n\n", 1)[0]
-    return re.findall(r"^ *- `([^`]+)` — ", block, re.M)
+    block = section.split("- `python/gentoobootstrap/`", 1)[1].split("\n- ", 1)[0]
+    return re.findall(r"^ +- `([^`]+)` — ", block, re.M)
 
 
 def _on_disk() -> list[str]:
