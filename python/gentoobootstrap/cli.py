@@ -13,7 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Callable, Optional
 
-from gentoobootstrap import config, log, mounts, osenv
+from gentoobootstrap import log
+from gentoobootstrap.config import files, osenv
+from gentoobootstrap.disk import mounts
 from gentoobootstrap.errors import GentooBootstrapError, Interrupted, OSEnvError
 from gentoobootstrap.signals import interrupts_as_exceptions
 
@@ -21,11 +23,11 @@ logger = logging.getLogger("gentoobootstrap")
 
 #: OS script → module with ``main(env, settings, argv)``.
 MODULES = {
-    "create": "gentoobootstrap.create",
-    "import": "gentoobootstrap.import_",
-    "export": "gentoobootstrap.export",
-    "rename": "gentoobootstrap.rename",
-    "verify": "gentoobootstrap.verify",
+    "create": "gentoobootstrap.scripts.create",
+    "import": "gentoobootstrap.scripts.import_",
+    "export": "gentoobootstrap.scripts.export",
+    "rename": "gentoobootstrap.scripts.rename",
+    "verify": "gentoobootstrap.scripts.verify",
 }
 
 
@@ -58,7 +60,7 @@ def main(
         if isolate and operation not in MOUNT_NOTHING:
             mounts.private_namespace()
         env = osenv.parse(operation, environ)
-        settings = config.apply_parameters(config.load(env.variant), env.params)
+        settings = files.apply_parameters(files.load(env.variant), env.params)
         if settings.debug and not debug:
             log.setup(True)
         module.main(env, settings, list(argv))

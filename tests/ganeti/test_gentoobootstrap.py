@@ -14,7 +14,7 @@ import re
 import pytest
 from lab import DOMAIN, Guest, Lab, guest_disk, partitions
 
-from gentoobootstrap.parameters import PARAMETERS
+from gentoobootstrap.config.parameters import PARAMETERS
 from support import guesttree, stage
 from support.install import InstalledOS
 

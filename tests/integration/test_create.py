@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap import disks
+from gentoobootstrap.disk import devices
 from support import ganeti_environ, guesttree, osdef, stage
 
 pytestmark = pytest.mark.root
@@ -316,10 +316,10 @@ def test_block_device(
     try:
         status, log = create_case(no_leaks, monkeypatch, lv, built.tarball, capfd, BOOT_SWAP_400)
         assert status == 0, log
-        assert disks.kernel_partitions(lv) == {}, "partitions we added are still known"
+        assert devices.kernel_partitions(lv) == {}, "partitions we added are still known"
         assert slices_of(lv) == []
     finally:
-        disks.detach(lv)
+        devices.detach(lv)
     check_installed(no_leaks, image, BOOT_SWAP_400, built)
 
 
@@ -335,15 +335,15 @@ def test_partition_loop_fallback(
     """Where neither the kernel nor partx can give partitions (dm, DRBD), loop slices do."""
     built = stages["openrc", "xz"]
     image = sparse(no_leaks / "disk.img", 400)
-    monkeypatch.setattr(disks, "_kernel_nodes", lambda device, wanted, stack: None)
+    monkeypatch.setattr(devices, "_kernel_nodes", lambda device, wanted, stack: None)
     sliced = []
-    real_slice = disks._loop_slice
+    real_slice = devices._loop_slice
 
     def recording_slice(device: Path, offset: int, size: int, what: str, *rest):  # type: ignore[no-untyped-def]
         sliced.append((offset, size))
         return real_slice(device, offset, size, what, *rest)
 
-    monkeypatch.setattr(disks, "_loop_slice", recording_slice)
+    monkeypatch.setattr(devices, "_loop_slice", recording_slice)
     status, log = create_case(no_leaks, monkeypatch, image, built.tarball, capfd, BOOT_SWAP_400)
     assert status == 0, log
     assert [size for _, size in sliced][1:] == [64 * MIB, 32 * MIB]
@@ -457,4 +457,4 @@ def test_an_idle_loop_device_of_the_file_is_named(
         assert f"is also attached to {stale}" in log
         assert stale in str(sh.losetup("--list", "--noheadings", "-O", "NAME"))
     finally:
-        disks.detach(Path(stale))
+        devices.detach(Path(stale))

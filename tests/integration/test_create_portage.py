@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from gentoobootstrap import create
-from gentoobootstrap.create import Sources
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import ConfigError
-from gentoobootstrap.install import Mounted
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.scripts import create
+from gentoobootstrap.scripts.create import Sources
+from gentoobootstrap.scripts.install import Mounted
 from support import mounted_context
 from support.mirror import make_tarball
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap.guest import set_hostname
-from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.guest.configure import set_hostname
+from gentoobootstrap.guest.tree import GuestRoot
 from support import ganeti_environ, leaks, osdef, stage
 from support.install import InstalledOS
 

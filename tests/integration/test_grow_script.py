@@ -24,7 +24,8 @@ import pytest
 import sh
 from test_create import Case, create_case, sparse
 
-from gentoobootstrap import disks, grow
+from gentoobootstrap.disk import devices
+from gentoobootstrap.guest import grow
 from support import osdef
 
 pytestmark = pytest.mark.root
@@ -94,9 +95,9 @@ def root_mounted(image: Path, number: int, mountpoint: Path) -> Iterator[tuple[P
     is: the script must find the partition by its device number."""
     mountpoint.mkdir()
     with contextlib.ExitStack() as stack:
-        loop = stack.enter_context(disks.attach(image))
-        _, found = disks.read_table(loop)
-        nodes = stack.enter_context(disks.partitions(loop, found)) if found else {0: loop}
+        loop = stack.enter_context(devices.attach(image))
+        _, found = devices.read_table(loop)
+        nodes = stack.enter_context(devices.partitions(loop, found)) if found else {0: loop}
         root = mountpoint.parent / "root-device"
         os.mknod(root, stat.S_IFBLK | 0o600, os.stat(nodes[number]).st_rdev)
         stack.callback(root.unlink)
@@ -213,8 +214,8 @@ def test_a_root_partition_that_is_not_last_is_left_alone(no_leaks: Path) -> None
     mountpoint = no_leaks / "root"
     mountpoint.mkdir()
     with contextlib.ExitStack() as stack:
-        loop = stack.enter_context(disks.attach(image))
-        nodes = stack.enter_context(disks.partitions(loop, disks.read_table(loop)[1]))
+        loop = stack.enter_context(devices.attach(image))
+        nodes = stack.enter_context(devices.partitions(loop, devices.read_table(loop)[1]))
         sh.Command("mkfs.btrfs")("--quiet", str(nodes[1]))
         sh.mount(str(nodes[1]), str(mountpoint))
         stack.callback(sh.umount, str(mountpoint))

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap import hooks, layout
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.disk import layout
+from gentoobootstrap.guest import hooks
 from support import REPO
 from support.loopdisk import loop_device
 

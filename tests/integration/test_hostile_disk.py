@@ -21,7 +21,7 @@ import pytest
 import sh
 from test_export_import import OS, SOURCE_NAME, Layout, sparse
 
-from gentoobootstrap import disks
+from gentoobootstrap.disk import devices
 from support import canary_state, osdef
 from support.install import GANETI_PATH, InstalledOS
 
@@ -56,10 +56,10 @@ def filesystem(image: Path, label: str, where: Path, *, writable: bool = True) -
     finally:
         sh.umount(str(where))
         # mount's loop device is cleared on its last close, which may come a moment later.
-        disks.wait_for(
-            lambda: loop not in disks.loops_of(image),
+        devices.wait_for(
+            lambda: loop not in devices.loops_of(image),
             f"{loop} of {image} to go",
-            disks.RELEASE_TIMEOUT,
+            devices.RELEASE_TIMEOUT,
         )
 
 

@@ -18,9 +18,10 @@ from typing import Callable
 
 import pytest
 
-from gentoobootstrap import create, stages
-from gentoobootstrap.create import Sources
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.scripts import create
+from gentoobootstrap.scripts.create import Sources
+from gentoobootstrap.stages import obtain
 from support import canary_state, ganeti_environ, mounted_context, mounts_under, osdef, stage
 from support.mirror import make_tarball
 
@@ -146,7 +147,7 @@ def test_a_snapshot_lands_where_the_guests_repos_link_leads(
         (inside(tree, repos) / "gentoo/old").mkdir(parents=True)
 
     snapshot = make_tarball(tmp / "snapshot.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
-    monkeypatch.setattr(stages, "obtain_snapshot", lambda settings: snapshot)
+    monkeypatch.setattr(obtain, "snapshot", lambda settings: snapshot)
     status, log, image = run_create(tmp, monkeypatch, capfd, hostile(tmp, change))
     assert status == 0, log
     with osdef.mounted(image, tmp / "check", fstype="ext4") as root:
@@ -173,7 +174,7 @@ def test_links_to_nothing_in_the_guest_are_one_error(
 ) -> None:
     tmp = canary.parent
     snapshot = make_tarball(tmp / "snapshot.tar.xz", {"gentoo/metadata/timestamp.chk": b"new\n"})
-    monkeypatch.setattr(stages, "obtain_snapshot", lambda settings: snapshot)
+    monkeypatch.setattr(obtain, "snapshot", lambda settings: snapshot)
     status, log, _ = run_create(
         tmp, monkeypatch, capfd, hostile(tmp, lambda tree: link(tree, path, canary / named))
     )

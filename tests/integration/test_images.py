@@ -16,7 +16,7 @@ import sh
 from test_create import INSTALLED, run_create, sparse
 from test_create_faults import create_stuck_in_unpack
 
-from gentoobootstrap import disks
+from gentoobootstrap.disk import devices
 from support import leaks, osdef, stage
 
 pytestmark = pytest.mark.root
@@ -45,7 +45,7 @@ def attached(image: Path, offset: int, size: int) -> Iterator[Path]:
     try:
         yield loop
     finally:
-        disks.detach(loop)
+        devices.detach(loop)
 
 
 def root_of(disk: Path) -> dict[str, int]:
@@ -166,8 +166,8 @@ def reflink_storage(no_leaks: Path) -> Iterator[Path]:
         yield mountpoint
     finally:
         sh.umount(str(mountpoint))
-        disks.wait_for(
-            lambda: loop not in disks.loops_of(backing), f"{loop} to go", disks.RELEASE_TIMEOUT
+        devices.wait_for(
+            lambda: loop not in devices.loops_of(backing), f"{loop} to go", devices.RELEASE_TIMEOUT
         )
 
 

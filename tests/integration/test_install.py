@@ -120,8 +120,8 @@ def test_os_directory_layout(installed_os: InstalledOS) -> None:
 
 
 def test_every_library_module_is_installed(installed_os: InstalledOS) -> None:
-    # Makefile.am installs python/gentoobootstrap/*.py by wildcard; a subpackage would
-    # need an edit there, and this test says so.
+    # Makefile.am installs each package's *.py by wildcard; a new package needs an edit
+    # there, and this test says so.
     def modules(root: Path) -> set[str]:
         return {str(p.relative_to(root)) for p in root.rglob("*.py")}
 
@@ -134,7 +134,8 @@ def test_configured_paths_and_generated_files(installed_os: InstalledOS) -> None
     code = (
         "import json, sys\n"
         f"sys.path.insert(0, {str(installed_os.pylibdir)!r})\n"
-        "from gentoobootstrap import paths, settings, parameters\n"
+        "from gentoobootstrap import paths\n"
+        "from gentoobootstrap.config import parameters, settings\n"
         "print(json.dumps(dict(os_path=str(paths.OS_PATH), defaults=str(paths.DEFAULTS_FILE),"
         " hooks=str(paths.HOOKS_DIR), cache=str(paths.CACHE_DIR),"
         " defaults_text=settings.defaults_file_text(),"

@@ -1,4 +1,4 @@
-"""Loop devices as disks.py sets them up: with autoclear from the start (LO_FLAGS_AUTOCLEAR),
+"""Loop devices as devices.py sets them up: with autoclear from the start (LO_FLAGS_AUTOCLEAR),
 held open while in use, so the kernel frees them when their last user goes — on leaving,
 on a signal during the set-up, or when the process is killed outright."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sh
 
-from gentoobootstrap import disks
+from gentoobootstrap.disk import devices
 from gentoobootstrap.errors import Interrupted
 from support import REPO
 
@@ -35,10 +35,10 @@ def info(loop: Path) -> dict[str, Any]:
 def gone(image: Path) -> None:
     """Wait (bounded) until no loop device is backed by ``image``: the kernel clears one
     asynchronously after its last close."""
-    disks.wait_for(
-        lambda: not disks.loops_of(image),
+    devices.wait_for(
+        lambda: not devices.loops_of(image),
         f"the loop devices of {image} to go",
-        disks.RELEASE_TIMEOUT,
+        devices.RELEASE_TIMEOUT,
     )
 
 
@@ -55,32 +55,32 @@ def test_a_disk_and_its_read_only_slice(
     ioctls: str, image: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if ioctls != "LOOP_CONFIGURE":  # as on kernels before 5.8: an ioctl it does not know
-        monkeypatch.setattr(disks, "LOOP_CONFIGURE", 0x4CFF)
-    with disks.attach(image) as loop:
+        monkeypatch.setattr(devices, "LOOP_CONFIGURE", 0x4CFF)
+    with devices.attach(image) as loop:
         seen = info(loop)
         assert (seen["autoclear"], seen["partscan"], seen["ro"]) == (True, True, False)
         assert seen["back-file"] == str(image)
-        with disks.loop_device(loop, offset=MIB, size=4 * MIB, readonly=True) as part:
+        with devices.loop_device(loop, offset=MIB, size=4 * MIB, readonly=True) as part:
             seen = info(part)
             assert (seen["autoclear"], seen["ro"], seen["offset"], seen["sizelimit"]) == (
                 True, True, MIB, 4 * MIB,
             )  # fmt: skip
-            assert disks.size_of(part) == 4 * MIB
-        assert disks.loops_of(loop) == []
-    assert disks.loops_of(image) == []
+            assert devices.size_of(part) == 4 * MIB
+        assert devices.loops_of(loop) == []
+    assert devices.loops_of(image) == []
 
 
 def test_a_signal_during_the_set_up_leaves_nothing(
     image: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configure = disks._configure
+    configure = devices._configure
 
     def attached_then_signalled(fd: int, file_fd: int, info: bytes) -> None:
         configure(fd, file_fd, info)
         raise Interrupted(15, "SIGTERM")
 
-    monkeypatch.setattr(disks, "_configure", attached_then_signalled)
-    with pytest.raises(Interrupted), disks.attach(image):
+    monkeypatch.setattr(devices, "_configure", attached_then_signalled)
+    with pytest.raises(Interrupted), devices.attach(image):
         pytest.fail("never reached")
     gone(image)
 
@@ -88,8 +88,8 @@ def test_a_signal_during_the_set_up_leaves_nothing(
 KEEPER = """
 import sys
 from pathlib import Path
-from gentoobootstrap import disks
-with disks.attach(Path(sys.argv[1])) as loop:
+from gentoobootstrap.disk import devices
+with devices.attach(Path(sys.argv[1])) as loop:
     print(loop, flush=True)
     sys.stdin.read()
 """
@@ -107,7 +107,7 @@ def test_a_process_killed_outright_leaves_nothing(image: Path) -> None:
         try:
             assert process.stdout is not None
             loop = Path(process.stdout.readline().strip())
-            assert disks.loops_of(image) == [loop]
+            assert devices.loops_of(image) == [loop]
             process.send_signal(signal.SIGKILL)
             assert process.wait(timeout=30) == -signal.SIGKILL
         finally:

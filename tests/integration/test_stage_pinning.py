@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import create, install, osenv
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.config import osenv
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.scripts import create, install
 from support import ganeti_environ, mounted_context, stage
 from support.mirror import SigningKey, build_mirror, signing_key
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import cache, prefetch, stages, unpack
-from gentoobootstrap.download import DownloadError
 from gentoobootstrap.errors import StageError, ToolNotFoundError, VerificationError
+from gentoobootstrap.scripts import prefetch
+from gentoobootstrap.stages import cache, obtain, unpack
+from gentoobootstrap.stages.download import DownloadError
 from support import REPO
 from support.mirror import (
     STAMP,
@@ -87,8 +88,8 @@ def test_good_stage_is_verified_cached_and_identical(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     with serve(layout.root, requests) as url:
         s = settings(url, tmp_path / "cache", keyring)
-        got = stages.obtain(s)
-        again = stages.obtain(s)
+        got = obtain.stage(s)
+        again = obtain.stage(s)
     assert got == again
     assert got.parent == tmp_path / "cache" / "stage3" / "amd64-openrc"
     assert got.name == f"{STAGE3}.tar.zst"
@@ -112,7 +113,7 @@ def test_tampered_stage_is_refused_and_not_cached(
     data[len(data) // 2] ^= 1
     layout.stage.write_bytes(bytes(data))
     with serve(layout.root) as url, pytest.raises(VerificationError) as e:
-        stages.obtain(settings(url, tmp_path / "cache", keyring))
+        obtain.stage(settings(url, tmp_path / "cache", keyring))
     assert "digest mismatch" in str(e.value)
     assert "\n" not in str(e.value)
     assert_clean(tmp_path / "cache")
@@ -125,7 +126,7 @@ def test_tampered_signature_file_is_refused(
     asc = layout.stage.with_name(layout.stage.name + ".asc")
     asc.write_bytes(foreign_key.detach_sign(layout.stage))
     with serve(layout.root) as url, pytest.raises(VerificationError, match="not in KEYRING"):
-        stages.obtain(settings(url, tmp_path / "cache", keyring))
+        obtain.stage(settings(url, tmp_path / "cache", keyring))
     assert_clean(tmp_path / "cache")
 
 
@@ -134,7 +135,7 @@ def test_foreign_signer_is_refused(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, foreign_key)
     with serve(layout.root, requests) as url, pytest.raises(VerificationError) as e:
-        stages.obtain(settings(url, tmp_path / "cache", keyring))
+        obtain.stage(settings(url, tmp_path / "cache", keyring))
     assert "latest-stage3-amd64-openrc.txt: refused" in str(e.value)
     assert "not in KEYRING" in str(e.value)
     assert not downloads(requests)  # refused before the big download
@@ -146,7 +147,7 @@ def test_foreign_signed_digests_are_refused(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key, digests_key=foreign_key)
     with serve(layout.root) as url, pytest.raises(VerificationError, match=r"\.DIGESTS: refused"):
-        stages.obtain(settings(url, tmp_path / "cache", keyring))
+        obtain.stage(settings(url, tmp_path / "cache", keyring))
 
 
 def test_unsigned_latest_file_is_accepted_with_a_warning(
@@ -158,7 +159,7 @@ def test_unsigned_latest_file_is_accepted_with_a_warning(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key, sign_latest=False)
     with serve(layout.root) as url:
-        got = stages.obtain(settings(url, tmp_path / "cache", keyring))
+        got = obtain.stage(settings(url, tmp_path / "cache", keyring))
     assert tar_stream(got) == tar_stream(stage)
     assert "is not signed" in caplog.text
 
@@ -172,7 +173,7 @@ def test_digests_with_absolute_paths(
         in layout.stage.with_name(layout.stage.name + ".DIGESTS").read_text()
     )
     with serve(layout.root) as url:
-        got = stages.obtain(settings(url, tmp_path / "cache", keyring))
+        got = obtain.stage(settings(url, tmp_path / "cache", keyring))
     assert tar_stream(got) == tar_stream(stage)
 
 
@@ -180,7 +181,7 @@ def test_mirror_down_without_cache_fails(tmp_path: Path, keyring: Path) -> None:
     with serve(tmp_path) as url:
         pass  # the port is free again: connections are refused
     with pytest.raises(DownloadError, match="cannot download"):
-        stages.obtain(settings(url, tmp_path / "cache", keyring))
+        obtain.stage(settings(url, tmp_path / "cache", keyring))
 
 
 def test_mirror_down_uses_the_cache_with_a_warning(
@@ -193,8 +194,8 @@ def test_mirror_down_uses_the_cache_with_a_warning(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     with serve(layout.root) as url:
         s = settings(url, tmp_path / "cache", keyring, clean_cache=0)  # always asks the mirror
-        got = stages.obtain(s)
-    assert stages.obtain(s) == got
+        got = obtain.stage(s)
+    assert obtain.stage(s) == got
     assert "using the cached" in caplog.text
 
 
@@ -211,23 +212,23 @@ def test_cache_ageing(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     with serve(layout.root, requests) as url:
         s = settings(url, tmp_path / "cache", keyring, clean_cache=14)
-        first = stages.obtain(s)
+        first = obtain.stage(s)
         entry_dir = first.parent
         age(entry_dir, 13)
-        assert stages.obtain(s) == first
+        assert obtain.stage(s) == first
         assert len(requests) == 4  # latest, DIGESTS, .asc, tarball: all from the first obtain
 
         age(entry_dir, 2)  # 15 days: ask the mirror; it still has the same stage
         requests.clear()
-        assert stages.obtain(s) == first
+        assert obtain.stage(s) == first
         assert [r.rsplit("/", 1)[-1] for r in requests] == ["latest-stage3-amd64-openrc.txt"]
-        assert stages.obtain(s) == first  # confirmed: fresh again
+        assert obtain.stage(s) == first  # confirmed: fresh again
         assert len(requests) == 1
 
         newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
         build_mirror(layout.root, newer, key, stamp="20261129T170000Z")
         age(entry_dir, 15)
-        second = stages.obtain(s)
+        second = obtain.stage(s)
         assert second.name == "stage3-amd64-openrc-20261129T170000Z.tar.zst"
         assert tar_stream(second) == tar_stream(newer)
         assert first.exists()  # kept one generation for a create still unpacking it
@@ -235,7 +236,7 @@ def test_cache_ageing(
         newest = make_tarball(tmp_path / "newest.tar.xz", {"etc/newest": b"3\n"})
         build_mirror(layout.root, newest, key, stamp="20261206T170000Z")
         age(entry_dir, 15)
-        third = stages.obtain(s)
+        third = obtain.stage(s)
         assert not first.exists()
         assert second.exists() and third.exists()
         assert sorted(p.name for p in entry_dir.iterdir()) == sorted(
@@ -249,8 +250,8 @@ def test_stronger_verify_does_not_reuse_a_weaker_entry(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     with serve(layout.root, requests) as url:
         s = settings(url, tmp_path / "cache", keyring, verify="checksum")
-        stages.obtain(s)
-        stages.obtain(dataclasses.replace(s, verify="signature"))
+        obtain.stage(s)
+        obtain.stage(dataclasses.replace(s, verify="signature"))
     assert len(downloads(requests)) == 2
 
 
@@ -269,7 +270,7 @@ def test_weaker_verify_modes_skip_signatures_with_a_warning(
     """A stage signed by a key not in KEYRING is taken, with a warning, when VERIFY says so."""
     layout = build_mirror(tmp_path / "mirror", stage, foreign_key)
     with serve(layout.root) as url:
-        got = stages.obtain(settings(url, tmp_path / "cache", keyring, verify=verify))
+        got = obtain.stage(settings(url, tmp_path / "cache", keyring, verify=verify))
     assert tar_stream(got) == tar_stream(stage)
     assert any(r.levelno == logging.WARNING and warning in r.message for r in caplog.records)
 
@@ -280,13 +281,13 @@ def test_checksum_mode_still_refuses_a_tampered_stage(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     layout.stage.write_bytes(layout.stage.read_bytes() + b"\0")
     with serve(layout.root) as url, pytest.raises(VerificationError, match="mismatch"):
-        stages.obtain(settings(url, tmp_path / "cache", keyring, verify="checksum"))
+        obtain.stage(settings(url, tmp_path / "cache", keyring, verify="checksum"))
     assert_clean(tmp_path / "cache")
 
 
 def test_file_mirror(tmp_path: Path, key: SigningKey, stage: Path, keyring: Path) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key)
-    got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    got = obtain.stage(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     assert tar_stream(got) == tar_stream(stage)
 
 
@@ -296,7 +297,7 @@ def test_broken_transfer_resumes(
     layout = build_mirror(tmp_path / "mirror", stage, key)
     path = f"/releases/amd64/autobuilds/{layout.relative}"
     with serve(layout.root, requests, faults={path: 50_000}) as url:
-        got = stages.obtain(settings(url, tmp_path / "cache", keyring))
+        got = obtain.stage(settings(url, tmp_path / "cache", keyring))
     assert tar_stream(got) == tar_stream(stage)
     assert downloads(requests) == [path, path]
 
@@ -304,13 +305,14 @@ def test_broken_transfer_resumes(
 CHILD = """
 import dataclasses, json, sys
 from pathlib import Path
-from gentoobootstrap import log, stages
-from gentoobootstrap.settings import Settings
+from gentoobootstrap import log
+from gentoobootstrap.stages import obtain
+from gentoobootstrap.config.settings import Settings
 log.setup()
 args = json.loads(sys.argv[1])
 s = dataclasses.replace(Settings(), mirror=args["mirror"], arch="amd64",
                         cache_dir=Path(args["cache"]), keyring=Path(args["keyring"]))
-print(stages.obtain(s))
+print(obtain.stage(s))
 """
 
 
@@ -341,13 +343,13 @@ def test_stage4_local_file(tmp_path: Path) -> None:
     # Nothing beside it to check a signature of: no KEYRING needed.
     absent = tmp_path / "no-keyring.asc"
     s = settings("http://127.0.0.1:9", tmp_path / "cache", absent, stage4_file=str(stage4))
-    got = stages.obtain(s)
+    got = obtain.stage(s)
     assert got.parent.parent == tmp_path / "cache" / "stage4"  # a private copy
     assert got.read_bytes() == stage4.read_bytes()  # as it is: no recompression
     assert cache.recorded_member_count(got, tmp_path / "cache") == 1
-    assert stages.obtain(s) == got
+    assert obtain.stage(s) == got
     make_tarball(stage4, {"boot/vmlinuz": b"kernel 2"})  # rebuilt: copied again
-    again = stages.obtain(s)
+    again = obtain.stage(s)
     assert again == got and again.read_bytes() == stage4.read_bytes()
 
 
@@ -356,11 +358,11 @@ def test_stage4_local_file_checked_against_its_digests(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key)
     s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(layout.stage))
-    got = stages.obtain(s)
+    got = obtain.stage(s)
     assert got.read_bytes() == layout.stage.read_bytes()
     layout.stage.write_bytes(layout.stage.read_bytes() + b"\0")
     with pytest.raises(VerificationError, match="mismatch"):
-        stages.obtain(s)
+        obtain.stage(s)
 
 
 def test_stage4_local_file_must_be_a_regular_file(tmp_path: Path, keyring: Path) -> None:
@@ -368,7 +370,7 @@ def test_stage4_local_file_must_be_a_regular_file(tmp_path: Path, keyring: Path)
     os.mkfifo(fifo)  # opening it for reading must not wait for a writer
     s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(fifo))
     with pytest.raises(StageError, match=r"^STAGE4_FILE: .* is not a file$"):
-        stages.obtain(s)
+        obtain.stage(s)
 
 
 def test_meta_json_beside_a_local_stage4_proves_nothing(tmp_path: Path, keyring: Path) -> None:
@@ -381,7 +383,7 @@ def test_meta_json_beside_a_local_stage4_proves_nothing(tmp_path: Path, keyring:
     assert cache.recorded_member_count(evil, tmp_path / "cache") is None
     s = settings("http://127.0.0.1:9", tmp_path / "cache", keyring, stage4_file=str(evil))
     with pytest.raises(StageError, match="outside the target"):
-        stages.obtain(s)
+        obtain.stage(s)
     assert_clean(tmp_path / "cache")
 
 
@@ -396,9 +398,9 @@ def test_stage4_url(
             keyring,
             stage4_file=f"{url}/{layout.stage.relative_to(layout.root)}",
         )
-        got = stages.obtain(s)
+        got = obtain.stage(s)
         assert tar_stream(got) == tar_stream(stage)
-        assert stages.obtain(s) == got
+        assert obtain.stage(s) == got
     assert len(downloads(requests)) == 1
     assert got.parent.parent.name == "stage4"
 
@@ -411,8 +413,8 @@ def test_stage4_url_without_signature_needs_verify_off(
     with serve(tmp_path / "www") as url:
         s = settings(url, tmp_path / "cache", keyring, stage4_file=f"{url}/stage4.tar.xz")
         with pytest.raises(VerificationError, match="no signature"):
-            stages.obtain(s)
-        got = stages.obtain(dataclasses.replace(s, verify="none"))
+            obtain.stage(s)
+        got = obtain.stage(dataclasses.replace(s, verify="none"))
     assert tar_stream(got) == tar_stream(stage4)
     assert "NOT verified" in caplog.text
 
@@ -422,7 +424,7 @@ def test_stage4_missing_without_catalyst_spec(tmp_path: Path, keyring: Path) -> 
         "http://127.0.0.1:9", tmp_path / "c", keyring, stage4_file=str(tmp_path / "no.tar.xz")
     )
     with pytest.raises(StageError, match="set CATALYST_SPEC"):
-        stages.obtain(s)
+        obtain.stage(s)
 
 
 def test_catalyst_missing(tmp_path: Path, keyring: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -438,7 +440,7 @@ def test_catalyst_missing(tmp_path: Path, keyring: Path, monkeypatch: pytest.Mon
         catalyst_spec=spec,
     )
     with pytest.raises(ToolNotFoundError, match="catalyst not found: install dev-util/catalyst"):
-        stages.obtain(s)
+        obtain.stage(s)
 
 
 def test_catalyst_builds_the_stage4_once(
@@ -465,9 +467,9 @@ def test_catalyst_builds_the_stage4_once(
         stage4_file=str(target),
         catalyst_spec=spec,
     )
-    got = stages.obtain(s)
+    got = obtain.stage(s)
     assert got.read_bytes() == target.read_bytes()
-    assert stages.obtain(s) == got
+    assert obtain.stage(s) == got
     assert calls.read_text() == f"-f {spec}\n"  # built once
 
 
@@ -485,11 +487,11 @@ def test_snapshot_verified_and_cached(
     layout = build_mirror(tmp_path / "mirror", stage, key, snapshot=snapshot)
     with serve(layout.root, requests) as url:
         s = settings(url, tmp_path / "cache", keyring, snapshot="latest")
-        got = stages.obtain_snapshot(s)
-        assert got is not None and stages.obtain_snapshot(s) == got
+        got = obtain.snapshot(s)
+        assert got is not None and obtain.snapshot(s) == got
     assert tar_stream(got) == tar_stream(snapshot)
     assert len(downloads(requests)) == 1
-    assert stages.obtain_snapshot(dataclasses.replace(s, snapshot="")) is None
+    assert obtain.snapshot(dataclasses.replace(s, snapshot="")) is None
 
 
 def test_snapshot_with_foreign_signature_is_refused(
@@ -505,7 +507,7 @@ def test_snapshot_with_foreign_signature_is_refused(
     gpgsig = layout.snapshot.with_name(layout.snapshot.name + ".gpgsig")
     gpgsig.write_bytes(foreign_key.detach_sign(layout.snapshot))
     with serve(layout.root) as url, pytest.raises(VerificationError, match="not in KEYRING"):
-        stages.obtain_snapshot(settings(url, tmp_path / "cache", keyring, snapshot="latest"))
+        obtain.snapshot(settings(url, tmp_path / "cache", keyring, snapshot="latest"))
     assert_clean(tmp_path / "cache")
 
 
@@ -516,7 +518,7 @@ def test_snapshot_tampered_is_refused(
     assert layout.snapshot is not None
     layout.snapshot.write_bytes(layout.snapshot.read_bytes() + b"\0")
     with serve(layout.root) as url, pytest.raises(VerificationError, match="bad signature"):
-        stages.obtain_snapshot(settings(url, tmp_path / "cache", keyring, snapshot="latest"))
+        obtain.snapshot(settings(url, tmp_path / "cache", keyring, snapshot="latest"))
 
 
 def test_prefetch_fills_lists_and_cleans(
@@ -563,7 +565,7 @@ def test_extracted_stage_matches(
 ) -> None:
     """GNU tar unpacks the cached form to exactly the verified stage's files."""
     layout = build_mirror(tmp_path / "mirror", stage, key)
-    got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    got = obtain.stage(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     (tmp_path / "a").mkdir()
     subprocess.run(["tar", "-xpf", str(got), "-C", str(tmp_path / "a")], check=True)
     with tarfile.open(stage) as tar:
@@ -578,7 +580,7 @@ def test_members_are_checked_once_when_cached(
     tmp_path: Path, key: SigningKey, stage: Path, keyring: Path
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key)
-    got = stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+    got = obtain.stage(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     with tarfile.open(stage) as tar:
         assert cache.recorded_member_count(got, tmp_path / "cache") == len(tar.getmembers())
     assert cache.recorded_member_count(stage, tmp_path / "cache") is None  # not in the cache
@@ -591,7 +593,7 @@ def test_the_unpacked_size_is_recorded_when_cached_and_read_only_there(
     """create sizes the root from meta.json, not by walking the stage; only CACHE_DIR's counts."""
     layout = build_mirror(tmp_path / "mirror", stage, key)
     cache_dir = tmp_path / "cache"
-    got = stages.obtain(settings(layout.root.as_uri(), cache_dir, keyring))
+    got = obtain.stage(settings(layout.root.as_uri(), cache_dir, keyring))
     with lzma.open(stage) as f:
         size = len(f.read())
     assert cache.recorded_unpacked_size(got, cache_dir) == size
@@ -610,7 +612,7 @@ def test_signed_stage_escaping_the_target_is_not_cached(
     evil = make_tarball(tmp_path / "evil.tar.xz", {"etc/ok": b"1", "../../etc/cron.d/x": b"2"})
     layout = build_mirror(tmp_path / "mirror", evil, key)
     with pytest.raises(StageError, match="outside the target") as e:
-        stages.obtain(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
+        obtain.stage(settings(layout.root.as_uri(), tmp_path / "cache", keyring))
     assert str(e.value).startswith(f"{layout.root.as_uri()}/releases/amd64/autobuilds/")
     assert_clean(tmp_path / "cache")
 
@@ -627,12 +629,12 @@ def test_a_replayed_older_release_is_refused(
     layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
     with serve(layout.root, requests) as url:
         s = settings(url, tmp_path / "cache", keyring, clean_cache=0)  # always asks the mirror
-        first = stages.obtain(s)
+        first = obtain.stage(s)
         assert first.name == f"stage3-amd64-openrc-{NEWER}.tar.zst"
         for signed in (True, False):
             build_mirror(layout.root, older, key, stamp=STAMP, sign_latest=signed)
             with pytest.raises(StageError) as e:
-                stages.obtain(s)
+                obtain.stage(s)
             message = str(e.value)
             assert "\n" not in message
             assert "2026-11-22 17:03:59 UTC" in message and "2026-11-29 17:00:00 UTC" in message
@@ -642,14 +644,14 @@ def test_a_replayed_older_release_is_refused(
 
         # The admin asks for it: the older release is installed, and cached.
         allowed = dataclasses.replace(s, allow_older_stage=True)
-        got = stages.obtain(allowed)
+        got = obtain.stage(allowed)
         assert got.name == f"{STAGE3}.tar.zst" and tar_stream(got) == tar_stream(older)
         # Going forward again needs no permission.
         build_mirror(layout.root, newer, key, stamp="20261206T170000Z")
-        assert tar_stream(stages.obtain(s)) == tar_stream(newer)
+        assert tar_stream(obtain.stage(s)) == tar_stream(newer)
 
     # Offline, the cached (newest) one is used, never an older file the entry still keeps.
-    assert stages.obtain(s).name == "stage3-amd64-openrc-20261206T170000Z.tar.zst"
+    assert obtain.stage(s).name == "stage3-amd64-openrc-20261206T170000Z.tar.zst"
 
 
 def test_no_rollback_below_an_entry_a_weaker_verify_passed(
@@ -658,10 +660,10 @@ def test_no_rollback_below_an_entry_a_weaker_verify_passed(
     newer = make_tarball(tmp_path / "newer.tar.xz", {"etc/newer": b"2\n"})
     layout = build_mirror(tmp_path / "mirror", newer, key, stamp=NEWER)
     s = settings(layout.root.as_uri(), tmp_path / "cache", keyring, verify="checksum")
-    stages.obtain(s)
+    obtain.stage(s)
     build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
     with pytest.raises(StageError, match="refusing to roll back"):
-        stages.obtain(dataclasses.replace(s, verify="signature"))
+        obtain.stage(dataclasses.replace(s, verify="signature"))
 
 
 def test_a_replayed_older_latest_snapshot_is_refused(
@@ -674,32 +676,30 @@ def test_a_replayed_older_latest_snapshot_is_refused(
         assert layout.snapshot is not None
         with serve(layout.root, requests) as url:
             s = settings(url, tmp_path / "cache", keyring, snapshot="latest", clean_cache=0)
-            first = stages.obtain_snapshot(s)
+            first = obtain.snapshot(s)
             assert first is not None
             older = make_tarball(tmp_path / "older.tar.xz", {"gentoo/old": b"2025\n"})
             shutil.copyfile(older, layout.snapshot)
             gpgsig = layout.snapshot.with_name(layout.snapshot.name + ".gpgsig")
             gpgsig.write_bytes(key.detach_sign(layout.snapshot, when="20251122T004500"))
             with pytest.raises(StageError) as e:
-                stages.obtain_snapshot(s)
+                obtain.snapshot(s)
             message = str(e.value)
             assert "\n" not in message and "ALLOW_OLDER_STAGE=yes" in message
             assert "a snapshot signed 2025-11-22 00:45:00 UTC, older than the cached one" in message
-            assert (
-                stages.obtain_snapshot(dataclasses.replace(s, mirror="http://127.0.0.1:9")) == first
-            )
+            assert obtain.snapshot(dataclasses.replace(s, mirror="http://127.0.0.1:9")) == first
             assert tar_stream(first) == tar_stream(snapshot)
-            got = stages.obtain_snapshot(dataclasses.replace(s, allow_older_stage=True))
+            got = obtain.snapshot(dataclasses.replace(s, allow_older_stage=True))
             assert got is not None and tar_stream(got) == tar_stream(older)
 
             # VERIFY=none checks no signature: there is no date to compare, and no refusal.
             shutil.copyfile(snapshot, layout.snapshot)
             gpgsig.write_bytes(key.detach_sign(layout.snapshot))
-            forward = stages.obtain_snapshot(s)  # going forward needs no permission
+            forward = obtain.snapshot(s)  # going forward needs no permission
             assert forward is not None and tar_stream(forward) == tar_stream(snapshot)
             shutil.copyfile(older, layout.snapshot)
             gpgsig.write_bytes(key.detach_sign(layout.snapshot, when="20251122T004500"))
-            unchecked = stages.obtain_snapshot(dataclasses.replace(s, verify="none"))
+            unchecked = obtain.snapshot(dataclasses.replace(s, verify="none"))
             assert unchecked is not None and tar_stream(unchecked) == tar_stream(older)
 
 
@@ -723,7 +723,7 @@ def test_a_replayed_release_stops_create_with_one_error_line(
     image = tmp_path / "disk.img"
     image.write_bytes(b"\0" * 2**20)
     with serve(layout.root) as url:
-        stages.obtain(settings(url, cache_dir, keyring))
+        obtain.stage(settings(url, cache_dir, keyring))
         build_mirror(layout.root, make_tarball(tmp_path / "older.tar.xz"), key, stamp=STAMP)
         (conf / "variants" / "default.conf").write_text(
             f'MIRROR="{url}"\nKEYRING="{keyring}"\nCACHE_DIR="{cache_dir}"\n'
@@ -755,9 +755,9 @@ def test_cache_modes_do_not_come_from_the_umask(
     try:
         with serve(layout.root, requests) as url:
             s = settings(url, cache_dir, keyring, snapshot="latest")
-            got = stages.obtain(s)
-            stages.obtain_snapshot(s)
-            stages.obtain(dataclasses.replace(s, stage4_file=str(local)))
+            got = obtain.stage(s)
+            obtain.snapshot(s)
+            obtain.stage(dataclasses.replace(s, stage4_file=str(local)))
     finally:
         os.umask(saved)
     found = modes(tmp_path / "var")
@@ -774,14 +774,14 @@ def test_cache_modes_do_not_come_from_the_umask(
     got.chmod(0o666)
     requests.clear()
     with serve(layout.root, requests) as url:
-        again = stages.obtain(dataclasses.replace(s, mirror=url))
+        again = obtain.stage(dataclasses.replace(s, mirror=url))
     assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
     assert oct(entry_dir.stat().st_mode & 0o7777) == "0o755"
     assert oct(again.stat().st_mode & 0o7777) == "0o644"
     (entry_dir / "meta.json").chmod(0o666)
     requests.clear()
     with serve(layout.root, requests) as url:
-        stages.obtain(dataclasses.replace(s, mirror=url))
+        obtain.stage(dataclasses.replace(s, mirror=url))
     assert downloads(requests) == [f"/releases/amd64/autobuilds/{layout.relative}"]
     assert oct((entry_dir / "meta.json").stat().st_mode & 0o7777) == "0o644"
 
@@ -791,9 +791,9 @@ def test_cache_metadata_naming_a_file_outside_its_entry_is_ignored(
 ) -> None:
     layout = build_mirror(tmp_path / "mirror", stage, key)
     s = settings(layout.root.as_uri(), tmp_path / "cache", keyring)
-    got = stages.obtain(s)
+    got = obtain.stage(s)
     meta = json.loads((got.parent / "meta.json").read_text())
     meta["file"] = "../../../mirror/" + layout.relative
     (got.parent / "meta.json").write_text(json.dumps(meta))
     assert cache.Entry(tmp_path / "cache", got.parent).meta is None
-    assert stages.obtain(s) == got
+    assert obtain.stage(s) == got

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import tryit
+from gentoobootstrap.scripts import tryit
 from support import osdef, stage
 from support.install import InstalledOS
 

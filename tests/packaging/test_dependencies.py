@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 from pkgbuild import EBUILD_DIR, REPO, gentoo_package_exists, gentoo_tree, missing, release_ebuild
 
-from gentoobootstrap import filesystems, runner, unpack
+from gentoobootstrap import runner
+from gentoobootstrap.disk import filesystems
+from gentoobootstrap.stages import unpack
+from support import LIBRARY
 
-LIBRARY = REPO / "python" / "gentoobootstrap"
 #: Where Ganeti's node daemon finds programs (the tools are installed in CI).
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LIVE_EBUILD = EBUILD_DIR / f"{EBUILD_DIR.name}-9999.ebuild"
@@ -57,7 +59,7 @@ def tools_run_by_the_library() -> set[str]:
     program on the node (``["tar", ...]``), every command of the filesystems' and the
     compressions' tables, and every name given to find_tool/have_tool."""
     tools: set[str] = set()
-    for module in LIBRARY.glob("*.py"):
+    for module in LIBRARY.rglob("*.py"):
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
             if isinstance(node, ast.List) and node.elts:
                 first = node.elts[0]

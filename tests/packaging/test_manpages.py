@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from pkgbuild import copy_source, require
 
-from gentoobootstrap import hooks, manpages, parameters, prefetch, settings, tryit
+from gentoobootstrap.config import parameters, settings
+from gentoobootstrap.docs import manpages
+from gentoobootstrap.guest import hooks
+from gentoobootstrap.scripts import prefetch, tryit
 from support.install import run_step
 
 PREFIX = "/usr"

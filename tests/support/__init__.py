@@ -10,13 +10,22 @@ from typing import Any
 
 import sh
 
-from gentoobootstrap import layout
-from gentoobootstrap.install import Mounted
-from gentoobootstrap.layout import Layout
-from gentoobootstrap.osenv import OSEnv
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.config.osenv import OSEnv
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.disk import layout
+from gentoobootstrap.disk.layout import Layout
+from gentoobootstrap.scripts.install import Mounted
 
 REPO = Path(__file__).resolve().parents[2]
+LIBRARY = REPO / "python" / "gentoobootstrap"
+
+
+def library_modules() -> dict[str, Path]:
+    """Every module of the library by its name inside the package (``disk.layout``)."""
+    return {
+        ".".join(path.relative_to(LIBRARY).with_suffix("").parts): path
+        for path in sorted(LIBRARY.rglob("*.py"))
+    }
 
 
 def loop_devices_of(under: Path) -> list[str]:

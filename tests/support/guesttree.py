@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from gentoobootstrap import grow
+from gentoobootstrap.guest import grow
 
 INITTAB = """\
 # /etc/inittab:  This file describes how the INIT process should set up

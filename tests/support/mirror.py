@@ -257,7 +257,7 @@ def serve(
 
 def settings(mirror: str, cache_dir: Path, keyring: Path, **changes: Any) -> Any:
     """Settings for the test mirror (the defaults otherwise)."""
-    from gentoobootstrap.settings import Settings
+    from gentoobootstrap.config.settings import Settings
 
     return dataclasses.replace(
         Settings(), mirror=mirror, cache_dir=cache_dir, keyring=keyring, arch="amd64", **changes

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import sh
 
-from gentoobootstrap import cli, disks, paths
+from gentoobootstrap import cli, paths
+from gentoobootstrap.disk import devices
 
 
 def configure(confdir: Path, **settings: object) -> Path:
@@ -99,10 +100,10 @@ def mounted(
     finally:
         sh.umount(str(where))
         # mount's loop device is cleared on its last close, which may come a moment later.
-        disks.wait_for(
-            lambda: loop not in disks.loops_of(image),
+        devices.wait_for(
+            lambda: loop not in devices.loops_of(image),
             f"{loop} of {image} to go",
-            disks.RELEASE_TIMEOUT,
+            devices.RELEASE_TIMEOUT,
         )
 
 

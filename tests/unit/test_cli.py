@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gentoobootstrap import cli, paths
+from gentoobootstrap.config.osenv import OSEnv
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import DiskError, Interrupted
-from gentoobootstrap.osenv import OSEnv
-from gentoobootstrap.settings import Settings
 from support import ganeti_environ
 
 
@@ -101,7 +101,7 @@ def fail_with(exception: BaseException):  # type: ignore[no-untyped-def]
 def test_library_error_becomes_exit_1_and_the_last_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gentoobootstrap import create
+    from gentoobootstrap.scripts import create
 
     monkeypatch.setattr(create, "main", fail_with(DiskError("disk is too small: 10 MiB")))
     assert cli.main("create", [], ganeti_environ(tmp_path / "disk"), isolate=False) == 1
@@ -111,7 +111,7 @@ def test_library_error_becomes_exit_1_and_the_last_line(
 def test_unexpected_errors_keep_their_traceback(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gentoobootstrap import create
+    from gentoobootstrap.scripts import create
 
     monkeypatch.setattr(create, "main", fail_with(ZeroDivisionError("bug")))
     with pytest.raises(ZeroDivisionError):
@@ -121,7 +121,7 @@ def test_unexpected_errors_keep_their_traceback(
 def test_interrupted_exits_128_plus_signal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gentoobootstrap import create
+    from gentoobootstrap.scripts import create
 
     monkeypatch.setattr(create, "main", fail_with(Interrupted(signal.SIGTERM, "SIGTERM")))
     assert (
@@ -134,7 +134,7 @@ def test_interrupted_exits_128_plus_signal(
 def test_a_real_sigterm_unwinds_and_handlers_are_restored(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gentoobootstrap import create
+    from gentoobootstrap.scripts import create
 
     released = []
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import config
+from gentoobootstrap.config import files
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import ConfigError
-from gentoobootstrap.settings import Settings
 
 
 class Layout:
@@ -31,7 +31,7 @@ class Layout:
         return conf
 
     def load(self, variant: str = "default") -> Settings:
-        return config.load(
+        return files.load(
             variant,
             defaults_file=self.defaults,
             variants_dir=self.variants_dir,
@@ -181,19 +181,19 @@ def test_variant_names_that_are_not_plain_names_are_refused(layout: Layout, name
 
 
 def test_parameters_override_settings() -> None:
-    settings = config.apply_parameters(
+    settings = files.apply_parameters(
         Settings(), {"filesystem": "xfs", "ssh_key": "ssh-ed25519 AAAA"}
     )
     assert settings.filesystem == "xfs"
-    assert config.apply_parameters(settings, {}) is settings
+    assert files.apply_parameters(settings, {}) is settings
 
 
 def test_node_arch_maps_machine_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config.platform, "machine", lambda: "aarch64")
-    assert config.node_arch() == "arm64"
-    monkeypatch.setattr(config.platform, "machine", lambda: "pdp11")
+    monkeypatch.setattr(files.platform, "machine", lambda: "aarch64")
+    assert files.node_arch() == "arm64"
+    monkeypatch.setattr(files.platform, "machine", lambda: "pdp11")
     with pytest.raises(ConfigError, match="ARCH: cannot map"):
-        config.node_arch()
+        files.node_arch()
 
 
 def test_explicit_arch_is_kept(layout: Layout) -> None:

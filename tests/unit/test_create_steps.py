@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 import pytest
 
-from gentoobootstrap import create, import_, install, osenv
+from gentoobootstrap.config import osenv
+from gentoobootstrap.config.osenv import OSEnv
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import DiskError, Interrupted, OSEnvError
-from gentoobootstrap.install import Attached, Install
-from gentoobootstrap.osenv import OSEnv
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.scripts import create, import_, install
+from gentoobootstrap.scripts.install import Attached, Install
 from support import ganeti_environ
 
 
@@ -135,7 +136,7 @@ def test_boot_type_uefi_needs_an_esp_before_the_disk_is_touched(  # type: ignore
     env = osenv.parse("create", ganeti_environ(image, INSTANCE_HV_boot_type="uefi"))
     settings = dataclasses.replace(Settings(), partition_style=style)
     ctx = Attached(env, settings, contextlib.ExitStack(), image, None, disk=image)
-    monkeypatch.setattr(install.disks, "size_of", lambda disk: 4 << 30)
+    monkeypatch.setattr(install.devices, "size_of", lambda disk: 4 << 30)
     caplog.set_level(logging.INFO)
     if ok:
         install.plan_disk(ctx, None)

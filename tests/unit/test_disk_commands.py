@@ -1,4 +1,4 @@
-"""The commands disks, filesystems, mounts and unpack run, with the tools faked."""
+"""The commands devices, filesystems, mounts and unpack run, with the tools faked."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import disks, filesystems, layout, mounts, resources, runner, unpack
+from gentoobootstrap import resources, runner
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.disk import devices, filesystems, layout, mounts
 from gentoobootstrap.errors import (
     CommandError,
     DiskError,
@@ -21,7 +23,7 @@ from gentoobootstrap.errors import (
     StageError,
     ToolNotFoundError,
 )
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.stages import unpack
 
 MIB = layout.MIB
 REAL_FIND_TOOL = runner.find_tool
@@ -38,11 +40,11 @@ def plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def fake_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tools resolve to /fake/NAME; /dev/... paths count as block devices; no loop is busy."""
-    monkeypatch.setattr(disks, "SYS_BLOCK", tmp_path / "sys-block")
+    monkeypatch.setattr(devices, "SYS_BLOCK", tmp_path / "sys-block")
     monkeypatch.setattr(runner, "find_tool", lambda name: f"/fake/{name}")
     monkeypatch.setattr(runner, "have_tool", lambda name: name in ("xz", "zstd", "gzip", "bzip2"))
-    monkeypatch.setattr(disks, "is_block_device", lambda path: str(path).startswith("/dev/"))
-    monkeypatch.setattr(disks, "kernel_partitions", lambda device: {})
+    monkeypatch.setattr(devices, "is_block_device", lambda path: str(path).startswith("/dev/"))
+    monkeypatch.setattr(devices, "kernel_partitions", lambda device: {})
 
 
 @dataclasses.dataclass
@@ -80,15 +82,15 @@ def _is_open(fd: int) -> bool:
 @pytest.fixture
 def loops(monkeypatch: pytest.MonkeyPatch) -> FakeLoops:
     fake = FakeLoops()
-    monkeypatch.setattr(disks, "_new_loop", fake.new)
-    monkeypatch.setattr(disks, "_wait_released", fake.wait)
+    monkeypatch.setattr(devices, "_new_loop", fake.new)
+    monkeypatch.setattr(devices, "_wait_released", fake.wait)
     return fake
 
 
 def test_attach_a_file_on_a_loop_device_and_release_it(loops: FakeLoops, tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"")
-    with disks.attach(image) as device:
+    with devices.attach(image) as device:
         assert device == Path("/dev/loop7")
         assert loops.made == [(str(image), 0, 0, False, True)]  # partition scanning asked
         assert _is_open(loops.fds[0])  # our reference keeps it (autoclear)
@@ -96,7 +98,7 @@ def test_attach_a_file_on_a_loop_device_and_release_it(loops: FakeLoops, tmp_pat
 
 
 def test_a_block_device_is_used_as_is(fp, loops: FakeLoops) -> None:  # type: ignore[no-untyped-def]
-    with disks.attach(Path("/dev/vg/lv")) as device:
+    with devices.attach(Path("/dev/vg/lv")) as device:
         assert device == Path("/dev/vg/lv")
     assert len(fp.calls) == 0 and loops.made == []
 
@@ -110,7 +112,7 @@ def test_a_failing_release_does_not_hide_the_original_error(
     image.write_bytes(b"")
     loops.failure = DiskError("timed out waiting for /dev/loop7 to be released")
     with pytest.raises(DiskError, match="original"), caplog.at_level(logging.ERROR):  # noqa: SIM117
-        with disks.attach(image, readonly=True):
+        with devices.attach(image, readonly=True):
             raise DiskError("original")
     assert "could not release loop7" in caplog.text
     assert loops.made[0][3] is True and loops.all_closed()
@@ -120,7 +122,7 @@ def test_a_failing_release_after_success_is_an_error(loops: FakeLoops, tmp_path:
     image = tmp_path / "disk.img"
     image.write_bytes(b"")
     loops.failure = DiskError("timed out waiting for /dev/loop7 to be released")
-    with pytest.raises(DiskError, match="timed out"), disks.attach(image):
+    with pytest.raises(DiskError, match="timed out"), devices.attach(image):
         pass
     assert loops.all_closed()
 
@@ -141,17 +143,17 @@ def test_write_table_feeds_sfdisk_the_layout(fp, monkeypatch: pytest.MonkeyPatch
         ],
         stdin_callable=fed.append,
     )
-    disks.write_table(Path("/dev/loop7"), plan)
+    devices.write_table(Path("/dev/loop7"), plan)
     assert fed == [plan.sfdisk_script()]
 
 
 def test_wipe_erases_old_partitions_then_the_disk(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(
-        disks, "kernel_partitions", lambda device: {1: (Path("/dev/vda1"), MIB, 10 * MIB)}
+        devices, "kernel_partitions", lambda device: {1: (Path("/dev/vda1"), MIB, 10 * MIB)}
     )
     fp.register(["/fake/wipefs", "--all", "--force", "/dev/vda1"])
     fp.register(["/fake/wipefs", "--all", "--force", "/dev/vda"])
-    disks.wipe(Path("/dev/vda"))
+    devices.wipe(Path("/dev/vda"))
     assert [c[-1] for c in fp.calls] == ["/dev/vda1", "/dev/vda"]
 
 
@@ -161,7 +163,7 @@ def test_partitions_fall_back_to_one_loop_device_each(fp, loops: FakeLoops) -> N
     device = "/dev/drbd0"
     fp.register(["/fake/blockdev", "--rereadpt", device], returncode=22)
     fp.register(["/fake/partx", "--update", device], returncode=1, stderr="partx: failed\n")
-    with disks.partitions(Path(device), wanted, readonly=True) as nodes:
+    with devices.partitions(Path(device), wanted, readonly=True) as nodes:
         assert nodes == {1: Path("/dev/loop7"), 2: Path("/dev/loop8")}
     assert loops.made == [(device, p.start, p.size, True, False) for p in wanted]
     assert loops.released == ["loop8", "loop7"] and loops.all_closed()  # reverse order
@@ -170,7 +172,7 @@ def test_partitions_fall_back_to_one_loop_device_each(fp, loops: FakeLoops) -> N
 def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     wanted = layout.plan(Settings(), 1024 * MIB).partitions
     state: dict[int, tuple[Path, int, int]] = {}
-    monkeypatch.setattr(disks, "kernel_partitions", lambda device: dict(state))
+    monkeypatch.setattr(devices, "kernel_partitions", lambda device: dict(state))
     fp.register(["/fake/blockdev", "--rereadpt", "/dev/loop3"])
 
     def add(process) -> None:  # type: ignore[no-untyped-def]
@@ -178,7 +180,7 @@ def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.M
 
     fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
     fp.register(["/fake/partx", "--delete", "/dev/loop3"])
-    with disks.partitions(Path("/dev/loop3"), wanted) as nodes:
+    with devices.partitions(Path("/dev/loop3"), wanted) as nodes:
         assert nodes == {1: Path("/dev/loop3p1")}
         assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 0
     assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 1
@@ -187,8 +189,8 @@ def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.M
 def test_partitions_the_kernel_found_are_used_and_left(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     wanted = layout.plan(Settings(), 1024 * MIB).partitions
     known = {1: (Path("/dev/vda1"), wanted[0].start, wanted[0].size)}
-    monkeypatch.setattr(disks, "kernel_partitions", lambda device: known)
-    with disks.partitions(Path("/dev/vda"), wanted) as nodes:
+    monkeypatch.setattr(devices, "kernel_partitions", lambda device: known)
+    with devices.partitions(Path("/dev/vda"), wanted) as nodes:
         assert nodes == {1: Path("/dev/vda1")}
     assert len(fp.calls) == 0
 
@@ -431,7 +433,7 @@ def test_an_interrupted_release_is_finished_then_the_interrupt_goes_on(caplog) -
 
 def test_detach_waits_until_the_loop_device_is_free(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """losetup --detach of a device still open only marks it; the last close frees it."""
-    backing = disks.SYS_BLOCK / "loop7" / "loop" / "backing_file"
+    backing = devices.SYS_BLOCK / "loop7" / "loop" / "backing_file"
     backing.parent.mkdir(parents=True)
     backing.write_text("/images/disk.img\n")
     pauses = []
@@ -441,9 +443,9 @@ def test_detach_waits_until_the_loop_device_is_free(fp, monkeypatch: pytest.Monk
         if len(pauses) == 2:  # the last user closes it
             backing.unlink()
 
-    monkeypatch.setattr(disks.time, "sleep", pause)
+    monkeypatch.setattr(devices.time, "sleep", pause)
     fp.register(["/fake/losetup", "--detach", "/dev/loop7"])
-    disks.detach(Path("/dev/loop7"))
+    devices.detach(Path("/dev/loop7"))
     assert len(pauses) == 2 and not backing.exists()
 
 

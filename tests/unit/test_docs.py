@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import config, docs, parameters, settings
-from gentoobootstrap.settings import DECLARATIONS, Settings
+from gentoobootstrap.config import files, parameters, settings
+from gentoobootstrap.config.settings import DECLARATIONS, Settings
+from gentoobootstrap.docs import generate
 from support import REPO
 
 README = REPO / "README.md"
@@ -23,19 +24,19 @@ FIXED_NAMES = [
 
 
 def test_readme_reference_tables_are_current() -> None:
-    found = docs.readme_sections(README.read_text())
-    assert set(found) == set(docs.README_SECTIONS), "README lacks a marked section"
-    for name, generate in docs.README_SECTIONS.items():
-        assert found[name] == generate() + "\n", f"run 'make readme': {name} is out of date"
+    found = generate.readme_sections(README.read_text())
+    assert set(found) == set(generate.README_SECTIONS), "README lacks a marked section"
+    for name, make in generate.README_SECTIONS.items():
+        assert found[name] == make() + "\n", f"run 'make readme': {name} is out of date"
 
 
 def test_readme_update_is_idempotent_and_complete() -> None:
     text = README.read_text()
-    assert docs.update_readme(text) == text
+    assert generate.update_readme(text) == text
     stale = text.replace("| `SWAP` |", "| `SWAPPY` |")
-    assert docs.update_readme(stale) == text
+    assert generate.update_readme(stale) == text
     with pytest.raises(ValueError, match="settings-reference"):
-        docs.update_readme("# no markers\n")
+        generate.update_readme("# no markers\n")
 
 
 def test_readme_has_the_sections_other_work_fills() -> None:
@@ -56,7 +57,7 @@ def test_readme_has_the_sections_other_work_fills() -> None:
 
 
 def test_readme_table_shows_every_setting_with_symbolic_paths() -> None:
-    table = docs.settings_table()
+    table = generate.settings_table()
     for key in DECLARATIONS:
         assert f"| `{key}` |" in table
     assert "`$localstatedir/cache/ganeti-instance-gentoobootstrap`" in table
@@ -76,37 +77,37 @@ def test_every_setting_has_help_and_a_valid_default() -> None:
 
 
 def test_defaults_file_documents_every_setting(tmp_path: Path) -> None:
-    text = docs.FILES["defaults"]()
+    text = generate.FILES["defaults"]()
     assert text == settings.defaults_file_text()
     defaults = tmp_path / "defaults"
     defaults.write_text(text)
-    assert config.read_file(defaults) == {}  # all commented out
+    assert files.read_file(defaults) == {}  # all commented out
     for key in DECLARATIONS:
         assert f'\n#{key}="' in text
 
 
 def test_uncommented_defaults_file_gives_the_built_in_defaults(tmp_path: Path) -> None:
-    lines = docs.FILES["defaults"]().splitlines()
+    lines = generate.FILES["defaults"]().splitlines()
     assignments = [line[1:] for line in lines if re.match(r'#[A-Z0-9_]+="', line)]
     defaults = tmp_path / "defaults"
     defaults.write_text("\n".join(assignments) + "\n")
-    assert config.parse(config.read_file(defaults), defaults) == Settings()
+    assert files.parse(files.read_file(defaults), defaults) == Settings()
 
 
 def test_ganeti_api_version_is_one_integer_a_line() -> None:
-    assert docs.FILES["ganeti_api_version"]() == "20\n15\n10\n"
+    assert generate.FILES["ganeti_api_version"]() == "20\n15\n10\n"
 
 
 def test_parameters_list_and_variants_list() -> None:
-    assert docs.FILES["parameters.list"]() == parameters.parameters_list_text()
-    assert docs.FILES["variants.list"]().splitlines() == ["default"]
+    assert generate.FILES["parameters.list"]() == parameters.parameters_list_text()
+    assert generate.FILES["variants.list"]().splitlines() == ["default"]
 
 
 @pytest.mark.parametrize(
     "conf", sorted((EXAMPLES / "variants").glob("*.conf")), ids=lambda p: p.name
 )
 def test_example_variants_are_valid(conf: Path) -> None:
-    config.parse(config.read_file(conf), conf)
+    files.parse(files.read_file(conf), conf)
 
 
 def test_the_default_variant_is_shipped() -> None:
@@ -114,11 +115,11 @@ def test_the_default_variant_is_shipped() -> None:
 
 
 def test_docs_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert docs.main(["ganeti_api_version"]) == 0
+    assert generate.main(["ganeti_api_version"]) == 0
     assert capsys.readouterr().out == "20\n15\n10\n"
     readme = tmp_path / "README.md"
     readme.write_text(README.read_text().replace("| `SWAP` |", "| `OLD` |"))
-    assert docs.main(["readme-update", str(readme)]) == 0
+    assert generate.main(["readme-update", str(readme)]) == 0
     assert readme.read_text() == README.read_text()
-    assert docs.main(["nonsense"]) == 2
+    assert generate.main(["nonsense"]) == 2
     assert "usage:" in capsys.readouterr().err

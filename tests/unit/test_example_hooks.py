@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import hooks
 from gentoobootstrap.errors import HookError
+from gentoobootstrap.guest import hooks
 from support import REPO
 from support.guesttree import HOSTS, TREES, openrc_tree
 from support.logs import plain_logging  # noqa: F401 (autouse)

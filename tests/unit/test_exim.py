@@ -14,13 +14,16 @@ from typing import Any
 
 import pytest
 
-from gentoobootstrap import fstab, import_, install, layout, osenv, rename, runner, stream
+from gentoobootstrap import runner
+from gentoobootstrap.config import osenv
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.disk import fstab, layout, stream
+from gentoobootstrap.disk.filesystems import fstab_entry
 from gentoobootstrap.errors import StreamError, ToolNotFoundError
-from gentoobootstrap.filesystems import fstab_entry
-from gentoobootstrap.guest import set_hostname
-from gentoobootstrap.guestroot import GuestRoot
-from gentoobootstrap.install import Mounted
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.guest.configure import set_hostname
+from gentoobootstrap.guest.tree import GuestRoot
+from gentoobootstrap.scripts import import_, install, rename
+from gentoobootstrap.scripts.install import Mounted
 from support import ganeti_environ, mounted_context
 
 
@@ -409,7 +412,7 @@ def test_a_raw_stream_larger_than_the_disk_fails(
 
 
 def test_stdout_carries_only_the_data(capfd: pytest.CaptureFixture[str]) -> None:
-    from gentoobootstrap import export
+    from gentoobootstrap.scripts import export
 
     with export.data_stdout() as out:
         print("a stray line")  # what a careless library might do
@@ -486,16 +489,16 @@ def test_header_values_are_never_logged_raw(
 
 def test_a_guest_fstab_that_is_no_regular_file_is_never_opened(tmp_path: Path) -> None:
     """A FIFO would hang export and rename for good; a link out of the guest finds nothing."""
-    from gentoobootstrap import instancedisk
+    from gentoobootstrap.disk import installed
 
     (tmp_path / "etc").mkdir()
     os.mkfifo(tmp_path / "etc/fstab")
-    assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
+    assert installed._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
     (tmp_path / "etc/fstab").unlink()
     node = tmp_path.parent / f"{tmp_path.name}-node-fstab"
     node.write_text("/dev/vdb1 /boot ext4 defaults 0 2\n")
     (tmp_path / "etc/fstab").symlink_to(node)
-    assert instancedisk._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
+    assert installed._guest_file(GuestRoot(tmp_path), "/etc/fstab") is None
     node.unlink()
 
 

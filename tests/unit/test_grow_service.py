@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from test_guest import enabled, make_ctx
 
-from gentoobootstrap import config, create, grow
-from gentoobootstrap.guestroot import GuestRoot
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.config import files
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.guest import grow
+from gentoobootstrap.guest.tree import GuestRoot
+from gentoobootstrap.scripts import create
 from support.guesttree import GROW_FILES, TREES, openrc_tree, systemd_tree
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
@@ -73,7 +75,7 @@ def test_grow_root_setting_is_yes_unless_turned_off(tmp_path: Path) -> None:
     assert Settings().grow_root is True
     variant = tmp_path / "variant.conf"
     variant.write_text('GROW_ROOT="no"\n')
-    assert config.parse(config.read_file(variant), variant).grow_root is False
+    assert files.parse(files.read_file(variant), variant).grow_root is False
 
 
 @pytest.mark.parametrize("text", [grow.SCRIPT_TEXT, grow.OPENRC_TEXT])

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
-from gentoobootstrap import create, guest, osenv
+from gentoobootstrap.config import osenv
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import ConfigError, GuestError
-from gentoobootstrap.guestroot import GuestRoot
-from gentoobootstrap.install import Mounted
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.guest import configure
+from gentoobootstrap.guest.tree import GuestRoot
+from gentoobootstrap.scripts import create
+from gentoobootstrap.scripts.install import Mounted
 from support import NIC0_NETWORK, canary_state, ganeti_environ, mounted_context
 from support.guesttree import INITTAB, TREES, openrc_tree, systemd_tree
 from support.logs import plain_logging  # noqa: F401 (autouse)
@@ -183,8 +185,8 @@ def test_configure_guest(
 def test_hostname_conf_d_and_a_rename(tmp_path: Path) -> None:
     top = openrc_tree(tmp_path / "root")
     root = GuestRoot(top)
-    guest.set_hostname(root, "old.example.com")
-    guest.set_hostname(root, "new.example.org")
+    configure.set_hostname(root, "old.example.com")
+    configure.set_hostname(root, "new.example.org")
     assert (top / "etc/conf.d/hostname").read_text() == ('# Hostname fallback\nhostname="new"\n')
     hosts = (top / "etc/hosts").read_text()
     assert hosts == (
@@ -196,13 +198,13 @@ def test_hostname_conf_d_and_a_rename(tmp_path: Path) -> None:
 def test_hostname_without_hosts_file(tmp_path: Path) -> None:
     top = systemd_tree(tmp_path / "root")
     (top / "etc/hosts").unlink()
-    guest.set_hostname(GuestRoot(top), "single")
+    configure.set_hostname(GuestRoot(top), "single")
     assert (top / "etc/hosts").read_text() == (
         "127.0.0.1\tlocalhost\n127.0.1.1\tsingle\n::1\t\tlocalhost\n"
     )
     assert not (top / "etc/conf.d").exists()
     (top / "etc/hosts").write_text("::1 localhost\n")
-    guest.set_hostname(GuestRoot(top), "single")
+    configure.set_hostname(GuestRoot(top), "single")
     assert (
         top / "etc/hosts"
     ).read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tsingle\n::1 localhost\n"
@@ -212,7 +214,7 @@ def test_serial_console_with_openrc_init(tmp_path: Path) -> None:
     top = openrc_tree(tmp_path / "root")
     (top / "etc/inittab").unlink()
     (top / "etc/init.d/agetty").write_text("#!/sbin/openrc-run\n")
-    guest.enable_serial_console(GuestRoot(top), "openrc", "ttyS0")
+    configure.enable_serial_console(GuestRoot(top), "openrc", "ttyS0")
     assert os.readlink(top / "etc/init.d/agetty.ttyS0") == "agetty"
     assert os.readlink(top / "etc/runlevels/default/agetty.ttyS0") == "/etc/init.d/agetty.ttyS0"
     assert not (top / "etc/inittab").exists()
@@ -221,11 +223,11 @@ def test_serial_console_with_openrc_init(tmp_path: Path) -> None:
 @pytest.mark.parametrize("init", ["openrc", "systemd"])
 def test_time_zone(tmp_path: Path, init: str) -> None:
     top = TREES[init](tmp_path / "root")
-    guest.set_timezone(GuestRoot(top), "Europe/Berlin")
+    configure.set_timezone(GuestRoot(top), "Europe/Berlin")
     assert os.readlink(top / "etc/localtime") == "../usr/share/zoneinfo/Europe/Berlin"
     assert (top / "etc/timezone").read_text() == "Europe/Berlin\n"
     with pytest.raises(ConfigError, match=r"TIMEZONE: the stage has no zoneinfo file") as e:
-        guest.set_timezone(GuestRoot(top), "Mars/Olympus")
+        configure.set_timezone(GuestRoot(top), "Mars/Olympus")
     assert "Mars" not in str(e.value)  # the value may be an OS parameter: never echoed
 
 
@@ -233,7 +235,7 @@ def test_resolv_conf_replaces_the_stage_link_not_the_node(tmp_path: Path) -> Non
     top = openrc_tree(tmp_path / "root")
     node = tmp_path / "node-resolv.conf"
     node.write_text("search example.com\nnameserver 192.0.2.53\n")
-    guest.copy_resolv_conf(GuestRoot(top), node, tmp_path / "none")
+    configure.copy_resolv_conf(GuestRoot(top), node, tmp_path / "none")
     resolv = top / "etc/resolv.conf"
     assert not resolv.is_symlink()
     assert resolv.read_text() == node.read_text()
@@ -245,11 +247,11 @@ def test_resolv_conf_of_a_local_stub_uses_the_upstream_list(tmp_path: Path) -> N
     stub, upstream = tmp_path / "stub", tmp_path / "upstream"
     stub.write_text("nameserver 127.0.0.53\noptions edns0\n")
     upstream.write_text("nameserver 198.51.100.53\n")
-    guest.copy_resolv_conf(GuestRoot(top), stub, upstream)
+    configure.copy_resolv_conf(GuestRoot(top), stub, upstream)
     assert (top / "etc/resolv.conf").read_text() == "nameserver 198.51.100.53\n"
     upstream.unlink()
     (top / "etc/resolv.conf").unlink()
-    guest.copy_resolv_conf(GuestRoot(top), stub, upstream)
+    configure.copy_resolv_conf(GuestRoot(top), stub, upstream)
     assert not (top / "etc/resolv.conf").exists()
 
 

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import guestroot, initsystem
 from gentoobootstrap.errors import GuestError
-from gentoobootstrap.guestroot import GuestRoot
+from gentoobootstrap.guest import initsystem, tree
+from gentoobootstrap.guest.tree import GuestRoot
 from support import canary_state
 from support.guesttree import openrc_tree, systemd_tree
 
 
 def _openat2_here() -> bool:
     try:
-        os.close(guestroot._openat2(-100, "/", os.O_PATH, guestroot.RESOLVE_IN_ROOT))
+        os.close(tree._openat2(-100, "/", os.O_PATH, tree.RESOLVE_IN_ROOT))
     except OSError:
         return False
     return True
@@ -35,14 +35,14 @@ def _no_openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
 
 @pytest.fixture(autouse=True, params=["openat2", "walk"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(guestroot, "_openat2_works", None)
+    monkeypatch.setattr(tree, "_openat2_works", None)
     if request.param == "openat2" and not _openat2_here():
         pytest.skip("this kernel has no openat2 (or forbids it)")
     if request.param == "walk":
-        monkeypatch.setattr(guestroot, "_openat2", _no_openat2)
+        monkeypatch.setattr(tree, "_openat2", _no_openat2)
     yield request.param
     # The back-end that was meant to answer did (None: the test resolved nothing).
-    assert guestroot._openat2_works in (request.param == "openat2", None)
+    assert tree._openat2_works in (request.param == "openat2", None)
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_only_regular_files_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
         root.read_text("/etc/hostname")
     with pytest.raises(GuestError, match="not a regular file"):
         root.read_text("/etc/hosts.d")
-    monkeypatch.setattr(guestroot, "MAX_TEXT", 9)
+    monkeypatch.setattr(tree, "MAX_TEXT", 9)
     with pytest.raises(GuestError, match="too big"):
         root.read_text("/etc/big")
     with pytest.raises(GuestError, match=r"^cannot write /etc/hosts.d in the guest: Is a dir"):

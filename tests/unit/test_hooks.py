@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from gentoobootstrap import hooks, osenv, processes
+from gentoobootstrap import processes
+from gentoobootstrap.config import osenv
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import HookError
-from gentoobootstrap.install import Mounted
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.guest import hooks
+from gentoobootstrap.scripts.install import Mounted
 from support import ganeti_environ, mounted_context
 from support.logs import plain_logging  # noqa: F401 (autouse)
 

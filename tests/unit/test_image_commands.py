@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import cache, filesystems, images, layout, runner
-from gentoobootstrap.filesystems import ROOT_FILESYSTEMS
+from gentoobootstrap import runner
+from gentoobootstrap.disk import filesystems, images, layout
+from gentoobootstrap.disk.filesystems import ROOT_FILESYSTEMS
+from gentoobootstrap.stages import cache
 
 MIB = layout.MIB
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from gentoobootstrap import fstab, layout
+from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.disk import fstab, layout
 from gentoobootstrap.errors import ConfigError, DiskError, OSEnvError
-from gentoobootstrap.settings import Settings
 
 MIB = layout.MIB
 GIB = 1024 * MIB

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import network
+from gentoobootstrap.config.osenv import Nic
 from gentoobootstrap.errors import OSEnvError
-from gentoobootstrap.network import Interface
-from gentoobootstrap.osenv import Nic
+from gentoobootstrap.guest import network
+from gentoobootstrap.guest.network import Interface
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
 MAC = "aa:00:00:12:34:56"

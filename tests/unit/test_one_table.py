@@ -8,22 +8,24 @@ from pathlib import Path
 
 import pytest
 
-import gentoobootstrap
-from gentoobootstrap import filesystems, parameters, settings, stream, unpack
+from gentoobootstrap.config import parameters, settings
+from gentoobootstrap.disk import filesystems, stream
+from gentoobootstrap.stages import unpack
+from support import library_modules
 
-PACKAGE = Path(gentoobootstrap.__file__).parent
+MODULES = library_modules()
 #: The tables, and the one place each is declared.
 TABLES = {
-    "filesystems.py": set(filesystems.FILESYSTEMS) - {"swap"},  # "swap" is a role as well
-    "unpack.py": set(unpack.COMPRESSIONS),
+    "disk.filesystems": set(filesystems.FILESYSTEMS) - {"swap"},  # "swap" is a role as well
+    "stages.unpack": set(unpack.COMPRESSIONS),
 }
 
 
 #: Names that may stand elsewhere: a choice among the entries, or a tool named like its entry.
 CHOICES = {
-    "layout.py": {"ext4", "vfat"},  # the filesystems of a separate /boot and of the ESP
-    "settings.py": {"ext4"},  # FILESYSTEM's default
-    "runner.py": set(unpack.COMPRESSIONS),  # the decompressors' packages
+    "disk.layout": {"ext4", "vfat"},  # the filesystems of a separate /boot and of the ESP
+    "config.settings": {"ext4"},  # FILESYSTEM's default
+    "runner": set(unpack.COMPRESSIONS),  # the decompressors' packages
 }
 
 
@@ -35,12 +37,12 @@ def _literals(path: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
-def test_no_other_module_names_an_entry_of_a_table(path: Path) -> None:
+@pytest.mark.parametrize("module", MODULES)
+def test_no_other_module_names_an_entry_of_a_table(module: str) -> None:
     for home, names in TABLES.items():
-        if path.name != home:
-            found = _literals(path) & names - CHOICES.get(path.name, set())
-            assert not found, f"{path.name} names {found} of {home}'s table"
+        if module != home:
+            found = _literals(MODULES[module]) & names - CHOICES.get(module, set())
+            assert not found, f"{module} names {found} of {home}'s table"
 
 
 def test_the_filesystem_setting_and_parameter_allow_the_tables_root_filesystems() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import osenv
+from gentoobootstrap.config import osenv
 from gentoobootstrap.errors import OSEnvError, ParameterError
 from support import NIC0_NETWORK, ganeti_environ
 

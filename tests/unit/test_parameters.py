@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gentoobootstrap import parameters
+from gentoobootstrap.config import parameters
 from gentoobootstrap.errors import ParameterError
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@x"

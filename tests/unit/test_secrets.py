@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import config, create, guest, osenv
+from gentoobootstrap.config import files, osenv
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import ParameterError
-from gentoobootstrap.settings import Settings
+from gentoobootstrap.guest import configure
+from gentoobootstrap.scripts import create
 from support import ganeti_environ, mounted_context
 from support.guesttree import TREES
 from support.logs import plain_logging  # noqa: F401 (autouse)
@@ -32,7 +34,7 @@ def test_configuring_a_guest_logs_no_parameter_value(
         OSP_NETWORK="dhcp",
     )
     env = osenv.parse("create", environ)
-    settings = config.apply_parameters(Settings(), env.params)
+    settings = files.apply_parameters(Settings(), env.params)
     ctx = mounted_context(env, settings, TREES[init](tmp_path / "root"))
     caplog.set_level(logging.DEBUG)
 
@@ -50,7 +52,7 @@ def test_configuring_a_guest_logs_no_parameter_value(
 )
 def test_authorized_keys_takes_one_key_line_from_the_parameter(parameter: str) -> None:
     with pytest.raises(ParameterError) as e:
-        guest.authorized_keys(None, parameter)
+        configure.authorized_keys(None, parameter)
     assert str(e.value).startswith("OS parameter 'ssh_key' has a bad value; allowed values:")
     assert "hunter2" not in str(e.value) and "AAAA" not in str(e.value)
-    assert guest.authorized_keys(None, f" {KEY} ") == [KEY]
+    assert configure.authorized_keys(None, f" {KEY} ") == [KEY]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import download, stages
 from gentoobootstrap.errors import StageError
+from gentoobootstrap.stages import download, obtain
 
 SIGNED = """-----BEGIN PGP SIGNED MESSAGE-----
 Hash: SHA512
@@ -25,9 +25,9 @@ iHUEARYKAB0WIQQ=
 
 def test_parse_latest_signed_and_plain() -> None:
     expected = "20261122T170359Z/stage3-amd64-openrc-20261122T170359Z.tar.xz"
-    assert stages.parse_latest(SIGNED) == expected
+    assert obtain.parse_latest(SIGNED) == expected
     plain = "# Latest as of ...\n20261115/stage3-amd64-20261115.tar.bz2 1\n" + expected + " 2\n"
-    assert stages.parse_latest(plain) == expected  # the last one wins
+    assert obtain.parse_latest(plain) == expected  # the last one wins
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_parse_latest_signed_and_plain() -> None:
 )
 def test_parse_latest_refuses(body: str) -> None:
     with pytest.raises(StageError):
-        stages.parse_latest(body)
+        obtain.parse_latest(body)
 
 
 def test_file_url_download_and_missing(tmp_path: Path) -> None:
@@ -111,10 +111,10 @@ def test_progress_is_rate_limited(
     ],
 )
 def test_older_release(name: str, cached: str, older: bool) -> None:
-    assert stages.is_older(name, cached) is older
+    assert obtain.is_older(name, cached) is older
 
 
 def test_release_stamp() -> None:
-    assert stages.release("stage3-amd64-openrc-20261122T170359Z.tar.xz") == ("20261122", "170359")
-    assert stages.release("stage3-amd64-20200101.tar.bz2") == ("20200101", "000000")
-    assert stages.release("gentoo-latest.tar.xz") is None
+    assert obtain.release("stage3-amd64-openrc-20261122T170359Z.tar.xz") == ("20261122", "170359")
+    assert obtain.release("stage3-amd64-20200101.tar.bz2") == ("20200101", "000000")
+    assert obtain.release("gentoo-latest.tar.xz") is None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gentoobootstrap import tryit
 from gentoobootstrap.errors import DiskError, GentooBootstrapError
+from gentoobootstrap.scripts import tryit
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pytest_subprocess import FakeProcess
 
-from gentoobootstrap import verification
 from gentoobootstrap.errors import VerificationError
+from gentoobootstrap.stages import verification
 
 GENTOO = "13EBBDBEDE7A12775DFDB1BABB572E0E2D182910"
 SUBKEY = "534E4209AB49EEE1C19D96162C44695DB9F6043D"

@@ -1,0 +1,1 @@
+"""Configuration: the settings, their files, the OS parameters and the OS environment."""

@@ -1,0 +1,1 @@
+"""The instance disk: its devices, layout, filesystems, mounts, and its export stream."""

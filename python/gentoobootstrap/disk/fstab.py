@@ -1,0 +1,114 @@
+"""Read a guest's /etc/fstab and rewrite the lines of its own disk after an import.
+
+Pure text in, text out: every line that is not about the root filesystem,
+/boot, the EFI system partition (/efi) or the swap of the instance's first disk
+stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+from gentoobootstrap.disk.filesystems import FstabEntry
+from gentoobootstrap.disk.layout import MOUNTPOINTS, Role, first_disk_partition
+
+_BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
+       "/dev/disk/by-partuuid/": "PARTUUID="}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Line:
+    source: str
+    mountpoint: str
+    fstype: str
+    options: str = "defaults"
+    dump: str = "0"
+    passno: str = "0"
+
+
+def parse_line(text: str) -> Optional[Line]:
+    """The entry on ``text``, or None for a comment, a blank or a malformed line."""
+    fields = text.split("#", 1)[0].split() if not text.lstrip().startswith("#") else []
+    if len(fields) < 3:
+        return None
+    return Line(*fields[:6])
+
+
+def lookup(text: str, mountpoint: str) -> Optional[Line]:
+    """The (last, as mount -a would leave it) entry for ``mountpoint``."""
+    found = None
+    for raw in text.splitlines():
+        line = parse_line(raw)
+        if line is not None and line.mountpoint.rstrip("/") == mountpoint.rstrip("/"):
+            found = line
+    return found
+
+
+def normal_source(source: str) -> str:
+    """``/dev/disk/by-uuid/X`` as ``UUID=X`` (and label, partuuid); quotes dropped."""
+    source = source.replace('"', "")
+    for prefix, tag in _BY.items():
+        if source.startswith(prefix):
+            return tag + source[len(prefix) :]
+    return source
+
+
+def _is_old_swap(line: Line, old_sources: Collection[str]) -> bool:
+    source = normal_source(line.source)
+    if old_sources:
+        return source in old_sources
+    # Without the export's list: a swap by UUID, label or on the first disk was the old disk's.
+    # Swap files and other disks' swap stay.
+    return source.startswith(("UUID=", "LABEL=", "PARTUUID=")) or (
+        first_disk_partition(source) is not None
+    )
+
+
+def _render(line: Line) -> str:
+    return "\t".join(
+        [line.source, line.mountpoint, line.fstype, line.options, f"{line.dump} {line.passno}"]
+    )
+
+
+def rewrite(text: str, new: Mapping[Role, FstabEntry], old_sources: Collection[str] = ()) -> str:
+    """``text`` with the entries of root, /boot, the ESP and swap replaced by ``new`` (role ->
+    entry).
+
+    The line for ``/`` and ``/boot`` keeps its options when the filesystem type
+    is unchanged; a role the new disk lacks loses its line (a /boot merged into
+    root must not be mounted from a disk that is gone); a new role is appended.
+    ``old_sources`` (``UUID=...``) name the old disk's swap; other swaps stay.
+    """
+    out: list[str] = []
+    done: set[Role] = set()
+    appended: tuple[Role, ...] = ("root", "boot", "esp", "swap")
+    for raw in text.splitlines():
+        line = parse_line(raw)
+        role: Optional[Role] = None
+        if line is not None:
+            mounts = {path.rstrip("/"): role for role, path in MOUNTPOINTS.items()}
+            if line.mountpoint.startswith("/") and line.mountpoint.rstrip("/") in mounts:
+                role = mounts[line.mountpoint.rstrip("/")]
+            elif line.fstype == "swap" and _is_old_swap(line, old_sources):
+                role = "swap"
+        if role is None or line is None:
+            out.append(raw)
+            continue
+        entry = new.get(role)
+        if entry is None or role in done:
+            continue  # the new disk has no such filesystem (or its line is written already)
+        done.add(role)
+        if role != "swap" and line.fstype == entry.fstype:
+            source = f"UUID={entry.uuid}"
+            out.append(_render(Line(source, *[getattr(line, f) for f in _KEEP])))
+        else:
+            out.append(entry.line())
+    for missing in appended:
+        if missing in new and missing not in done:
+            out.append(new[missing].line())
+    return "\n".join(out) + "\n"
+
+
+_KEEP = ("mountpoint", "fstype", "options", "dump", "passno")

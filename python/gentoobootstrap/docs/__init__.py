@@ -1,0 +1,1 @@
+"""The files and manual pages generated from the declarations at build time."""

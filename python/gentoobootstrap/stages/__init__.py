@@ -1,0 +1,1 @@
+"""Stages and snapshots: downloaded, verified, cached and unpacked."""
