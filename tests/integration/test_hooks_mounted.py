@@ -14,7 +14,7 @@ from gentoobootstrap import processes
 from gentoobootstrap.config import osenv
 from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import HookError
-from gentoobootstrap.guest import hooks
+from gentoobootstrap.scripts import create
 from gentoobootstrap.scripts.install import Mounted
 from support import ganeti_environ, mounted_context, mounts_under
 from support.logs import plain_logging  # noqa: F401 (autouse)
@@ -70,7 +70,7 @@ def test_hooks_chroot_and_leave_a_daemon(
     hook(d, "20-daemon", 'chroot "$TARGET" /bin/sleep 300 </dev/null >/dev/null 2>&1 &\n' + started)
     hook(d, "30-sitter", '(cd "$TARGET/dev" && exec sleep 300 <"$TARGET/dev/ptmx") &\n' + started)
 
-    hooks.run_hooks(make_ctx(tmp_path, mounted))
+    create.run_hooks(make_ctx(tmp_path, mounted))
 
     assert (mounted / "mounts").read_text().split() == [
         f"{mounted}/proc",
@@ -94,6 +94,6 @@ def test_a_failing_hook_releases_everything(mounted: Path, tmp_path: Path) -> No
         d, "10-busy-then-fail", '(cd "$TARGET/proc" && exec sleep 300) & echo broken >&2; exit 1\n'
     )
     with pytest.raises(HookError, match=r"10-busy-then-fail failed with exit status 1: broken"):
-        hooks.run_hooks(make_ctx(tmp_path, mounted))
+        create.run_hooks(make_ctx(tmp_path, mounted))
     assert mounts_under(mounted) == [str(mounted)]
     assert processes.holders(mounted) == []

@@ -95,5 +95,5 @@ def test_os_page_documents_every_setting_parameter_and_path(installed: Path) -> 
 def test_os_page_names_every_variable_a_hook_gets() -> None:
     """Each variable hooks.environment adds besides Ganeti's and the settings' is on the page."""
     page = manpages.os_page()
-    for name, (_, text) in hooks.HOOK_VARIABLES.items():
+    for name, text in hooks.HOOK_VARIABLES.items():
         assert name in page and text.split(" (")[0] in page, name

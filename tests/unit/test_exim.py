@@ -489,7 +489,7 @@ def test_header_values_are_never_logged_raw(
 
 def test_a_guest_fstab_that_is_no_regular_file_is_never_opened(tmp_path: Path) -> None:
     """A FIFO would hang export and rename for good; a link out of the guest finds nothing."""
-    from gentoobootstrap.disk import installed
+    from gentoobootstrap.guest import installed
 
     (tmp_path / "etc").mkdir()
     os.mkfifo(tmp_path / "etc/fstab")

@@ -14,6 +14,7 @@ from gentoobootstrap.config import osenv
 from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.errors import HookError
 from gentoobootstrap.guest import hooks
+from gentoobootstrap.scripts import create
 from gentoobootstrap.scripts.install import Mounted
 from support import ganeti_environ, mounted_context
 from support.logs import plain_logging  # noqa: F401 (autouse)
@@ -67,14 +68,14 @@ def test_run_parts_names_and_order(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 def test_no_hook_directory(tmp_path: Path) -> None:
     assert hooks.find(tmp_path / "none") == []
-    hooks.run_hooks(make_ctx(tmp_path))  # nothing mounted, nothing run
+    create.run_hooks(make_ctx(tmp_path))  # nothing mounted, nothing run
 
 
 def test_environment(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, OSP_SSH_KEY=KEY, NIC_0_IP="192.0.2.10")
     d = tmp_path / "hooks"
     hook(d, "env", 'env > "$TARGET/env"\nif read -r line; then echo input; else echo eof; fi\n')
-    hooks.run_parts(hooks.find(d), hooks.environment(ctx), ctx.target)
+    hooks.run_parts(hooks.find(d), create.hook_environment(ctx), ctx.target)
     env = dict(line.split("=", 1) for line in (tmp_path / "target/env").read_text().splitlines())
     assert env["TARGET"] == str(tmp_path / "target")
     assert env["BLOCKDEV"] == "/dev/loop7"
@@ -223,5 +224,5 @@ def test_a_refused_hook_is_not_run(tmp_path: Path) -> None:
     ran = tmp_path / "ran"
     hook(d, "10-a", f"touch {ran}\n", mode=0o777)
     with pytest.raises(HookError):
-        hooks.run_hooks(make_ctx(tmp_path))
+        create.run_hooks(make_ctx(tmp_path))
     assert not ran.exists()

@@ -1,4 +1,5 @@
-"""The library's packages: the README names each module, and no module imports itself back."""
+"""The library's packages: the README names each module, no module imports itself back, and
+every import points down the layers."""
 
 from __future__ import annotations
 
@@ -106,3 +107,70 @@ def test_the_cycle_check_finds_a_cycle() -> None:
     assert graph["p.b"] == {"p.q", "p.q.c"}
     assert graph["p.q.c"] == {"p.a"}  # p (importing p.q.c's own packages) is no edge
     assert _cycle(graph) == ["p.a", "p.b", "p.q.c", "p.a"]
+
+
+#: The layers, bottom first: a module imports only from its own layer and those below.  The
+#: top-level modules are the basics; the others stand in their package's layer.
+LAYERS = ("basics", "config", "stages", "disk", "guest", "scripts", "docs")
+#: The modules that stand elsewhere.  ``cli``, the OS scripts' entry point, runs them, and the
+#: other programs share its error policy.  ``disk.filesystems`` declares each filesystem:
+#: the FILESYSTEM setting's values are its root filesystems, so it may use the basics only.
+PLACED = {"gentoobootstrap.cli": "scripts", "gentoobootstrap.disk.filesystems": "basics"}
+
+
+def _layer(name: str, placed: dict[str, str]) -> int:
+    """The rank of ``name`` (``gentoobootstrap.disk.layout``) in LAYERS."""
+    parts = name.split(".")
+    package = parts[1] if len(parts) > 1 and parts[1] in LAYERS else "basics"
+    return LAYERS.index(placed.get(name, package))
+
+
+def _upward(graph: dict[str, set[str]], placed: dict[str, str]) -> list[str]:
+    """Each import of ``graph`` that reaches a layer above its module's, as "a -> b".
+
+    A package run on the way to one of its modules is judged as that module: the package's
+    own imports are its own edges.
+    """
+    upward = []
+    for name, targets in sorted(graph.items()):
+        passed = {package for target in targets for package in _ancestors(target)}
+        upward += [
+            f"{name} -> {target}"
+            for target in sorted(targets - passed)
+            if _layer(target, placed) > _layer(name, placed)
+        ]
+    return upward
+
+
+def test_every_import_points_down_the_layers() -> None:
+    known = {_dotted(module) for module in MODULES}
+    graph = {
+        _dotted(module): _imports(path.read_text(), _dotted(module), known)
+        for module, path in MODULES.items()
+    }
+    assert {name.split(".")[1] for name in known if name.count(".") > 1} == set(LAYERS[1:])
+    assert _upward(graph, PLACED) == []
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    known = {"gentoobootstrap", "gentoobootstrap.runner", "gentoobootstrap.cli",
+             "gentoobootstrap.disk", "gentoobootstrap.disk.mounts",
+             "gentoobootstrap.guest", "gentoobootstrap.guest.tree",
+             "gentoobootstrap.scripts", "gentoobootstrap.scripts.create"}  # fmt: skip
+    sources = {
+        "gentoobootstrap.runner": "import os\n",
+        "gentoobootstrap.cli": "from gentoobootstrap.disk import mounts\n",
+        "gentoobootstrap.disk.mounts": "from gentoobootstrap.guest.tree import GuestRoot\n",
+        "gentoobootstrap.guest.tree": "from gentoobootstrap import runner, scripts\n",
+        "gentoobootstrap.scripts.create": "from gentoobootstrap import cli\n",
+    }
+    graph = {name: _imports(source, name, known) for name, source in sources.items()}
+    assert _upward(graph, PLACED) == [
+        "gentoobootstrap.disk.mounts -> gentoobootstrap.guest.tree",
+        "gentoobootstrap.guest.tree -> gentoobootstrap.scripts",  # a package, imported itself
+    ]
+    assert _upward(graph, {}) == [  # the entry point, were it a basic
+        "gentoobootstrap.cli -> gentoobootstrap.disk.mounts",
+        "gentoobootstrap.disk.mounts -> gentoobootstrap.guest.tree",
+        "gentoobootstrap.guest.tree -> gentoobootstrap.scripts",
+    ]

@@ -16,13 +16,12 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import CommandError, Interrupted
-from gentoobootstrap.guest.tree import GuestRoot
 from gentoobootstrap.resources import releasing
 
 log = logging.getLogger(__name__)
@@ -172,14 +171,16 @@ CHROOT_MOUNTS = (("/proc", "proc"), ("/sys", "/sys"), ("/dev", "/dev"), ("/dev/p
 
 
 @contextlib.contextmanager
-def chroot_mounts(target: Path) -> Iterator[None]:
-    """/proc, /sys, /dev and /dev/pts in ``target``, unmounted in reverse order on leaving."""
-    root = GuestRoot(target)
+def chroot_mounts(mkdir: Callable[[str], Path]) -> Iterator[None]:
+    """/proc, /sys, /dev and /dev/pts in a guest tree, unmounted in reverse order on leaving.
+
+    ``mkdir`` (a GuestRoot's) makes a guest directory, resolved inside the guest, and
+    returns the name the kernel gives the directory found: mounted on that, a stage's
+    /dev symlink cannot aim a mount at the node.
+    """
     with contextlib.ExitStack() as stack:
         for guest_path, source in CHROOT_MOUNTS:
-            # Resolved inside the guest, and mounted on the name the kernel gives the directory
-            # found: a stage's /dev symlink cannot aim a mount at the node.
-            where = root.mkdir(guest_path)
+            where = mkdir(guest_path)
             if source == "proc":
                 stack.enter_context(mount("proc", where, fstype="proc"))
             else:

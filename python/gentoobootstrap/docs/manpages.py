@@ -194,7 +194,7 @@ def os_page() -> str:
         ),
         *(
             line
-            for name, (_, text) in hooks.HOOK_VARIABLES.items()
+            for name, text in hooks.HOOK_VARIABLES.items()
             for line in _tagged(f"\\fB{name}\\fR", text)
         ),
         ".PP",

@@ -26,15 +26,17 @@ import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from gentoobootstrap import processes, runner
 from gentoobootstrap.config import settings
+from gentoobootstrap.config.osenv import OSEnv
+from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.disk import mounts
 from gentoobootstrap.errors import CommandError, HookError
+from gentoobootstrap.guest.tree import GuestRoot
 from gentoobootstrap.log import complete_step
 from gentoobootstrap.resources import releasing
-from gentoobootstrap.scripts.install import Mounted
 
 log = logging.getLogger(__name__)
 
@@ -106,35 +108,39 @@ def _value(value: object) -> str:
     return str(value)
 
 
-#: What a hook gets besides Ganeti's variables and the settings: name -> (the context's
-#: field, what it is).
+#: What a hook gets besides Ganeti's variables and the settings: name -> what it is.
 HOOK_VARIABLES = {
-    "TARGET": ("target", "the guest's root filesystem, mounted"),
-    "BLOCKDEV": ("disk", "the instance's disk"),
-    "ROOT_DEV": ("root_dev", "the root filesystem's device"),
-    "BOOT_DEV": ("boot_dev", "the /boot filesystem's device (empty without one)"),
-    "SWAP_DEV": ("swap_dev", "the swap partition's device (empty without one)"),
-    "ESP_DEV": ("esp_dev", "the EFI system partition's device (empty without one)"),
+    "TARGET": "the guest's root filesystem, mounted",
+    "BLOCKDEV": "the instance's disk",
+    "ROOT_DEV": "the root filesystem's device",
+    "BOOT_DEV": "the /boot filesystem's device (empty without one)",
+    "SWAP_DEV": "the swap partition's device (empty without one)",
+    "ESP_DEV": "the EFI system partition's device (empty without one)",
 }
 
 
-def environment(ctx: Mounted[Any]) -> dict[str, str]:
-    """Ganeti's variables, every setting (upper-case, as in the files), and the devices."""
-    env = ctx.env.hook_environment()
+def environment(
+    env: OSEnv, resolved: Settings, places: Mapping[str, Optional[Path]]
+) -> dict[str, str]:
+    """Ganeti's variables, every setting (upper-case, as in the files), and ``places``: a
+    path (None: there is none) for each of HOOK_VARIABLES."""
+    if set(places) != set(HOOK_VARIABLES):
+        raise ValueError(f"hook variables {sorted(places)}, not {sorted(HOOK_VARIABLES)}")
+    out = env.hook_environment()
     for d in settings.declarations():
-        env[d.key] = _value(getattr(ctx.settings, d.field))
-    env.update({name: _value(getattr(ctx, field)) for name, (field, _) in HOOK_VARIABLES.items()})
-    return env
+        out[d.key] = _value(getattr(resolved, d.field))
+    out.update({name: _value(path) for name, path in places.items()})
+    return out
 
 
-def run_hooks(ctx: Mounted[Any]) -> None:
-    """The create step: run CUSTOMIZE_DIR's hooks with the chroot mounts in place."""
-    hooks = find(ctx.settings.customize_dir)
+def run(directory: Path, root: GuestRoot, env: Mapping[str, str]) -> None:
+    """Run ``directory``'s hooks in ``env`` with the chroot mounts in place in ``root``."""
+    hooks = find(directory)
     if not hooks:
-        log.info("hooks: none to run in %s", ctx.settings.customize_dir)
+        log.info("hooks: none to run in %s", directory)
         return
-    with mounts.chroot_mounts(ctx.target):
-        run_parts(hooks, environment(ctx), ctx.target)
+    with mounts.chroot_mounts(root.mkdir):
+        run_parts(hooks, env, root.top)
 
 
 def run_parts(hooks: Sequence[Path], env: Mapping[str, str], target: Path) -> None:

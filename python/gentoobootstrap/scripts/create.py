@@ -171,6 +171,24 @@ def configure_guest(ctx: Mounted[Sources]) -> None:
     configure.configure_guest(ctx.root, ctx.env, ctx.settings)
 
 
+def run_hooks(ctx: Mounted[Sources]) -> None:
+    """CUSTOMIZE_DIR's hooks, in the configured guest (see :mod:`hooks`)."""
+    hooks.run(ctx.settings.customize_dir, ctx.root, hook_environment(ctx))
+
+
+def hook_environment(ctx: Mounted[Sources]) -> dict[str, str]:
+    """What a hook gets: Ganeti's variables, the settings, the disk and its devices."""
+    places = {
+        "TARGET": ctx.target,
+        "BLOCKDEV": ctx.disk,
+        "ROOT_DEV": ctx.root_dev,
+        "BOOT_DEV": ctx.boot_dev,
+        "SWAP_DEV": ctx.swap_dev,
+        "ESP_DEV": ctx.esp_dev,
+    }
+    return hooks.environment(ctx.env, ctx.settings, places)
+
+
 def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
     """Nothing touches the disk before the stage (and snapshot) are verified and checked."""
     with install.session(env, settings, env.first_disk_path) as start:
@@ -189,5 +207,5 @@ def main(env: OSEnv, settings: Settings, argv: list[str]) -> None:
         step(copy_portage_config, mounted)
         step(write_fstab, mounted)
         step(configure_guest, mounted)
-        step(hooks.run_hooks, mounted)  # last: the configured guest, BLOCKDEV, TARGET, devices
+        step(run_hooks, mounted)  # last: the configured guest, BLOCKDEV, TARGET, devices
     logger.info("%s is installed", env.instance_name)

@@ -21,8 +21,9 @@ from typing import Optional
 from gentoobootstrap import log, runner
 from gentoobootstrap.config.osenv import OSEnv
 from gentoobootstrap.config.settings import Settings
-from gentoobootstrap.disk import installed, stream
+from gentoobootstrap.disk import stream
 from gentoobootstrap.errors import OSEnvError, StreamError
+from gentoobootstrap.guest import installed
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ from typing import Optional
 from gentoobootstrap import log
 from gentoobootstrap.config.osenv import OSEnv
 from gentoobootstrap.config.settings import Settings
-from gentoobootstrap.disk import installed
-from gentoobootstrap.guest import configure
+from gentoobootstrap.guest import configure, installed
 from gentoobootstrap.guest.tree import GuestRoot
 
 logger = logging.getLogger(__name__)

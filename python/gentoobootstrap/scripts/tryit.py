@@ -30,9 +30,10 @@ from typing import IO, Optional, TextIO
 
 from gentoobootstrap import paths, runner
 from gentoobootstrap.cli import exit_status
-from gentoobootstrap.disk import devices, filesystems, installed, mounts
+from gentoobootstrap.disk import devices, filesystems, mounts
 from gentoobootstrap.disk.layout import Partition
 from gentoobootstrap.errors import DiskError, GentooBootstrapError
+from gentoobootstrap.guest import installed
 from gentoobootstrap.guest.tree import GuestRoot
 from gentoobootstrap.log import setup as log_setup
 
