@@ -15,7 +15,7 @@ import pytest
 
 from gentoobootstrap import resources, runner
 from gentoobootstrap.config.settings import Settings
-from gentoobootstrap.disk import devices, filesystems, layout, mounts
+from gentoobootstrap.disk import devices, filesystems, fstab, layout, mounts
 from gentoobootstrap.errors import (
     CommandError,
     DiskError,
@@ -243,12 +243,12 @@ def test_no_uuid_is_an_error(fp) -> None:  # type: ignore[no-untyped-def]
 def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
     original = "# /etc/fstab: static file system information.\n#/dev/ROOT / ext4 noatime 0 1\n\n"
     entries = [
-        filesystems.fstab_entry("R", "/", "ext4"),
-        filesystems.fstab_entry("B", "/boot", "ext4"),
-        filesystems.fstab_entry("S", "none", "swap"),
-        filesystems.fstab_entry("1234-ABCD", "/efi", "vfat"),
+        fstab.entry("R", "/", "ext4"),
+        fstab.entry("B", "/boot", "ext4"),
+        fstab.entry("S", "none", "swap"),
+        fstab.entry("1234-ABCD", "/efi", "vfat"),
     ]
-    text = filesystems.fstab_text(entries, original)
+    text = fstab.render(entries, original)
     assert text.startswith("# /etc/fstab: static file system information.\n#/dev/ROOT")
     active = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
     assert active == [
@@ -257,12 +257,12 @@ def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
         ["UUID=S", "none", "swap", "sw", "0", "0"],
         ["UUID=1234-ABCD", "/efi", "vfat", "umask=0077,nofail", "0", "0"],
     ]
-    assert filesystems.fstab_entry("R", "/", "btrfs").passno == 0
+    assert fstab.entry("R", "/", "btrfs").passno == 0
 
 
 def test_the_swap_file_is_named_by_its_path_in_fstab() -> None:
-    entries = [filesystems.fstab_entry("R", "/", "xfs"), filesystems.swap_file_entry()]
-    active = [line for line in filesystems.fstab_text(entries).splitlines() if line[0] != "#"]
+    entries = [fstab.entry("R", "/", "xfs"), fstab.swap_file_entry()]
+    active = [line for line in fstab.render(entries).splitlines() if line[0] != "#"]
     assert active[1] == "/swapfile\tnone\tswap\tsw\t0 0"
 
 

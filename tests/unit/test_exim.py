@@ -18,7 +18,6 @@ from gentoobootstrap import runner
 from gentoobootstrap.config import osenv
 from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.disk import fstab, layout, stream
-from gentoobootstrap.disk.filesystems import fstab_entry
 from gentoobootstrap.errors import StreamError, ToolNotFoundError
 from gentoobootstrap.guest.configure import set_hostname
 from gentoobootstrap.guest.tree import GuestRoot
@@ -225,9 +224,9 @@ tmpfs\t/var/tmp/portage\ttmpfs\tsize=1G\t0 0
 
 def test_rewrite_keeps_the_guests_lines_and_options() -> None:
     new = {
-        "root": fstab_entry("new-root", "/", "ext4"),
-        "boot": fstab_entry("new-boot", "/boot", "ext4"),
-        "swap": fstab_entry("new-swap", "none", "swap"),
+        "root": fstab.entry("new-root", "/", "ext4"),
+        "boot": fstab.entry("new-boot", "/boot", "ext4"),
+        "swap": fstab.entry("new-swap", "none", "swap"),
     }
     text = fstab.rewrite(GUEST_FSTAB, new, {"UUID=old-swap"})
     assert text.splitlines() == [
@@ -243,7 +242,7 @@ def test_rewrite_keeps_the_guests_lines_and_options() -> None:
 
 def test_rewrite_for_another_filesystem_and_layout() -> None:
     """xfs root, no /boot (merged into root), no swap: those lines go, others stay."""
-    text = fstab.rewrite(GUEST_FSTAB, {"root": fstab_entry("new-root", "/", "xfs")})
+    text = fstab.rewrite(GUEST_FSTAB, {"root": fstab.entry("new-root", "/", "xfs")})
     lines = text.splitlines()
     assert lines[1] == "UUID=new-root\t/\txfs\tnoatime\t0 1"
     assert not any("/boot" in line or "old-swap" in line for line in lines)
@@ -255,18 +254,18 @@ def test_rewrite_for_another_filesystem_and_layout() -> None:
 def test_rewrite_appends_roles_the_old_disk_lacked() -> None:
     text = fstab.rewrite(
         "/dev/vda1 / ext4 defaults 0 1\n",
-        {"root": fstab_entry("r", "/", "ext4"), "swap": fstab_entry("s", "none", "swap")},
+        {"root": fstab.entry("r", "/", "ext4"), "swap": fstab.entry("s", "none", "swap")},
     )
     assert text.splitlines() == ["UUID=r\t/\text4\tdefaults\t0 1", "UUID=s\tnone\tswap\tsw\t0 0"]
 
 
 def test_rewrite_gives_the_esp_its_new_uuid_or_drops_it() -> None:
     guest = GUEST_FSTAB + "UUID=OLD-E\t/efi\tvfat\tumask=0077,nofail\t0 0\n"
-    root = fstab_entry("new-root", "/", "ext4")
-    text = fstab.rewrite(guest, {"root": root, "esp": fstab_entry("NEW-E", "/efi", "vfat")})
+    root = fstab.entry("new-root", "/", "ext4")
+    text = fstab.rewrite(guest, {"root": root, "esp": fstab.entry("NEW-E", "/efi", "vfat")})
     assert text.splitlines()[-1] == "UUID=NEW-E\t/efi\tvfat\tumask=0077,nofail\t0 0"
     assert "/efi" not in fstab.rewrite(guest, {"root": root})  # imported onto msdos: no ESP
-    appended = fstab.rewrite(GUEST_FSTAB, {"root": root, "esp": fstab_entry("E", "/efi", "vfat")})
+    appended = fstab.rewrite(GUEST_FSTAB, {"root": root, "esp": fstab.entry("E", "/efi", "vfat")})
     assert appended.splitlines()[-1] == "UUID=E\t/efi\tvfat\tumask=0077,nofail\t0 0"
 
 

@@ -1,9 +1,8 @@
-"""Make filesystems and swap, read their UUIDs, and write fstab lines for them."""
+"""Each filesystem declared once; filesystems and swap made; their UUIDs, types, labels read."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -140,42 +139,3 @@ def label_of(device: Path) -> str:
         ["blkid", "--probe", "--match-tag", "LABEL", "--output", "value", device], check=False
     )
     return str(result.stdout).strip() if result.returncode == 0 else ""
-
-
-@dataclass(frozen=True)
-class FstabEntry:
-    uuid: str
-    mountpoint: str  # "none" for swap
-    fstype: str
-    options: str = "defaults"
-    passno: int = 0
-    path: str = ""  # a file named by its path (the swap file) instead of a UUID
-
-    def line(self) -> str:
-        source = self.path or f"UUID={self.uuid}"
-        return f"{source}\t{self.mountpoint}\t{self.fstype}\t{self.options}\t0 {self.passno}"
-
-
-def fstab_entry(uuid: str, mountpoint: str, fstype: str) -> FstabEntry:
-    """The usual entry: root checked first (pass 1), others after (2), when checked at all."""
-    if fstype == "swap":
-        return FstabEntry(uuid, "none", "swap", "sw", 0)
-    fs = FILESYSTEMS[fstype]
-    passno = (1 if mountpoint == "/" else 2) if fs.checked_at_boot else 0
-    return FstabEntry(uuid, mountpoint, fstype, fs.fstab_options, passno)
-
-
-def swap_file_entry() -> FstabEntry:
-    """The swap file's entry: by its path (a swap file has a UUID, but fstab names files)."""
-    return FstabEntry("", "none", "swap", "sw", 0, path=SWAP_FILE)
-
-
-def fstab_text(entries: Sequence[FstabEntry], original: str = "") -> str:
-    """``original`` fstab (Gentoo ships comments only) without its entries, then ``entries``."""
-    kept = [line for line in original.splitlines() if not line.strip() or line.lstrip()[0] == "#"]
-    while kept and not kept[-1].strip():
-        kept.pop()
-    header = "# <fs>\t\t\t\t\t<mountpoint>\t<type>\t<opts>\t<dump> <pass>"
-    lines = [*kept, "", "# Made by ganeti-instance-gentoobootstrap.", header]
-    lines += [entry.line() for entry in entries]
-    return "\n".join(lines).lstrip("\n") + "\n"

@@ -1,17 +1,19 @@
-"""Read a guest's /etc/fstab and rewrite the lines of its own disk after an import.
+"""A guest's /etc/fstab: written after create, read, and its own disk's lines rewritten
+after an import.
 
-Pure text in, text out: every line that is not about the root filesystem,
-/boot, the EFI system partition (/efi) or the swap of the instance's first disk
-stays exactly as it was.
+Pure text in, text out.  An entry's options and pass derive from the filesystem's
+declaration (filesystems.FILESYSTEMS).  A rewrite leaves every line that is not about
+the root filesystem, /boot, the EFI system partition (/efi) or the swap of the
+instance's first disk exactly as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from gentoobootstrap.disk.filesystems import FstabEntry
+from gentoobootstrap.disk.filesystems import FILESYSTEMS, SWAP_FILE
 from gentoobootstrap.disk.layout import MOUNTPOINTS, Role, first_disk_partition
 
 _BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
@@ -19,13 +21,60 @@ _BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A line we write."""
+
+    uuid: str
+    mountpoint: str  # "none" for swap
+    fstype: str
+    options: str = "defaults"
+    passno: int = 0
+    path: str = ""  # a file named by its path (the swap file) instead of a UUID
+
+    def line(self) -> str:
+        source = self.path or f"UUID={self.uuid}"
+        return f"{source}\t{self.mountpoint}\t{self.fstype}\t{self.options}\t0 {self.passno}"
+
+
+def entry(uuid: str, mountpoint: str, fstype: str) -> Entry:
+    """The usual entry: root checked first (pass 1), others after (2), when checked at all."""
+    if fstype == "swap":
+        return Entry(uuid, "none", "swap", "sw", 0)
+    fs = FILESYSTEMS[fstype]
+    passno = (1 if mountpoint == "/" else 2) if fs.checked_at_boot else 0
+    return Entry(uuid, mountpoint, fstype, fs.fstab_options, passno)
+
+
+def swap_file_entry() -> Entry:
+    """The swap file's entry: by its path (a swap file has a UUID, but fstab names files)."""
+    return Entry("", "none", "swap", "sw", 0, path=SWAP_FILE)
+
+
+def render(entries: Sequence[Entry], original: str = "") -> str:
+    """``original`` fstab (Gentoo ships comments only) without its entries, then ``entries``."""
+    kept = [line for line in original.splitlines() if not line.strip() or line.lstrip()[0] == "#"]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    header = "# <fs>\t\t\t\t\t<mountpoint>\t<type>\t<opts>\t<dump> <pass>"
+    lines = [*kept, "", "# Made by ganeti-instance-gentoobootstrap.", header]
+    lines += [made.line() for made in entries]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+@dataclass(frozen=True)
 class Line:
+    """A line we read: its fields as written."""
+
     source: str
     mountpoint: str
     fstype: str
     options: str = "defaults"
     dump: str = "0"
     passno: str = "0"
+
+    def text(self) -> str:
+        fields = [self.source, self.mountpoint, self.fstype, self.options]
+        return "\t".join([*fields, f"{self.dump} {self.passno}"])
 
 
 def parse_line(text: str) -> Optional[Line]:
@@ -66,13 +115,7 @@ def _is_old_swap(line: Line, old_sources: Collection[str]) -> bool:
     )
 
 
-def _render(line: Line) -> str:
-    return "\t".join(
-        [line.source, line.mountpoint, line.fstype, line.options, f"{line.dump} {line.passno}"]
-    )
-
-
-def rewrite(text: str, new: Mapping[Role, FstabEntry], old_sources: Collection[str] = ()) -> str:
+def rewrite(text: str, new: Mapping[Role, Entry], old_sources: Collection[str] = ()) -> str:
     """``text`` with the entries of root, /boot, the ESP and swap replaced by ``new`` (role ->
     entry).
 
@@ -96,15 +139,15 @@ def rewrite(text: str, new: Mapping[Role, FstabEntry], old_sources: Collection[s
         if role is None or line is None:
             out.append(raw)
             continue
-        entry = new.get(role)
-        if entry is None or role in done:
+        made = new.get(role)
+        if made is None or role in done:
             continue  # the new disk has no such filesystem (or its line is written already)
         done.add(role)
-        if role != "swap" and line.fstype == entry.fstype:
-            source = f"UUID={entry.uuid}"
-            out.append(_render(Line(source, *[getattr(line, f) for f in _KEEP])))
+        if role != "swap" and line.fstype == made.fstype:
+            source = f"UUID={made.uuid}"
+            out.append(Line(source, *[getattr(line, f) for f in _KEEP]).text())
         else:
-            out.append(entry.line())
+            out.append(made.line())
     for missing in appended:
         if missing in new and missing not in done:
             out.append(new[missing].line())

@@ -16,7 +16,7 @@ from typing import Optional
 
 from gentoobootstrap.config.osenv import OSEnv
 from gentoobootstrap.config.settings import Settings
-from gentoobootstrap.disk import devices, filesystems, images
+from gentoobootstrap.disk import devices, filesystems, fstab, images
 from gentoobootstrap.errors import (
     CommandError,
     ConfigError,
@@ -161,9 +161,9 @@ def copy_portage_config(ctx: Mounted[Sources]) -> None:
 def write_fstab(ctx: Mounted[Sources]) -> None:
     entries = list(install.fstab_entries(ctx).values())
     if ctx.layout.swap_file:
-        entries.append(filesystems.swap_file_entry())
+        entries.append(fstab.swap_file_entry())
     original = ctx.root.read_text("/etc/fstab") or ""
-    ctx.root.write_text("/etc/fstab", filesystems.fstab_text(entries, original))
+    ctx.root.write_text("/etc/fstab", fstab.render(entries, original))
 
 
 def configure_guest(ctx: Mounted[Sources]) -> None:

@@ -125,7 +125,7 @@ def rewrite_fstab(ctx: Mounted[stream.Head]) -> None:
     times = root.stat("/etc") if root.is_dir("/etc") else None
     if original is None:
         logger.warning("the imported system has no /etc/fstab; writing a new one")
-        root.write_text("/etc/fstab", filesystems.fstab_text(list(new.values())))
+        root.write_text("/etc/fstab", fstab.render(list(new.values())))
     else:
         root.write_text("/etc/fstab", fstab.rewrite(original, new, old))
     if times is not None:  # the new fstab is the only change: /etc keeps its times

@@ -28,8 +28,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar
 from gentoobootstrap import log
 from gentoobootstrap.config.osenv import OSEnv
 from gentoobootstrap.config.settings import Settings
-from gentoobootstrap.disk import devices, filesystems, images, layout, mounts
-from gentoobootstrap.disk.filesystems import FstabEntry
+from gentoobootstrap.disk import devices, filesystems, fstab, images, layout, mounts
 from gentoobootstrap.disk.layout import Layout, Partition, Role
 from gentoobootstrap.errors import GentooBootstrapError
 from gentoobootstrap.guest.tree import GuestRoot
@@ -205,12 +204,12 @@ def mount_filesystems(ctx: Partitioned[J]) -> Mounted[J]:
     return Mounted(**_fields(ctx), target=target)
 
 
-def fstab_entries(ctx: Partitioned[J]) -> dict[Role, FstabEntry]:
+def fstab_entries(ctx: Partitioned[J]) -> dict[Role, fstab.Entry]:
     """Role -> the fstab entry of the new filesystem (or swap partition) on its device."""
-    entries: dict[Role, FstabEntry] = {}
+    entries: dict[Role, fstab.Entry] = {}
     for p, device in ctx.placed():
         uuid = filesystems.uuid_of(device)
-        entries[p.role] = filesystems.fstab_entry(uuid, p.mountpoint or "none", p.fstype)
+        entries[p.role] = fstab.entry(uuid, p.mountpoint or "none", p.fstype)
     return entries
 
 
