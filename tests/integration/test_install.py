@@ -139,7 +139,7 @@ def test_configured_paths_and_generated_files(installed_os: InstalledOS) -> None
         "print(json.dumps(dict(os_path=str(paths.OS_PATH), defaults=str(paths.DEFAULTS_FILE),"
         " hooks=str(paths.HOOKS_DIR), cache=str(paths.CACHE_DIR),"
         " defaults_text=settings.defaults_file_text(),"
-        " parameters=parameters.parameters_list_text())))\n"
+        " parameters=parameters.list_text())))\n"
     )
     out = subprocess.run(
         [installed_os.python, "-c", code], capture_output=True, text=True, check=True

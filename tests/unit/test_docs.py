@@ -99,7 +99,7 @@ def test_ganeti_api_version_is_one_integer_a_line() -> None:
 
 
 def test_parameters_list_and_variants_list() -> None:
-    assert generate.FILES["parameters.list"]() == parameters.parameters_list_text()
+    assert generate.FILES["parameters.list"]() == parameters.list_text()
     assert generate.FILES["variants.list"]().splitlines() == ["default"]
 
 

@@ -25,7 +25,7 @@ def mode(path: Path) -> int:
 
 def test_openrc_service_needs_localmount_and_is_in_the_default_runlevel(tmp_path: Path) -> None:
     top = openrc_tree(tmp_path / "root")
-    grow.install_grow_service(GuestRoot(top), "openrc", True)
+    grow.install_service(GuestRoot(top), "openrc", True)
     script = top / grow.SCRIPT.lstrip("/")
     assert script.read_text() == grow.SCRIPT_TEXT and mode(script) == 0o755
     service = top / grow.OPENRC_SERVICE.lstrip("/")
@@ -42,7 +42,7 @@ def test_openrc_service_needs_localmount_and_is_in_the_default_runlevel(tmp_path
 
 def test_systemd_unit_is_wanted_by_multi_user_and_started_on_a_resize(tmp_path: Path) -> None:
     top = systemd_tree(tmp_path / "root")
-    grow.install_grow_service(GuestRoot(top), "systemd", True)
+    grow.install_service(GuestRoot(top), "systemd", True)
     assert (top / grow.SCRIPT.lstrip("/")).read_text() == grow.SCRIPT_TEXT
     unit = (top / grow.SYSTEMD_UNIT.lstrip("/")).read_text()
     assert f"ExecStart={grow.SCRIPT}\n" in unit and "After=local-fs.target" in unit

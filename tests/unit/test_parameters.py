@@ -70,7 +70,7 @@ def test_valid_values() -> None:
 
 
 def test_parameters_list_is_exactly_name_and_description() -> None:
-    text = parameters.parameters_list_text()
+    text = parameters.list_text()
     assert text.endswith("\n") and "\n\n" not in text
     lines = text.splitlines()
     names = [line.split(None, 1)[0] for line in lines]

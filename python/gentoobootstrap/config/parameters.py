@@ -94,7 +94,7 @@ PARAMETERS = {
 _BY_VARIABLE = {p.variable: p for p in PARAMETERS.values()}
 
 
-def parameters_list_text() -> str:
+def list_text() -> str:
     """The content of ``parameters.list``: exactly ``name description`` a line."""
     return "".join(f"{p.name} {p.help}\n" for p in PARAMETERS.values())
 

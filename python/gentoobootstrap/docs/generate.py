@@ -74,7 +74,7 @@ README_SECTIONS: dict[str, Callable[[], str]] = {
 #: Files ``make`` generates: name -> generator.
 FILES: dict[str, Callable[[], str]] = {
     "ganeti_api_version": ganeti_api_version_text,
-    "parameters.list": parameters.parameters_list_text,
+    "parameters.list": parameters.list_text,
     "variants.list": variants_list_text,
     "defaults": settings.defaults_file_text,
     **manpages.PAGES,

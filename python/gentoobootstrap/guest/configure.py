@@ -37,7 +37,7 @@ GETTY = {
 }
 
 
-def configure_guest(root: GuestRoot, env: OSEnv, settings: Settings) -> None:
+def guest(root: GuestRoot, env: OSEnv, settings: Settings) -> None:
     """Every piece of guest configuration, in order, in the mounted ``root``."""
     init = initsystem.detect(root)
     log.info("guest init system: %s", init)
@@ -45,13 +45,13 @@ def configure_guest(root: GuestRoot, env: OSEnv, settings: Settings) -> None:
     enable_serial_console(root, init, console_device(env))
     keys = authorized_keys(settings.ssh_authorized_keys, env.params.get("ssh_key"))
     set_root_access(root, init, settings.root_password, keys)
-    configure_network(root, init, env.nics, settings.network)
+    set_network(root, init, env.nics, settings.network)
     reset_machine_id(root)
     set_timezone(root, settings.timezone)
     if settings.copy_resolv_conf:
         copy_resolv_conf(root)
     remove_ssh_host_keys(root)
-    grow.install_grow_service(root, init, settings.grow_root)
+    grow.install_service(root, init, settings.grow_root)
 
 
 # -- name --------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def _home(root: GuestRoot, user: str) -> str:
 # -- network -----------------------------------------------------------------------------------
 
 
-def configure_network(root: GuestRoot, init: Init, nics: Sequence[Nic], mode: str) -> None:
+def set_network(root: GuestRoot, init: Init, nics: Sequence[Nic], mode: str) -> None:
     """NETWORK: nothing for ``none``; else per NIC config, a name pinned to its MAC, enabled."""
     interfaces = network.plan(nics, mode)
     if not interfaces:

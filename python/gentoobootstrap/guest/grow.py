@@ -170,7 +170,7 @@ def udev_rule(init: Init) -> str:
     )
 
 
-def install_grow_service(root: GuestRoot, init: Init, enabled: bool) -> None:
+def install_service(root: GuestRoot, init: Init, enabled: bool) -> None:
     """GROW_ROOT: write the grow script, its service and udev rule into the guest, enabled."""
     if not enabled:
         log.info("grow root: off (GROW_ROOT=no)")

@@ -168,7 +168,7 @@ def write_fstab(ctx: Mounted[Sources]) -> None:
 
 def configure_guest(ctx: Mounted[Sources]) -> None:
     """Every piece of guest configuration (see :mod:`configure`)."""
-    configure.configure_guest(ctx.root, ctx.env, ctx.settings)
+    configure.guest(ctx.root, ctx.env, ctx.settings)
 
 
 def run_hooks(ctx: Mounted[Sources]) -> None:
