@@ -95,6 +95,15 @@ def test_environment(tmp_path: Path) -> None:
     assert env["LC_ALL"] == "C"
 
 
+def test_the_environment_has_exactly_the_documented_variables(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    places = {name: None for name in hooks.HOOK_VARIABLES}
+    assert hooks.environment(ctx.env, ctx.settings, places)["ESP_DEV"] == ""
+    for wrong in ({**places, "EXTRA_DEV": None}, {"TARGET": ctx.target}):
+        with pytest.raises(ValueError, match="hook variables"):
+            hooks.environment(ctx.env, ctx.settings, wrong)
+
+
 def test_a_failing_hook_stops_create(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     d = tmp_path / "hooks"
     hook(d, "10-talk", "echo step one\n")
