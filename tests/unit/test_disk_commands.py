@@ -186,6 +186,50 @@ def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.M
     assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 1
 
 
+def test_a_partition_held_open_for_a_moment_is_deleted_when_free(
+    fp, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    wanted = layout.plan(Settings(), 1024 * MIB).partitions
+    state: dict[int, tuple[Path, int, int]] = {}
+    monkeypatch.setattr(devices, "kernel_partitions", lambda device: dict(state))
+    fp.register(["/fake/blockdev", "--rereadpt", "/dev/loop3"])
+
+    def add(process) -> None:  # type: ignore[no-untyped-def]
+        state[1] = (Path("/dev/loop3p1"), wanted[0].start, wanted[0].size)
+
+    fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
+    busy = "partx: /dev/loop3: error deleting partition 1\n"
+    fp.register(["/fake/partx", "--delete", "/dev/loop3"], returncode=1, stderr=busy)
+    fp.register(["/fake/partx", "--delete", "/dev/loop3"], callback=lambda _: state.clear())
+    with devices.partitions(Path("/dev/loop3"), wanted):
+        pass
+    assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 2 and not state
+
+
+def test_a_partition_that_stays_busy_is_an_error_with_partx_s_words(
+    fp, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    wanted = layout.plan(Settings(), 1024 * MIB).partitions
+    state: dict[int, tuple[Path, int, int]] = {}
+    monkeypatch.setattr(devices, "kernel_partitions", lambda device: dict(state))
+    monkeypatch.setattr(devices, "RELEASE_TIMEOUT", 0.05)
+    fp.register(["/fake/blockdev", "--rereadpt", "/dev/loop3"])
+
+    def add(process) -> None:  # type: ignore[no-untyped-def]
+        state[1] = (Path("/dev/loop3p1"), wanted[0].start, wanted[0].size)
+
+    fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
+    busy = "partx: /dev/loop3: error deleting partition 1\n"
+    fp.register(
+        ["/fake/partx", "--delete", "/dev/loop3"], returncode=1, stderr=busy, occurrences=1000
+    )
+    with (
+        pytest.raises(CommandError, match="error deleting partition 1"),
+        devices.partitions(Path("/dev/loop3"), wanted),
+    ):
+        pass
+
+
 def test_partitions_the_kernel_found_are_used_and_left(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     wanted = layout.plan(Settings(), 1024 * MIB).partitions
     known = {1: (Path("/dev/vda1"), wanted[0].start, wanted[0].size)}

@@ -33,7 +33,7 @@ import struct
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from gentoobootstrap import runner
 from gentoobootstrap.disk.layout import Layout, Partition
@@ -437,10 +437,20 @@ def _kernel_nodes(
 
 
 def _partx_delete(device: Path) -> None:
-    if kernel_partitions(device):
-        # partx cannot delete through a symlink such as Ganeti's /dev/disk/... adopted
-        # devices ("specified range <1:0> does not make sense"): give it the node.
-        runner.run(["partx", "--delete", device.resolve()])
+    """The kernel refuses to delete a partition someone has open (EBUSY), and a probe by
+    udev's blkid or a btrfs device scan opens every partition for a moment: try again
+    until they are gone."""
+    # partx cannot delete through a symlink such as Ganeti's /dev/disk/... adopted
+    # devices ("specified range <1:0> does not make sense"): give it the node.
+    argv: list[Union[str, Path]] = ["partx", "--delete", device.resolve()]
+
+    def deleted() -> bool:
+        return not kernel_partitions(device) or runner.run(argv, check=False).returncode == 0
+
+    try:
+        wait_for(deleted, f"the partitions of {device} to be released", RELEASE_TIMEOUT)
+    except DiskError:
+        runner.run(argv)  # once more: its error carries partx's complaint
 
 
 def _loop_slice(
