@@ -17,23 +17,29 @@ unmeasured ``create`` runs fill the cache as a cold node would (the stage, then
 its prepared image).  Then, on the same kind of disk each time (a fresh sparse
 file, page cache dropped before each run), it measures, interleaved:
 
-  naive    ``tar xJpf`` of the mirror's .tar.xz onto a fresh filesystem on the
-           whole device (what the original did), until unmounted (data on the disk)
-  raw      ``dd`` of as many bytes as the stage holds unpacked onto the device
-  unpack   the real ``create`` script as Ganeti runs it (its own process, a Ganeti
-           environment), cache warm, PREPARED_IMAGES=no: partition, mkfs, mount,
-           check, unpack, fstab, guest configuration, unmount
-  image    the same with the default PREPARED_IMAGES=yes: the root written from
-           the cached image (only its used blocks), grown, given a new UUID
-  reflink  the same with the disk a file on a reflink-capable filesystem that
-           also holds CACHE_DIR (xfs, reflink=1, on a loop device of its own):
-           the image's blocks are shared into the disk file, not copied
+  naive      ``tar xJpf`` of the mirror's .tar.xz onto a fresh filesystem on the
+             whole device (what the original did), until unmounted (data on the disk)
+  raw write  ``dd`` of as many bytes as the stage holds unpacked, from /dev/zero onto
+             the whole device, synced: writing the stage's bytes once and reading
+             nothing (the headline baseline)
+  raw copy   ``dd`` of the same number of bytes from a file in the cache's directory
+             onto the whole device, synced: the physical limit when the bytes must
+             first be read from the node's disk, as create's image is (here from the
+             very disk that is written)
+  unpack     the real ``create`` script as Ganeti runs it (its own process, a Ganeti
+             environment), cache warm, PREPARED_IMAGES=no: partition, mkfs, mount,
+             check, unpack, fstab, guest configuration, unmount
+  image      the same with the default PREPARED_IMAGES=yes: the root written from
+             the cached image (only its used blocks), grown, given a new UUID
+  reflink    the same with the disk a file on a reflink-capable filesystem that
+             also holds CACHE_DIR (xfs, reflink=1, on a loop device of its own):
+             the image's blocks are shared into the disk file, not copied
 
 each once per layout (msdos: root on partition 1, the default; none: the whole
 device).  Create's log says which way the root got there; the bench prints it
 for each run and flags a run that fell back to unpacking.  It prints the times
-(median and best of the rounds), each create's ratios to naive and to raw
-measured in the same run, and the durations of create's steps.  Only the
+(median and best of the rounds), each create's ratios to naive and to both raw
+baselines measured in the same run, and the durations of create's steps.  Only the
 standard library and the tools of the README's set-up are used; the generated
 stage is kept in the workdir and reused by the next run of the same size.
 """
@@ -384,13 +390,14 @@ def naive(work: Path, disk_mib: int, fs: str, tarball: Path) -> float:
             mnt.rmdir()
 
 
-def raw(work: Path, disk_mib: int, size: int) -> float:
+def raw(work: Path, disk_mib: int, size: int, source: Path = Path("/dev/zero")) -> float:
+    """``dd`` of ``size`` bytes of ``source`` onto a fresh device, synced."""
     with sparse_disk(work, disk_mib) as image, loop(image) as device:
         count = -(-size // (4 * MIB))
         return timed(
             lambda: run(
                 "dd",
-                "if=/dev/zero",
+                f"if={source}",
                 f"of={device}",
                 "bs=4M",
                 f"count={count}",
@@ -398,6 +405,18 @@ def raw(work: Path, disk_mib: int, size: int) -> float:
                 stderr=subprocess.DEVNULL,
             )
         )
+
+
+def copy_source(directory: Path, size: int) -> Path:
+    """What raw copy reads: ``size`` bytes on the disk in ``directory``, none of them zero
+    blocks that a thin virtual disk might keep as holes."""
+    source = directory / "raw-copy-source"
+    block = random.Random(SEED).randbytes(4 * MIB)
+    with open(source, "wb") as out:
+        for offset in range(0, size, len(block)):
+            out.write(block[: size - offset])
+        os.fsync(out.fileno())
+    return source
 
 
 def ganeti_environ(disk: Path, root_path: str) -> dict[str, str]:
@@ -652,8 +671,12 @@ def bench(
             print(f"cold create ({layouts[0]}, {method}), filling the cache: {seconds:.1f}s "
                   f"({root_path(log)})")  # fmt: skip
 
+        # Beside the image create reads, on the same filesystem (a top-level file of the
+        # cache is no entry of it).
+        source = copy_source(places["image"][1], size)
+        stack.callback(source.unlink)
         runs = [(layout, method) for layout in layouts for method in methods]
-        results: dict[str, list[float]] = {"naive": [], "raw": []}
+        results: dict[str, list[float]] = {"naive": [], "raw": [], "copy": []}
         paths: dict[str, list[str]] = {}
         steps: dict[str, list[tuple[str, float]]] = {}
         for _ in range(rounds):
@@ -666,6 +689,7 @@ def bench(
                 paths.setdefault(name, []).append(root_path(log))
                 steps[name] = step_times(log)
             results["raw"].append(raw(work, disk_mib, size))
+            results["copy"].append(raw(work, disk_mib, size, source))
     report(fs, disk_mib, size, rounds, runs, results, paths, steps)
     return 0
 
@@ -685,7 +709,8 @@ def report(
     best = {name: min(times) for name, times in results.items()}
     labels = {
         "naive": f"naive tar xJpf onto {fs} (whole device)",
-        "raw": f"raw dd of {size / 1e9:.2f} GB (whole device)",
+        "raw": f"raw write: dd of {size / 1e9:.2f} GB from /dev/zero (whole device)",
+        "copy": f"raw copy: dd of {size / 1e9:.2f} GB from the cache's disk (whole device)",
         **{
             f"{layout}-{method}": f"create {layout}, {METHODS[method][0]}"
             for layout, method in runs
@@ -700,13 +725,13 @@ def report(
         times = ", ".join(f"{t:.1f}" for t in results[name])
         print(f"{label:<{width}} {median[name]:6.1f}s {best[name]:6.1f}s   {times}")
     print()
-    print(f"{'create':<14} {'/ naive median':>15} {'best':>6} {'/ raw median':>13} {'best':>6}")
+    baselines = {"naive": "naive", "raw": "raw write", "copy": "raw copy"}
+    print(f"{'create':<14}", *(f"{'/ ' + title + ' median':>19} {'best':>5}"
+                               for title in baselines.values()))  # fmt: skip
     for layout, method in runs:
         name = f"{layout}-{method}"
-        print(
-            f"{name:<14} {median[name] / median['naive']:15.2f} {best[name] / best['naive']:6.2f}"
-            f" {median[name] / median['raw']:13.2f} {best[name] / best['raw']:6.2f}"
-        )
+        print(f"{name:<14}", *(f"{median[name] / median[b]:19.2f} {best[name] / best[b]:5.2f}"
+                               for b in baselines))  # fmt: skip
     print()
     print("how the root got onto the disk, from create's log:")
     fell_back = []

@@ -35,19 +35,23 @@ def test_bench_create_smoke(no_leaks: Path) -> None:
     out = _run(no_leaks, "bench_create.py", "--smoke")
     for line in (
         "naive tar xJpf onto ext4 (whole device)",
-        "raw dd of",
+        "raw write: dd of",
+        "raw copy: dd of",
         "create msdos, unpacking (PREPARED_IMAGES=no)",
         "create msdos, from the prepared image",
         "create none, from the prepared image",
         "create msdos, image shared (reflink) on xfs file storage",
         "/ naive median",
+        "/ raw write median",
+        "/ raw copy median",
     ):
         assert line in out, out
     names = [f"{layout}-{method}" for layout in ("msdos", "none")
              for method in ("unpack", "image", "reflink")]  # fmt: skip
     ratios = [line.split() for line in out.splitlines() if line.startswith(("msdos-", "none-"))]
     assert [r[0] for r in ratios] == names, out
-    assert all(len(r) == 5 for r in ratios), out
+    # Its median and best against each of naive, raw write and raw copy.
+    assert all(len(r) == 7 for r in ratios), out
     # Each create took the path it measures, as its own log says.
     for name in names:
         method = name.split("-")[1]
