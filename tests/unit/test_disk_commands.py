@@ -169,7 +169,14 @@ def test_partitions_fall_back_to_one_loop_device_each(fp, loops: FakeLoops) -> N
     assert loops.released == ["loop8", "loop7"] and loops.all_closed()  # reverse order
 
 
-def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+#: What partx reports when the kernel refuses to delete a partition someone has open.
+BUSY = "partx: /dev/loop3: error deleting partition 1\n"
+DELETE = ["/fake/partx", "--delete", "/dev/loop3"]
+
+
+def partx_adds_one_partition(fp, monkeypatch: pytest.MonkeyPatch) -> tuple[list, dict]:  # type: ignore[no-untyped-def]
+    """The kernel knows no partition of /dev/loop3 until ``partx --update`` adds the planned
+    one; (the planned partitions, the kernel's partitions as the fake sees them)."""
     wanted = layout.plan(Settings(), 1024 * MIB).partitions
     state: dict[int, tuple[Path, int, int]] = {}
     monkeypatch.setattr(devices, "kernel_partitions", lambda device: dict(state))
@@ -179,50 +186,35 @@ def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.M
         state[1] = (Path("/dev/loop3p1"), wanted[0].start, wanted[0].size)
 
     fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
-    fp.register(["/fake/partx", "--delete", "/dev/loop3"])
+    return wanted, state
+
+
+def test_partitions_added_with_partx_are_removed_again(fp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    wanted, _ = partx_adds_one_partition(fp, monkeypatch)
+    fp.register(DELETE)
     with devices.partitions(Path("/dev/loop3"), wanted) as nodes:
         assert nodes == {1: Path("/dev/loop3p1")}
-        assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 0
-    assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 1
+        assert fp.call_count(DELETE) == 0
+    assert fp.call_count(DELETE) == 1
 
 
 def test_a_partition_held_open_for_a_moment_is_deleted_when_free(
     fp, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    wanted = layout.plan(Settings(), 1024 * MIB).partitions
-    state: dict[int, tuple[Path, int, int]] = {}
-    monkeypatch.setattr(devices, "kernel_partitions", lambda device: dict(state))
-    fp.register(["/fake/blockdev", "--rereadpt", "/dev/loop3"])
-
-    def add(process) -> None:  # type: ignore[no-untyped-def]
-        state[1] = (Path("/dev/loop3p1"), wanted[0].start, wanted[0].size)
-
-    fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
-    busy = "partx: /dev/loop3: error deleting partition 1\n"
-    fp.register(["/fake/partx", "--delete", "/dev/loop3"], returncode=1, stderr=busy)
-    fp.register(["/fake/partx", "--delete", "/dev/loop3"], callback=lambda _: state.clear())
+    wanted, state = partx_adds_one_partition(fp, monkeypatch)
+    fp.register(DELETE, returncode=1, stderr=BUSY)
+    fp.register(DELETE, callback=lambda _: state.clear())
     with devices.partitions(Path("/dev/loop3"), wanted):
         pass
-    assert fp.call_count(["/fake/partx", "--delete", "/dev/loop3"]) == 2 and not state
+    assert fp.call_count(DELETE) == 2 and not state
 
 
 def test_a_partition_that_stays_busy_is_an_error_with_partx_s_words(
     fp, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    wanted = layout.plan(Settings(), 1024 * MIB).partitions
-    state: dict[int, tuple[Path, int, int]] = {}
-    monkeypatch.setattr(devices, "kernel_partitions", lambda device: dict(state))
+    wanted, _ = partx_adds_one_partition(fp, monkeypatch)
     monkeypatch.setattr(devices, "RELEASE_TIMEOUT", 0.05)
-    fp.register(["/fake/blockdev", "--rereadpt", "/dev/loop3"])
-
-    def add(process) -> None:  # type: ignore[no-untyped-def]
-        state[1] = (Path("/dev/loop3p1"), wanted[0].start, wanted[0].size)
-
-    fp.register(["/fake/partx", "--update", "/dev/loop3"], callback=add)
-    busy = "partx: /dev/loop3: error deleting partition 1\n"
-    fp.register(
-        ["/fake/partx", "--delete", "/dev/loop3"], returncode=1, stderr=busy, occurrences=1000
-    )
+    fp.register(DELETE, returncode=1, stderr=BUSY, occurrences=1000)
     with (
         pytest.raises(CommandError, match="error deleting partition 1"),
         devices.partitions(Path("/dev/loop3"), wanted),
