@@ -21,7 +21,6 @@ import pytest
 import sh
 from test_export_import import OS, SOURCE_NAME, Layout, sparse
 
-from gentoobootstrap.disk import devices
 from support import canary_state, osdef
 from support.install import GANETI_PATH, InstalledOS
 
@@ -47,20 +46,9 @@ def filesystem(image: Path, label: str, where: Path, *, writable: bool = True) -
             break
     else:
         raise AssertionError(f"no {label} filesystem on {image}")
-    where.mkdir(parents=True, exist_ok=True)
-    options = f"{'rw' if writable else 'ro'},loop,offset={p['start']},sizelimit={p['size']}"
-    sh.mount("-o", options, str(image), str(where))
-    loop = Path(str(sh.findmnt("--noheadings", "--output", "SOURCE", str(where))).strip())
-    try:
+    options = f"{'rw' if writable else 'ro'},offset={p['start']},sizelimit={p['size']}"
+    with osdef.loop_mounted(image, where, options):
         yield where
-    finally:
-        sh.umount(str(where))
-        # mount's loop device is cleared on its last close, which may come a moment later.
-        devices.wait_for(
-            lambda: loop not in devices.loops_of(image),
-            f"{loop} of {image} to go",
-            devices.RELEASE_TIMEOUT,
-        )
 
 
 @dataclass

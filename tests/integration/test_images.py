@@ -154,21 +154,8 @@ def reflink_storage(no_leaks: Path) -> Iterator[Path]:
     """An xfs with reflink=1 on a loop device, mounted below the test's directory."""
     backing = sparse(no_leaks / "storage.xfs", 2048)
     sh.Command("mkfs.xfs")("-q", "-m", "reflink=1", str(backing))
-    mountpoint = no_leaks / "storage"
-    mountpoint.mkdir()
-    sh.mount("-o", "loop", str(backing), str(mountpoint))
-    loop = Path(
-        str(
-            sh.findmnt("--noheadings", "--output", "SOURCE", "--mountpoint", str(mountpoint))
-        ).strip()
-    )
-    try:
+    with osdef.loop_mounted(backing, no_leaks / "storage", "rw") as mountpoint:
         yield mountpoint
-    finally:
-        sh.umount(str(mountpoint))
-        devices.wait_for(
-            lambda: loop not in devices.loops_of(backing), f"{loop} to go", devices.RELEASE_TIMEOUT
-        )
 
 
 def used(path: Path) -> int:

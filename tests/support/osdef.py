@@ -86,12 +86,20 @@ def probe(image: Path, offset: int = 0, size: int | None = None) -> dict[str, st
 def mounted(
     image: Path, where: Path, offset: int = 0, size: int | None = None, fstype: str = ""
 ) -> Iterator[Path]:
-    """Mount the filesystem at ``offset`` of ``image`` read-only (mount's own autoclear loop)."""
-    where.mkdir(parents=True, exist_ok=True)
-    options = f"ro,loop,offset={offset}" + (f",sizelimit={size}" if size else "")
+    """Mount the filesystem at ``offset`` of ``image`` read-only."""
+    options = f"ro,offset={offset}" + (f",sizelimit={size}" if size else "")
     if fstype == "xfs":
         options += ",norecovery"
-    sh.mount("-o", options, str(image), str(where))
+    with loop_mounted(image, where, options):
+        yield where
+
+
+@contextlib.contextmanager
+def loop_mounted(image: Path, where: Path, options: str) -> Iterator[Path]:
+    """Mount ``image`` on ``where`` (made if missing) through mount's own autoclear loop
+    device with ``options``; on leaving, unmount and wait until the loop device is free."""
+    where.mkdir(parents=True, exist_ok=True)
+    sh.mount("-o", f"loop,{options}", str(image), str(where))
     loop = Path(
         str(sh.findmnt("--noheadings", "--output", "SOURCE", "--mountpoint", str(where))).strip()
     )
