@@ -158,13 +158,14 @@ def _resolve(argv: Sequence[Union[str, Path]]) -> list[str]:
 
 
 _PR_SET_PDEATHSIG = 1
+#: Loaded once here: loading a library in a child between fork and exec is not safe.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _dies_with(parent: int) -> None:
     """In the child, before it runs the tool: be killed when the script dies, even by SIGKILL,
     so no child outlives it holding its mount namespace (and so its loop devices) alive."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the script died before the line above took effect
         os._exit(1)
 
