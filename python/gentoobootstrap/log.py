@@ -43,14 +43,14 @@ def setup(debug: bool = False, *, plain: bool = False) -> None:
 PRINTABLE_MAX = 200
 
 
-def printable(value: str) -> str:
+def printable(value: str, limit: int = PRINTABLE_MAX) -> str:
     """An untrusted ``value`` fit for one log line: control characters (newlines included),
-    other unprintable characters and backslashes escaped, cut at PRINTABLE_MAX characters."""
+    other unprintable characters and backslashes escaped, cut at ``limit`` characters."""
     shown = "".join(
         c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
-        for c in value[:PRINTABLE_MAX]
+        for c in value[:limit]
     )
-    return shown + ("..." if len(value) > PRINTABLE_MAX else "")
+    return shown + ("..." if len(value) > limit else "")
 
 
 @contextlib.contextmanager

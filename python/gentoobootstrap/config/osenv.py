@@ -22,8 +22,11 @@ from typing import Callable, Optional, TypeVar
 
 from gentoobootstrap.config import parameters
 from gentoobootstrap.errors import OSEnvError
+from gentoobootstrap.log import printable
 
 SUPPORTED_API_VERSIONS = (10, 15, 20)
+#: How much of a bad value the one error line shows (Ganeti shows the admin the last lines).
+ERROR_VALUE_MAX = 80
 #: Ganeti's own limits (constants.MAX_DISKS, MAX_NICS).
 MAX_DISKS = 16
 MAX_NICS = 8
@@ -312,11 +315,6 @@ class OSEnv:
         return dict(self.raw)
 
 
-def _shown(raw: str) -> str:
-    """``raw`` fit for the one error line: quoted, escaped, and not too long."""
-    return repr(raw if len(raw) <= 80 else raw[:80] + "...")
-
-
 def _value(environ: Mapping[str, str], name: str, check: Check[T]) -> Optional[T]:
     """``name``'s value passed through ``check``; None when it is unset or empty."""
     raw = environ.get(name, "")
@@ -325,7 +323,7 @@ def _value(environ: Mapping[str, str], name: str, check: Check[T]) -> Optional[T
     try:
         return check(raw)
     except ValueError as e:
-        raise OSEnvError(name, f"bad value {_shown(raw)}; {e}") from None
+        raise OSEnvError(name, f"bad value '{printable(raw, ERROR_VALUE_MAX)}'; {e}") from None
 
 
 def _int(

@@ -61,7 +61,7 @@ def rename_guest(root: GuestRoot, old: str, new: str) -> bool:
         logger.warning(
             "the guest's host name is %s, neither the old name %s nor the new name %s: "
             "left as it is (its admin chose it)",
-            current or "unset",
+            log.printable(current) if current else "unset",
             old,
             new,
         )
