@@ -258,7 +258,7 @@ def describe(disk: Path) -> str:
         lines.append(f"partition table: {style}")
         if not found:
             found = [Partition(0, "", 0, devices.size_of(device))]
-        nodes = stack.enter_context(devices.partitions(device, found))
+        nodes = stack.enter_context(devices.partitions(device, found, readonly=True))
         root = None
         for p in sorted(found, key=lambda p: p.start):  # as they lie on the disk
             node = nodes[p.number]
