@@ -172,9 +172,14 @@ class Entry:
 
     def _write(self, meta: Meta) -> None:
         tmp = self.path / f".{META}.tmp"
-        with create_file(tmp) as f:
-            f.write((json.dumps(asdict(meta), indent=1) + "\n").encode())
-        os.replace(tmp, self.path / META)
+        try:
+            with create_file(tmp) as f:
+                f.write((json.dumps(asdict(meta), indent=1) + "\n").encode())
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / META)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def remove(self) -> None:
         """Empty the entry (hold the lock)."""
