@@ -35,8 +35,8 @@ UMOUNT_ATTEMPTS = 5
 #: Options for a guest filesystem this script did not just make: nothing on it runs on the
 #: node, gains privileges or reaches a device.
 FOREIGN = ("nosuid", "nodev", "noexec")
-#: Options for the filesystems create and import make: hooks chroot into them and run
-#: their programs there.
+#: Options for the filesystems create makes: hooks chroot into them and run their
+#: programs there.
 FRESH = ("nosuid", "nodev")
 
 

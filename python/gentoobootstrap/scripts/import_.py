@@ -23,11 +23,18 @@ from typing import IO
 from gentoobootstrap import runner
 from gentoobootstrap.config.osenv import OSEnv
 from gentoobootstrap.config.settings import Settings
-from gentoobootstrap.disk import devices, filesystems, fstab, layout, stream
+from gentoobootstrap.disk import devices, filesystems, fstab, layout, mounts, stream
 from gentoobootstrap.errors import CommandError, OSEnvError, StreamError
 from gentoobootstrap.log import printable
 from gentoobootstrap.scripts import install
-from gentoobootstrap.scripts.install import Attached, Install, Mounted, Planned, step
+from gentoobootstrap.scripts.install import (
+    Attached,
+    Install,
+    Mounted,
+    Partitioned,
+    Planned,
+    step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,12 @@ def check_disk(ctx: Attached[stream.Head]) -> Planned[stream.Head]:
 #: (/boot, /efi), and a node script has no terminal to ask on (-y answers).
 _MADE = "|".join(re.escape(m.lstrip("/")) for m in layout.MOUNTPOINTS.values() if m != "/")
 RESTORE_HARMLESS = re.compile(rf"\./(lost\+found|{_MADE}): File exists|cannot open /dev/tty: .*")
+
+
+def mount_filesystems(ctx: Partitioned[stream.Head]) -> Mounted[stream.Head]:
+    """As create mounts them, and noexec too: no hook runs in an import, and nothing the
+    stream brings may run from there."""
+    return install.mount_filesystems(ctx, mounts.FOREIGN)
 
 
 def restore_files(ctx: Mounted[stream.Head]) -> None:
@@ -189,7 +202,7 @@ def import_files(env: OSEnv, settings: Settings, device: Path) -> None:
         planned = step(check_disk, attached)
         partitioned = step(install.partition_disk, planned)
         step(install.make_filesystems, partitioned)
-        mounted = step(install.mount_filesystems, partitioned)
+        mounted = step(mount_filesystems, partitioned)
         step(restore_files, mounted)
         step(remake_swap_file, mounted)
         step(rewrite_fstab, mounted)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -188,17 +188,18 @@ def make_filesystems(ctx: Partitioned[J]) -> None:
         logger.info("%s: %s on %s, UUID %s", p.role, p.fstype, device, uuid)
 
 
-def mount_filesystems(ctx: Partitioned[J]) -> Mounted[J]:
-    """Root on a directory of our own, /boot on a directory made in the new, empty root.
+def mount_filesystems(ctx: Partitioned[J], options: Sequence[str] = mounts.FRESH) -> Mounted[J]:
+    """Root on a directory of our own, /boot on a directory made in the new, empty root,
+    both with ``options``.
 
     The ESP is not mounted: the guest mounts it (fstab), and the grub hook writes its
     files with mtools, so the node needs no FAT driver.  Its mount point is made here.
     """
     target = ctx.stack.enter_context(mounts.temporary_directory())
-    ctx.stack.enter_context(mounts.mount(ctx.root_dev, target, options=mounts.FRESH))
+    ctx.stack.enter_context(mounts.mount(ctx.root_dev, target, options=options))
     if ctx.boot_dev is not None:
         (target / "boot").mkdir()
-        ctx.stack.enter_context(mounts.mount(ctx.boot_dev, target / "boot", options=mounts.FRESH))
+        ctx.stack.enter_context(mounts.mount(ctx.boot_dev, target / "boot", options=options))
     if ctx.esp_dev is not None:
         (target / layout.MOUNTPOINTS["esp"].lstrip("/")).mkdir()
     return Mounted(**_fields(ctx), target=target)
