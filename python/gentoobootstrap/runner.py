@@ -11,7 +11,6 @@ is terminated and waited for.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shlex
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Optional, Union
 
+from gentoobootstrap import confinement
+from gentoobootstrap.confinement import Jail
 from gentoobootstrap.errors import CommandError, ToolNotFoundError
 
 log = logging.getLogger(__name__)
@@ -158,21 +159,34 @@ def _resolve(argv: Sequence[Union[str, Path]]) -> list[str]:
 
 
 _PR_SET_PDEATHSIG = 1
-#: Loaded once here: loading a library in a child between fork and exec is not safe.
-_LIBC = ctypes.CDLL(None, use_errno=True)
+#: The exit status of a child that could not be confined to its jail (as a shell's for a
+#: command it cannot run).
+CONFINEMENT_FAILED = 126
 
 
 def _dies_with(parent: int) -> None:
     """In the child, before it runs the tool: be killed when the script dies, even by SIGKILL,
     so no child outlives it holding its mount namespace (and so its loop devices) alive."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    confinement.LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the script died before the line above took effect
         os._exit(1)
 
 
-def _child_setup() -> Callable[[], None]:
+def _child_setup(tool: str, jail: Optional[Jail]) -> Callable[[], None]:
     parent = os.getpid()
-    return lambda: _dies_with(parent)
+    if jail is None:
+        return lambda: _dies_with(parent)
+    tops, last_cap = confinement.programs(tool), confinement.last_capability()
+
+    def setup() -> None:
+        _dies_with(parent)
+        try:
+            confinement.enter(jail, tops, last_cap)
+        except OSError as e:  # told on stderr, which the caller's error carries
+            os.write(2, f"cannot confine {tool}: {e.strerror}\n".encode())
+            os._exit(CONFINEMENT_FAILED)
+
+    return setup
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
@@ -198,11 +212,13 @@ def run(
     check: bool = True,
     redact: Sequence[str] = (),
     text: bool = True,
+    jail: Optional[Jail] = None,
 ) -> subprocess.CompletedProcess[Any]:
     """Run ``argv`` to completion and return its result (stdout captured by default).
 
     stderr is captured for the error (unless redirected); on success it is logged at debug level.
-    Raises :class:`CommandError` on a non-zero exit unless ``check`` is false.
+    Raises :class:`CommandError` on a non-zero exit unless ``check`` is false.  With a
+    ``jail``, the child runs confined to it (:mod:`confinement`; ``cwd`` is its work tree).
     """
     args = _resolve(argv)
     log.debug("%s", _render(args, redact))
@@ -223,7 +239,7 @@ def run(
         cwd=cwd,
         text=text,
         errors="replace" if text else None,
-        preexec_fn=_child_setup(),
+        preexec_fn=_child_setup(args[0], jail),
     )
     try:
         out, err = proc.communicate(input)
@@ -253,12 +269,14 @@ def spawn(
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[Path] = None,
     redact: Sequence[str] = (),
+    jail: Optional[Jail] = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``argv`` for streaming (binary pipes); on leaving, wait for it and check it.
 
     If the body raises, the child is terminated and reaped.  stderr goes to a
     temporary file so a chatty child can never block on a full pipe (or to
     ``stderr`` when given: then the caller keeps it, and the error carries none).
+    With a ``jail``, the child runs confined to it, as for :func:`run`.
     """
     args = _resolve(argv)
     log.debug("%s", _render(args, redact))
@@ -270,7 +288,7 @@ def spawn(
             stderr=errfile if stderr is None else stderr,
             env=environment(env),
             cwd=cwd,
-            preexec_fn=_child_setup(),
+            preexec_fn=_child_setup(args[0], jail),
         )
         try:
             try:

@@ -20,14 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
-from gentoobootstrap import runner
+from gentoobootstrap import confinement, runner
 from gentoobootstrap.errors import CommandError, Interrupted
 from gentoobootstrap.resources import releasing
 
 log = logging.getLogger(__name__)
-
-#: unshare(2) flag for a new mount namespace.
-CLONE_NEWNS = 0x00020000
 
 #: Attempts before a busy unmount becomes lazy, and the growing pause between them.
 UMOUNT_ATTEMPTS = 5
@@ -49,8 +46,7 @@ def private_namespace() -> bool:
     namespaced: they are still released by their context managers.  Returns
     whether it worked; without the capability the script runs as before.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS) != 0:
+    if confinement.LIBC.unshare(confinement.CLONE_NEWNS) != 0:
         log.debug("no private mount namespace: %s", os.strerror(ctypes.get_errno()))
         return False
     # Mounts made here must not propagate back to the node's namespace.
