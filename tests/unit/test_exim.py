@@ -17,6 +17,7 @@ import pytest
 from gentoobootstrap import runner
 from gentoobootstrap.config import osenv
 from gentoobootstrap.config.settings import Settings
+from gentoobootstrap.confinement import RESTORING
 from gentoobootstrap.disk import fstab, layout, stream
 from gentoobootstrap.errors import StreamError, ToolNotFoundError
 from gentoobootstrap.guest.configure import set_hostname
@@ -505,16 +506,21 @@ def test_restore_keeps_its_work_files_in_a_private_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """restore names them after the dump's date: in a shared /tmp another import of the same
-    dump (or a local user) would make it fail."""
+    dump (or a local user) would make it fail.  It runs confined, with restoring's
+    capabilities only, writing the new filesystems and its scratch /tmp."""
     seen: dict[str, object] = {}
 
     @contextlib.contextmanager
     def spawn(argv, **kwargs):  # type: ignore[no-untyped-def]
-        scratch = Path(kwargs["env"]["TMPDIR"])
-        seen.update(scratch=scratch, empty=scratch.is_dir() and not any(scratch.iterdir()))
+        jail = kwargs["jail"]
+        scratch = jail.scratch
+        seen.update(scratch=scratch, empty=scratch.is_dir() and not any(scratch.iterdir()),
+                    tmpdir=kwargs["env"]["TMPDIR"], work=jail.work, keep=jail.keep)  # fmt: skip
         yield None
 
     monkeypatch.setattr(runner, "spawn", spawn)
     monkeypatch.setattr(import_, "STDIN", pipe_with(b""))
-    import_.restore_files(import_context(tmp_path, stream.Head("dump", b"\0" * 1024)))
+    ctx = import_context(tmp_path, stream.Head("dump", b"\0" * 1024))
+    import_.restore_files(ctx)
     assert seen["empty"] is True and not Path(str(seen["scratch"])).exists()
+    assert (seen["tmpdir"], seen["work"], seen["keep"]) == ("/tmp", ctx.target, RESTORING)

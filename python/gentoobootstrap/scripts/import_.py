@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from gentoobootstrap import runner
+from gentoobootstrap import confinement, runner
 from gentoobootstrap.config.osenv import OSEnv
 from gentoobootstrap.config.settings import Settings
 from gentoobootstrap.disk import devices, filesystems, fstab, layout, mounts, stream
@@ -72,21 +72,30 @@ def mount_filesystems(ctx: Partitioned[stream.Head]) -> Mounted[stream.Head]:
 
 
 def restore_files(ctx: Mounted[stream.Head]) -> None:
+    """The stream's files onto the new filesystems, by an extractor that sees nothing else
+    of the node (:mod:`confinement`): the stream is as untrusted as the exported disk.
+
+    restore runs with only the capabilities that restoring files needs; tar keeps root's
+    (it restores every attribute the export kept, SELinux labels included).
+    """
     head = ctx.job
     if head.format == "dump":
         argv: list[str | Path] = ["restore", "-r", "-y", "-f", "-"]
+        keep: frozenset[int] | None = confinement.RESTORING
     else:
-        argv = ["tar", "--extract", "--file=-", f"--directory={ctx.target}", *stream.TAR_EXTRACT]
+        argv = ["tar", "--extract", "--file=-", *stream.TAR_EXTRACT]
+        keep = None
     name = "restore" if head.format == "dump" else "tar"
     hold_back = stream.BLOCK if head.format == "gentoobootstrap" else 0
     stream.enlarge_pipe(STDIN)  # when stdin is a pipe
     received = None
     # restore keeps its work files in TMPDIR under names from the dump's date: a private
     # directory, so neither another import of the same dump nor a local user can collide.
-    with tempfile.TemporaryFile() as errors, tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryDirectory() as private:
+        jail = confinement.Jail.below(Path(private), ctx.target, keep)
         try:
             with runner.writing_to(
-                argv, stderr=errors, env={"TMPDIR": scratch}, cwd=ctx.target
+                argv, stderr=errors, env={"TMPDIR": "/tmp"}, jail=jail
             ) as write_fd:
                 stream.enlarge_pipe(write_fd)
                 received = stream.copy_in(head.block, STDIN, write_fd, hold_back=hold_back)
