@@ -175,3 +175,29 @@ def test_a_dump_whose_names_lead_out(os_def: OS, no_leaks: Path, node: Path, whe
     last = result.stderr.strip().splitlines()[-1]
     assert "ERROR: import: restore" in last and len(last) < 1000, last
     assert canary_state(node) == before
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_a_dump_that_holds_restore_s_own_file(
+    os_def: OS, no_leaks: Path, node: Path, kind: str
+) -> None:
+    """restore writes ``restoresymtable`` into the new root (import removes it): a dump
+    bringing one of its own, a directory or a link to a node file, fails the import with
+    one ERROR line and leaves the node's file as it was."""
+    if shutil.which("restore") is None or shutil.which("dump") is None:
+        pytest.skip("needs dump and restore (Debian: dump)")
+    tree = no_leaks / "tree"
+    (tree / "etc").mkdir(parents=True)
+    if kind == "directory":
+        (tree / "restoresymtable").mkdir()
+    else:
+        (tree / "restoresymtable").symlink_to(node / "file")
+    crafted = no_leaks / "crafted.dump"
+    crafted.write_bytes(dump_of(tree, no_leaks))
+    before = canary_state(node)
+    layout = Layout("msdos", "ext4", 320)
+    result = os_def.import_(sparse(no_leaks / "target.img", layout.size_mib), crafted, layout)
+    assert canary_state(node) == before
+    last = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and len(last) < 1000, result.stderr
+    assert result.returncode == 1 and "ERROR: import: restore" in last, result.stderr

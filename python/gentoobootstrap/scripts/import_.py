@@ -118,7 +118,7 @@ def restore_files(ctx: Mounted[stream.Head]) -> None:
             raise StreamError(f"restore failed on the stream: {' | '.join(complaints[:3])}")
     assert received is not None
     if head.format == "dump":
-        (ctx.target / "restoresymtable").unlink(missing_ok=True)
+        ctx.root.unlink("/restoresymtable")
     logger.info("%d bytes restored", received.count)
 
 
