@@ -30,9 +30,6 @@ REVIEWED = {
     ("scripts.install", "mount_filesystems"): (
         "the root filesystem is empty, made by mkfs just before"
     ),
-    ("scripts.import_", "restore_files"): (
-        "unlinks restore's own file (a link there is not followed)"
-    ),
 }
 
 
@@ -160,3 +157,13 @@ def write_fstab(ctx):
         "raw operation on GuestRoot.path(): root.path('/etc/conf.d').is_dir",
     ]
     assert Path(__file__).name == "test_guest_tree_ban.py"  # named in guest.tree's docstring
+
+
+def test_every_reviewed_exception_is_still_needed() -> None:
+    """An exception whose function no longer bypasses GuestRoot would hide a new one."""
+    needed = set()
+    for module, path in library_modules().items():
+        for name, function in _functions(ast.parse(path.read_text())):
+            if (module, name) in REVIEWED and any(_raw_operations(function)):
+                needed.add((module, name))
+    assert needed == set(REVIEWED)
