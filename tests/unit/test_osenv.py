@@ -170,7 +170,7 @@ def test_unsupported_api_version(version: str) -> None:
 
 def test_malformed_debug_level() -> None:
     assert failure("verify", {"DEBUG_LEVEL": "high"}) == (
-        "DEBUG_LEVEL: bad value 'high'; allowed values: a whole number of at least 0"
+        "DEBUG_LEVEL: bad value 'high'; allowed values: a whole number"
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from gentoobootstrap.config import parameters
+from gentoobootstrap.config.settings import Check, choice, pattern, whole
 from gentoobootstrap.errors import OSEnvError
 from gentoobootstrap.log import printable
 
@@ -32,13 +33,12 @@ MAX_DISKS = 16
 MAX_NICS = 8
 
 T = TypeVar("T")
-Check = Callable[[str], T]
 
 # -- what each variable may hold ---------------------------------------------------------------
 #
-# A check takes the raw value and returns it parsed (or in its one canonical spelling); it
-# raises ValueError("allowed values: ...").  Nothing else of a variable is ever used: only
-# canonical values reach the guest's files, the node's commands and the log.
+# Each variable has a check (settings.Check): it returns the value parsed or in its one
+# canonical spelling, or raises ValueError("allowed values: ...").  Nothing else of a variable
+# is ever used: only canonical values reach the guest's files, the node's commands and the log.
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
@@ -174,37 +174,6 @@ def root_path(raw: str) -> str:
             "allowed values: a device such as /dev/vda1 (letters, digits and / _ . : = + , @ -)"
         )
     return raw
-
-
-def choice(*values: str) -> Check[str]:
-    def check(raw: str) -> str:
-        if raw not in values:
-            raise ValueError(f"allowed values: {', '.join(values)}")
-        return raw
-
-    return check
-
-
-def pattern(regex: re.Pattern[str], allowed: str) -> Check[str]:
-    def check(raw: str) -> str:
-        if not regex.fullmatch(raw):
-            raise ValueError(f"allowed values: {allowed}")
-        return raw
-
-    return check
-
-
-def whole(low: int, high: Optional[int] = None) -> Check[int]:
-    """A whole number from ``low`` to ``high`` (inclusive; None: no upper bound)."""
-
-    def check(raw: str) -> int:
-        value = int(raw) if raw.isascii() and raw.isdigit() else -1
-        if value < low or (high is not None and value > high):
-            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise ValueError(f"allowed values: a whole number {bounds}")
-        return value
-
-    return check
 
 
 def boolean(raw: str) -> str:
