@@ -293,7 +293,9 @@ def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
         ["UUID=S", "none", "swap", "sw", "0", "0"],
         ["UUID=1234-ABCD", "/efi", "vfat", "umask=0077,nofail", "0", "0"],
     ]
-    assert fstab.entry("R", "/", "btrfs").passno == 0
+    assert fstab.entry("R", "/", "btrfs").passno == "0"
+    # One kind of line: what is written reads back as the same entry.
+    assert [fstab.parse_line(e.line()) for e in entries] == entries
 
 
 def test_the_swap_file_is_named_by_its_path_in_fstab() -> None:
