@@ -50,19 +50,18 @@ def main(
     mounts.private_namespace); tests that run it inside their own process pass False.
     """
     environ = os.environ if environ is None else environ
-    debug = environ.get("DEBUG_LEVEL", "0") not in ("", "0")
-    log.setup(debug)
+    log.setup()
     module = importlib.import_module(MODULES[operation])
 
     def run() -> None:
         if argv and operation not in TAKE_ARGUMENTS:
             raise OSEnvError("argv", f"{operation} takes no arguments, got {' '.join(argv)!r}")
-        if isolate and operation not in MOUNT_NOTHING:
-            mounts.private_namespace()
         env = osenv.parse(operation, environ)
         settings = files.apply_parameters(files.load(env.variant), env.params)
-        if settings.debug and not debug:
+        if env.debug_level or settings.debug:
             log.setup(True)
+        if isolate and operation not in MOUNT_NOTHING:
+            mounts.private_namespace()
         module.main(env, settings, list(argv))
 
     return exit_status(operation, run)

@@ -5,6 +5,7 @@ No root needed: nothing here touches a disk device.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gentoobootstrap import runner
 from gentoobootstrap.errors import StageError, ToolNotFoundError, VerificationError
 from gentoobootstrap.scripts import prefetch
 from gentoobootstrap.stages import cache, obtain, unpack
@@ -405,6 +407,22 @@ def test_stage4_url(
     assert got.parent.parent.name == "stage4"
 
 
+def test_the_files_beside_a_stage4_are_read_once_and_only_when_verify_needs_them(
+    tmp_path: Path, key: SigningKey, stage: Path, keyring: Path, requests: list[str]
+) -> None:
+    layout = build_mirror(tmp_path / "mirror", stage, key)
+    with serve(layout.root, requests) as url:
+        stage4 = f"{url}/{layout.stage.relative_to(layout.root)}"
+        for verify, cache_dir in (("signature", "a"), ("checksum", "b")):
+            requests.clear()
+            s = settings(url, tmp_path / cache_dir, keyring, stage4_file=stage4, verify=verify)
+            obtain.stage(s)
+            suffixes = sorted(r.rpartition(".tar.xz")[2] for r in requests)
+            # The DIGESTS identifies the stage4 and is checked; only a signature check needs .asc.
+            expected = ["", ".DIGESTS", ".asc"] if verify == "signature" else ["", ".DIGESTS"]
+            assert suffixes == expected
+
+
 def test_stage4_url_without_signature_needs_verify_off(
     tmp_path: Path, keyring: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -604,6 +622,25 @@ def test_the_unpacked_size_is_recorded_when_cached_and_read_only_there(
     assert unpack.unpacked_size(got, cache_dir) == 7  # read, not computed
     assert unpack.unpacked_size(got, tmp_path / "elsewhere") == size
     assert unpack.unpacked_size(got) == size
+
+
+@pytest.mark.parametrize("zstd", [True, False])
+def test_a_bzip2_stage_has_its_unpacked_size_recorded_too(
+    tmp_path: Path, stage: Path, keyring: Path, zstd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its format does not record the size: counted once when cached, never on each create."""
+    with lzma.open(stage) as f:
+        tar = f.read()
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "stage4.tar.bz2").write_bytes(bz2.compress(tar))
+    if not zstd:
+        have_tool = runner.have_tool
+        monkeypatch.setattr(runner, "have_tool", lambda name: name != "zstd" and have_tool(name))
+    with serve(tmp_path / "www") as url:
+        s = settings(url, tmp_path / "cache", keyring, stage4_file=f"{url}/stage4.tar.bz2")
+        got = obtain.stage(dataclasses.replace(s, verify="none"))
+    assert got.suffix == (".zst" if zstd else ".bz2")
+    assert cache.recorded_unpacked_size(got, tmp_path / "cache") == len(tar)
 
 
 def test_signed_stage_escaping_the_target_is_not_cached(

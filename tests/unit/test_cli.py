@@ -161,6 +161,11 @@ def test_debug_level_shows_debug_lines(
     assert "DEBUG" not in capsys.readouterr().err
 
 
+def test_debug_level_is_read_as_osenv_checked_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main("verify", ["parameters"], {**verify_env(), "DEBUG_LEVEL": "00"}) == 0
+    assert "DEBUG" not in capsys.readouterr().err  # zero, however written
+
+
 def test_debug_setting_shows_debug_lines(
     capsys: pytest.CaptureFixture[str], configured: Path
 ) -> None:

@@ -123,6 +123,10 @@ def test_bad_value_names_the_allowed_values(layout: Layout) -> None:
         ('PARTITION_STYLE="bsd"', "msdos, gpt, none"),
         ('SWAP="sometimes"', "yes, file, no"),
         ('BOOT_SIZE="1G"', "a whole number of MiB"),
+        # int() would take these: digits of another script, and blanks around them.
+        ('BOOT_SIZE="\uff11\uff12"', "a whole number of MiB"),
+        ('CLEAN_CACHE=" 7"', "a whole number of days"),
+        ('SWAP_SIZE="-1"', "a whole number of MiB or empty"),
         ('MIRROR="ftp://mirror"', "http://..., https://..., file://..."),
         ('CACHE_DIR="relative/dir"', "an absolute path"),
         ('SNAPSHOT="yesterday"', "empty, latest or YYYYMMDD"),

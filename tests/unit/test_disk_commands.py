@@ -293,7 +293,9 @@ def test_fstab_keeps_the_comments_and_lists_root_boot_swap() -> None:
         ["UUID=S", "none", "swap", "sw", "0", "0"],
         ["UUID=1234-ABCD", "/efi", "vfat", "umask=0077,nofail", "0", "0"],
     ]
-    assert fstab.entry("R", "/", "btrfs").passno == 0
+    assert fstab.entry("R", "/", "btrfs").passno == "0"
+    # One kind of line: what is written reads back as the same entry.
+    assert [fstab.parse_line(e.line()) for e in entries] == entries
 
 
 def test_the_swap_file_is_named_by_its_path_in_fstab() -> None:
@@ -531,3 +533,22 @@ def test_the_mount_directory_stays_while_something_is_mounted_on_it(
             raise DiskError("original")
     assert (top / "etc").is_dir()
     assert "could not release the directory" in caplog.text
+
+
+def test_check_unused_asks_once_what_uses_each_device(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    asked: list[Path] = []
+
+    def users_of(device: Path) -> list[str]:
+        asked.append(device)
+        return [f"{device} is mounted on /busy"] if device == Path("/dev/loop1") else []
+
+    monkeypatch.setattr(devices, "users_of", users_of)
+    monkeypatch.setattr(devices, "is_block_device", lambda path: False)
+    loops = [Path("/dev/loop1"), Path("/dev/loop2")]
+    monkeypatch.setattr(devices, "loops_of", lambda source: loops)
+    with pytest.raises(DiskError, match="in use: /dev/loop1 is mounted on /busy;"):
+        devices.check_unused(Path("/dev/loop1"), Path("/images/disk.img"))
+    assert asked == loops
+    assert "is also attached to /dev/loop2" in caplog.text

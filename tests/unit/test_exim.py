@@ -502,6 +502,18 @@ def test_a_guest_fstab_that_is_no_regular_file_is_never_opened(tmp_path: Path) -
     node.unlink()
 
 
+def test_boot_is_found_in_the_fstab_text_read_when_root_was() -> None:
+    """The fstab that told root is the one that tells /boot: it is not read a second time."""
+    from gentoobootstrap.guest import installed
+
+    nodes = {1: Path("/dev/loop9p1"), 2: Path("/dev/loop9p2")}
+    types = {1: "ext4", 2: "ext4"}
+    text = "/dev/vda1 / ext4 noatime 0 1\n/dev/vda2 /boot ext4 noatime 0 2\n"
+    assert installed._boot_partition(text, nodes, types, 1) == 2
+    assert installed._boot_partition("/dev/vda1 / ext4 noatime 0 1\n", nodes, types, 1) is None
+    assert installed._boot_partition("", nodes, types, 1) is None
+
+
 def test_restore_keeps_its_work_files_in_a_private_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -304,3 +304,19 @@ def test_a_unit_without_install_section_is_wanted_by_the_given_target(tmp_path: 
     initsystem.enable(s, "systemd", "serial-getty@ttyS0.service", target="getty.target")
     link = s.top / "etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
     assert os.readlink(link) == "/usr/lib/systemd/system/serial-getty@.service"
+
+
+def test_the_root_is_resolved_on_the_node_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every guest path is checked against the top's node name, taken when the root is made."""
+    (tmp_path / "top" / "etc").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("top")
+    root = GuestRoot(tmp_path / "link")
+    calls: list[str] = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p: calls.append(str(p)) or realpath(p))
+    assert root.realpath("/etc/../etc") == "/etc"
+    root.write_text("/etc/hostname", "guest\n")
+    assert root.read_text("/etc/hostname") == "guest\n"
+    assert calls == []

@@ -8,13 +8,41 @@ from pathlib import Path
 
 import pytest
 
+from gentoobootstrap.config import osenv
 from gentoobootstrap.config.osenv import Nic
 from gentoobootstrap.errors import OSEnvError
 from gentoobootstrap.guest import network
 from gentoobootstrap.guest.network import Interface
+from support import NIC0_NETWORK, ganeti_environ
 from support.logs import plain_logging  # noqa: F401 (autouse)
 
 MAC = "aa:00:00:12:34:56"
+
+
+def make_nic(
+    index: int,
+    mac: str,
+    ip: str = "",
+    *,
+    mode: str = "",
+    network_name: str = "",
+    subnet: str = "",
+    gateway: str = "",
+    subnet6: str = "",
+    gateway6: str = "",
+) -> Nic:
+    """A NIC as osenv gives it: its addresses parsed."""
+    return Nic(
+        index,
+        mac,
+        ipaddress.ip_address(ip) if ip else None,
+        mode,
+        network_name=network_name,
+        subnet=ipaddress.IPv4Network(subnet) if subnet else None,
+        gateway=ipaddress.IPv4Address(gateway) if gateway else None,
+        subnet6=ipaddress.IPv6Network(subnet6) if subnet6 else None,
+        gateway6=ipaddress.IPv6Address(gateway6) if gateway6 else None,
+    )
 
 
 def test_eui64_is_rfc4291() -> None:
@@ -26,26 +54,27 @@ def test_eui64_is_rfc4291() -> None:
     ("nic", "expected"),
     [
         # No Ganeti network: DHCP, even with an IP (nothing says its prefix or gateway).
-        (Nic(0, MAC), Interface("eth0", MAC, True)),
-        (Nic(0, MAC, ip="203.0.113.5", mode="routed"), Interface("eth0", MAC, True)),
+        (make_nic(0, MAC), Interface("eth0", MAC, True)),
+        (make_nic(0, MAC, ip="203.0.113.5", mode="routed"), Interface("eth0", MAC, True)),
         # IPv4 network.
         (
-            Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1"),
+            make_nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
+                     gateway="192.0.2.1"),
             Interface("eth0", MAC, False, ("192.0.2.10/24",), ("192.0.2.1",)),
         ),
         # No gateway: address only.
         (
-            Nic(1, MAC, "10.1.2.3", network_name="n", subnet="10.0.0.0/8"),
+            make_nic(1, MAC, "10.1.2.3", network_name="n", subnet="10.0.0.0/8"),
             Interface("eth1", MAC, False, ("10.1.2.3/8",)),
         ),
         # On a network but no IP from its pool: DHCP.
         (
-            Nic(0, MAC, network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1"),
+            make_nic(0, MAC, network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1"),
             Interface("eth0", MAC, True),
         ),
         # IPv4 and IPv6: EUI-64 in the /64.
         (
-            Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
+            make_nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
                 gateway="192.0.2.1", subnet6="2001:db8:1::/64", gateway6="2001:db8:1::1"),
             Interface("eth0", MAC, False,
                       ("192.0.2.10/24", "2001:db8:1:0:a800:ff:fe12:3456/64"),
@@ -53,13 +82,13 @@ def test_eui64_is_rfc4291() -> None:
         ),
         # An IPv6 NIC IP in the network's IPv6 subnet is used as it is.
         (
-            Nic(0, MAC, "2001:db8:2::10", network_name="n", subnet6="2001:db8:2::/48",
+            make_nic(0, MAC, "2001:db8:2::10", network_name="n", subnet6="2001:db8:2::/48",
                 gateway6="2001:db8:2::1"),
             Interface("eth0", MAC, True, ("2001:db8:2::10/48",), ("2001:db8:2::1",)),
         ),
         # IPv6 prefix not a /64 and no IPv6 IP: left to router advertisements.
         (
-            Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
+            make_nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24",
                 subnet6="2001:db8:3::/56", gateway6="2001:db8:3::1"),
             Interface("eth0", MAC, False, ("192.0.2.10/24",)),
         ),
@@ -69,8 +98,18 @@ def test_plan_ganeti(nic: Nic, expected: Interface) -> None:
     assert network.plan([nic], "ganeti") == [expected]
 
 
+def test_plan_takes_the_nics_osenv_checked() -> None:
+    env = osenv.parse("create", ganeti_environ(Path("/dev/xvda"), **NIC0_NETWORK))
+    assert network.plan(env.nics, "ganeti") == [
+        Interface("eth0", MAC, False,
+                  ("192.0.2.10/24", "2001:db8:1:0:a800:ff:fe12:3456/64"),
+                  ("192.0.2.1", "2001:db8:1::1")),
+    ]  # fmt: skip
+
+
 def test_plan_none_and_dhcp() -> None:
-    nics = [Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24"), Nic(1, "")]
+    nics = [make_nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24")]
+    nics.append(make_nic(1, ""))
     assert network.plan(nics, "none") == []
     assert network.plan(nics, "dhcp") == [
         Interface("eth0", MAC, True),
@@ -79,7 +118,7 @@ def test_plan_none_and_dhcp() -> None:
 
 
 def test_ip_outside_the_subnet_falls_back_to_dhcp(caplog: pytest.LogCaptureFixture) -> None:
-    nic = Nic(0, MAC, "198.51.100.7", network_name="n", subnet="192.0.2.0/24")
+    nic = make_nic(0, MAC, "198.51.100.7", network_name="n", subnet="192.0.2.0/24")
     assert network.plan([nic], "ganeti") == [Interface("eth0", MAC, True)]
     assert "outside its network's subnet" in caplog.text
 
@@ -123,46 +162,16 @@ def test_netifrc_names_the_dhcp_module_of_dhcp_interfaces_only() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("nic", "variable"),
-    [
-        (Nic(3, MAC, "192.0.2.300", network_name="n", subnet="192.0.2.0/24"), "NIC_3_IP"),
-        (Nic(0, MAC, "192.0.2.3", network_name="n", subnet="192.0.2/24x"), "NIC_0_NETWORK_SUBNET"),
-        (Nic(0, MAC, network_name="n", subnet6="2001:db8::/129"), "NIC_0_NETWORK_SUBNET6"),
-    ],
-)
-def test_malformed_addresses_name_the_variable(nic: Nic, variable: str) -> None:
-    with pytest.raises(OSEnvError, match=f"^{variable}: not a valid address"):
-        network.plan([nic], "ganeti")
-
-
 # -- hostile values never land in the guest's files ---------------------------------------------
 
+# osenv refuses them (test_osenv); the writers hold every value to a plain one as well.
 GATEWAY_ATTACK = '192.0.2.1"; touch /x; "'
 MAC_ATTACK = f"{MAC}\n[Network]\nDNS=203.0.113.66"
 
 
-def test_a_gateway_with_shell_in_it_is_refused() -> None:
-    nic = Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway=GATEWAY_ATTACK)
-    with pytest.raises(OSEnvError, match=r"^NIC_0_NETWORK_GATEWAY: not a valid address"):
-        network.plan([nic], "ganeti")
-
-
-def test_an_ipv6_gateway_with_a_scope_is_refused() -> None:
-    nic = Nic(0, MAC, network_name="n", subnet6="2001:db8::/64", gateway6="fe80::1%$(touch /x)")
-    with pytest.raises(OSEnvError, match=r"^NIC_0_NETWORK_GATEWAY6: not a valid address"):
-        network.plan([nic], "ganeti")
-
-
-def test_a_bad_mac_with_an_ipv6_subnet_is_a_clean_error() -> None:
-    nic = Nic(0, "zz:zz", network_name="n", subnet6="2001:db8::/64")
-    with pytest.raises(OSEnvError, match=r"^NIC_0_MAC: "):
-        network.plan([nic], "ganeti")
-
-
 @pytest.mark.parametrize("mode", ["dhcp", "ganeti"])
 def test_a_mac_with_a_newline_never_reaches_a_networkd_file(mode: str) -> None:
-    (interface,) = network.plan([Nic(0, MAC_ATTACK)], mode)
+    (interface,) = network.plan([make_nic(0, MAC_ATTACK)], mode)
     for render in (network.link, lambda i: network.networkd(i, mode)):
         with pytest.raises(OSEnvError, match="refusing to write MAC address"):
             render(interface)
@@ -189,9 +198,9 @@ def test_the_writers_refuse_anything_but_plain_values(interface: Interface) -> N
 
 def test_netifrc_config_reads_back_as_written_when_sourced(tmp_path: Path) -> None:
     nics = [
-        Nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1",
+        make_nic(0, MAC, "192.0.2.10", network_name="n", subnet="192.0.2.0/24", gateway="192.0.2.1",
             subnet6="2001:db8:1::/64", gateway6="fe80::1"),
-        Nic(1, "aa:00:00:ab:cd:ef"),
+        make_nic(1, "aa:00:00:ab:cd:ef"),
     ]  # fmt: skip
     conf = tmp_path / "net"
     conf.write_text(network.netifrc(network.plan(nics, "ganeti"), "ganeti"))

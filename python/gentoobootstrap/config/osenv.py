@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, TypeVar, Union
 
 from gentoobootstrap.config import parameters
+from gentoobootstrap.config.settings import Check, choice, pattern, whole
 from gentoobootstrap.errors import OSEnvError
 from gentoobootstrap.log import printable
 
@@ -32,13 +33,13 @@ MAX_DISKS = 16
 MAX_NICS = 8
 
 T = TypeVar("T")
-Check = Callable[[str], T]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 # -- what each variable may hold ---------------------------------------------------------------
 #
-# A check takes the raw value and returns it parsed (or in its one canonical spelling); it
-# raises ValueError("allowed values: ...").  Nothing else of a variable is ever used: only
-# canonical values reach the guest's files, the node's commands and the log.
+# Each variable has a check (settings.Check): it returns the value parsed or in its one
+# canonical spelling, or raises ValueError("allowed values: ...").  Nothing else of a variable
+# is ever used: only canonical values reach the guest's files, the node's commands and the log.
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
@@ -86,22 +87,22 @@ def _no_scope(raw: str) -> str:
     return raw
 
 
-def _address(kind: str, parse: Callable[[str], object]) -> Check[str]:
-    def check(raw: str) -> str:
+def _address(kind: str, parse: Callable[[str], T]) -> Check[T]:
+    def check(raw: str) -> T:
         try:
-            return str(parse(_no_scope(raw)))
+            return parse(_no_scope(raw))
         except ValueError:
             raise ValueError(f"allowed values: {kind}") from None
 
     return check
 
 
-def _network(kind: str, parse: Callable[[str], object]) -> Check[str]:
-    def check(raw: str) -> str:
+def _network(kind: str, parse: Callable[[str], T]) -> Check[T]:
+    def check(raw: str) -> T:
         try:
             if "/" not in raw:
                 raise ValueError(raw)
-            return str(parse(_no_scope(raw)))
+            return parse(_no_scope(raw))
         except ValueError:
             raise ValueError(f"allowed values: {kind} in CIDR notation") from None
 
@@ -128,11 +129,11 @@ def interface_name(raw: str) -> str:
     return raw
 
 
-def link_name(raw: str) -> str:
-    """An interface name, or a routing table's (checked as an interface's unless routed)."""
+def routing_table(raw: str) -> str:
+    """A routed NIC's link: a routing table's name or number."""
     if not _ROUTING_TABLE.fullmatch(raw):
         raise ValueError(
-            "allowed values: an interface name, or a routing table for a routed NIC "
+            "allowed values: a routing table's name or number for a routed NIC "
             "(letters, digits, '_', '.', '@', '+' or '-')"
         )
     return raw
@@ -176,49 +177,19 @@ def root_path(raw: str) -> str:
     return raw
 
 
-def choice(*values: str) -> Check[str]:
-    def check(raw: str) -> str:
-        if raw not in values:
-            raise ValueError(f"allowed values: {', '.join(values)}")
-        return raw
-
-    return check
-
-
-def pattern(regex: re.Pattern[str], allowed: str) -> Check[str]:
-    def check(raw: str) -> str:
-        if not regex.fullmatch(raw):
-            raise ValueError(f"allowed values: {allowed}")
-        return raw
-
-    return check
-
-
-def whole(low: int, high: Optional[int] = None) -> Check[int]:
-    """A whole number from ``low`` to ``high`` (inclusive; None: no upper bound)."""
-
-    def check(raw: str) -> int:
-        value = int(raw) if raw.isascii() and raw.isdigit() else -1
-        if value < low or (high is not None and value > high):
-            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise ValueError(f"allowed values: a whole number {bounds}")
-        return value
-
-    return check
-
-
 def boolean(raw: str) -> str:
     if raw.lower() not in ("true", "false"):
         raise ValueError("allowed values: True, False")
     return raw
 
 
-#: NIC_<n>_<KEY>: the Nic field it fills (None: checked only, for hooks) and its check.
-NIC_VARIABLES: dict[str, tuple[Optional[str], Check[str]]] = {
+#: NIC_<n>_<KEY>: the Nic field it fills (None: checked only, for hooks) and its check.  MODE
+#: comes before LINK: a routed NIC's link is a routing table, any other's an interface.
+NIC_VARIABLES: dict[str, tuple[Optional[str], Check[object]]] = {
     "MAC": ("mac", mac_address),
     "IP": ("ip", ip_address),
     "MODE": ("mode", choice("bridged", "routed", "openvswitch", "pool")),
-    "LINK": ("link", link_name),
+    "LINK": ("link", interface_name),
     "BRIDGE": (None, interface_name),
     "VLAN": (None, vlan),
     "NAME": ("name", object_name),
@@ -256,17 +227,19 @@ class Disk:
 
 @dataclass(frozen=True)
 class Nic:
+    """One NIC's checked values; the addresses parsed, as the guest's network is planned."""
+
     index: int
     mac: str = ""
-    ip: str = ""
+    ip: Optional[IPAddress] = None
     mode: str = ""
     link: str = ""
     name: str = ""
     network_name: str = ""
-    subnet: str = ""
-    gateway: str = ""
-    subnet6: str = ""
-    gateway6: str = ""
+    subnet: Optional[ipaddress.IPv4Network] = None
+    gateway: Optional[ipaddress.IPv4Address] = None
+    subnet6: Optional[ipaddress.IPv6Network] = None
+    gateway6: Optional[ipaddress.IPv6Address] = None
 
 
 class Secret(dict):  # type: ignore[type-arg]
@@ -378,34 +351,29 @@ def _first_disk_path(disks: Sequence[Disk]) -> Path:
 
 
 def _nic(environ: Mapping[str, str], i: int) -> Nic:
-    fields = {}
+    fields: dict[str, object] = {}
     for key, (name, check) in NIC_VARIABLES.items():
+        if key == "LINK" and fields.get("mode") == "routed":
+            check = routing_table
         value = _value(environ, f"NIC_{i}_{key}", check)
         if name is not None and value is not None:
             fields[name] = value
-    nic = Nic(i, **fields)
-    if nic.link and nic.mode != "routed":
-        _value(environ, f"NIC_{i}_LINK", interface_name)
+    nic = Nic(i, **fields)  # type: ignore[arg-type]
     # As Ganeti's own address pool holds them: an IPv4 gateway inside its subnet, an IPv6
     # one inside its subnet or link-local.
-    if (
-        nic.gateway
-        and nic.subnet
-        and ipaddress.IPv4Address(nic.gateway) not in ipaddress.IPv4Network(nic.subnet)
-    ):
+    if nic.gateway is not None and nic.subnet is not None and nic.gateway not in nic.subnet:
         raise OSEnvError(
             f"NIC_{i}_NETWORK_GATEWAY",
             f"{nic.gateway} is outside NIC_{i}_NETWORK_SUBNET {nic.subnet}; "
             "allowed values: an address inside the subnet",
         )
-    if nic.gateway6 and nic.subnet6:
-        gateway6 = ipaddress.IPv6Address(nic.gateway6)
-        if gateway6 not in ipaddress.IPv6Network(nic.subnet6) and not gateway6.is_link_local:
-            raise OSEnvError(
-                f"NIC_{i}_NETWORK_GATEWAY6",
-                f"{nic.gateway6} is outside NIC_{i}_NETWORK_SUBNET6 {nic.subnet6}; "
-                "allowed values: an address inside the subnet or a link-local one",
-            )
+    gateway6, subnet6 = nic.gateway6, nic.subnet6
+    if gateway6 and subnet6 and gateway6 not in subnet6 and not gateway6.is_link_local:
+        raise OSEnvError(
+            f"NIC_{i}_NETWORK_GATEWAY6",
+            f"{gateway6} is outside NIC_{i}_NETWORK_SUBNET6 {subnet6}; "
+            "allowed values: an address inside the subnet or a link-local one",
+        )
     return nic
 
 

@@ -14,10 +14,61 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, get_args
+from typing import Any, Callable, Literal, Optional, TypeVar, get_args
 
 from gentoobootstrap import paths
 from gentoobootstrap.disk.filesystems import ROOT_FILESYSTEMS
+
+T = TypeVar("T")
+#: A check takes a raw value and returns it parsed (or in its one canonical spelling), or raises
+#: ValueError("allowed values: ...").  The settings' kinds and Ganeti's variables share them.
+Check = Callable[[str], T]
+
+
+def _named(values: tuple[str, ...]) -> list[str]:
+    """``values`` as messages and the documentation show them: an empty one is ``empty``."""
+    return [value or "empty" for value in values]
+
+
+def choice(*values: str) -> Check[str]:
+    """One of ``values``."""
+    allowed = ", ".join(_named(values))
+
+    def check(raw: str) -> str:
+        if raw not in values:
+            raise ValueError(f"allowed values: {allowed}")
+        return raw
+
+    return check
+
+
+def pattern(regex: re.Pattern[str] | str, allowed: str) -> Check[str]:
+    """A value ``regex`` matches in full; ``allowed`` describes those values."""
+    compiled = re.compile(regex)
+
+    def check(raw: str) -> str:
+        if not compiled.fullmatch(raw):
+            raise ValueError(f"allowed values: {allowed}")
+        return raw
+
+    return check
+
+
+def whole(low: int = 0, high: Optional[int] = None, unit: str = "") -> Check[int]:
+    """A whole number (of ``unit``) from ``low`` to ``high`` (inclusive; None: no upper bound).
+
+    Only ASCII digits: int() would take other scripts' digits and surrounding blanks too.
+    """
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}" if low else ""
+    allowed = " ".join(filter(None, ("a whole number", unit and f"of {unit}", bounds)))
+
+    def check(raw: str) -> int:
+        value = int(raw) if raw.isascii() and raw.isdigit() else -1
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"allowed values: {allowed}")
+        return value
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -29,24 +80,11 @@ class Kind:
 
 
 def _choice(*values: str) -> Kind:
-    """One of ``values``; an empty one is shown as ``empty``."""
-    shown = [value or "empty" for value in values]
-
-    def parse(raw: str) -> str:
-        if raw not in values:
-            raise ValueError(f"allowed values: {', '.join(shown)}")
-        return raw
-
-    return Kind(" | ".join(shown), parse)
+    return Kind(" | ".join(_named(values)), choice(*values))
 
 
 def _pattern(allowed: str, regex: str) -> Kind:
-    def parse(raw: str) -> str:
-        if not re.fullmatch(regex, raw):
-            raise ValueError(f"allowed values: {allowed}")
-        return raw
-
-    return Kind(allowed, parse)
+    return Kind(allowed, pattern(regex, allowed))
 
 
 def _yesno(raw: str) -> bool:
@@ -57,16 +95,19 @@ def _yesno(raw: str) -> bool:
 
 
 def _count(unit: str, optional: bool = False) -> Kind:
-    def parse(raw: str) -> Optional[int]:
-        if optional and raw == "":
-            return None
-        if not raw.isdigit():
-            raise ValueError(
-                f"allowed values: a whole number of {unit}" + (" or empty" if optional else "")
-            )
-        return int(raw)
+    number = whole(0, unit=unit)
+    if not optional:
+        return Kind(unit, number)
 
-    return Kind(f"{unit}" + (" (empty: see help)" if optional else ""), parse)
+    def parse(raw: str) -> Optional[int]:
+        if raw == "":
+            return None
+        try:
+            return number(raw)
+        except ValueError as e:
+            raise ValueError(f"{e} or empty") from None
+
+    return Kind(f"{unit} (empty: see help)", parse)
 
 
 def _path(optional: bool) -> Kind:

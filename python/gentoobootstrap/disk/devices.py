@@ -160,8 +160,9 @@ def check_unused(device: Path, source: Optional[Path] = None) -> None:
     devices = [device]
     if source is not None and not is_block_device(source):
         devices += [loop for loop in loops_of(source) if loop != device]
-    users = [use for dev in devices for use in users_of(dev)]
-    idle = [str(dev) for dev in devices[1:] if not users_of(dev)]
+    found = {dev: users_of(dev) for dev in devices}
+    users = [use for dev in devices for use in found[dev]]
+    idle = [str(dev) for dev in devices[1:] if not found[dev]]
     if idle:
         log.warning(
             "%s is also attached to %s (left by an earlier run?); nothing uses it: "

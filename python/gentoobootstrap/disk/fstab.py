@@ -10,7 +10,7 @@ instance's first disk exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from gentoobootstrap.disk.filesystems import FILESYSTEMS, SWAP_FILE
@@ -22,32 +22,32 @@ _BY = {"/dev/disk/by-uuid/": "UUID=", "/dev/disk/by-label/": "LABEL=",
 
 @dataclass(frozen=True)
 class Entry:
-    """A line we write."""
+    """One fstab line, read or to be written: its fields as written."""
 
-    uuid: str
+    source: str  # UUID=..., a device or a file
     mountpoint: str  # "none" for swap
     fstype: str
     options: str = "defaults"
-    passno: int = 0
-    path: str = ""  # a file named by its path (the swap file) instead of a UUID
+    dump: str = "0"
+    passno: str = "0"
 
     def line(self) -> str:
-        source = self.path or f"UUID={self.uuid}"
-        return f"{source}\t{self.mountpoint}\t{self.fstype}\t{self.options}\t0 {self.passno}"
+        fields = [self.source, self.mountpoint, self.fstype, self.options]
+        return "\t".join([*fields, f"{self.dump} {self.passno}"])
 
 
 def entry(uuid: str, mountpoint: str, fstype: str) -> Entry:
     """The usual entry: root checked first (pass 1), others after (2), when checked at all."""
     if fstype == "swap":
-        return Entry(uuid, "none", "swap", "sw", 0)
+        return Entry(f"UUID={uuid}", "none", "swap", "sw")
     fs = FILESYSTEMS[fstype]
     passno = (1 if mountpoint == "/" else 2) if fs.checked_at_boot else 0
-    return Entry(uuid, mountpoint, fstype, fs.fstab_options, passno)
+    return Entry(f"UUID={uuid}", mountpoint, fstype, fs.fstab_options, passno=str(passno))
 
 
 def swap_file_entry() -> Entry:
     """The swap file's entry: by its path (a swap file has a UUID, but fstab names files)."""
-    return Entry("", "none", "swap", "sw", 0, path=SWAP_FILE)
+    return Entry(SWAP_FILE, "none", "swap", "sw")
 
 
 def render(entries: Sequence[Entry], original: str = "") -> str:
@@ -61,31 +61,15 @@ def render(entries: Sequence[Entry], original: str = "") -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-@dataclass(frozen=True)
-class Line:
-    """A line we read: its fields as written."""
-
-    source: str
-    mountpoint: str
-    fstype: str
-    options: str = "defaults"
-    dump: str = "0"
-    passno: str = "0"
-
-    def text(self) -> str:
-        fields = [self.source, self.mountpoint, self.fstype, self.options]
-        return "\t".join([*fields, f"{self.dump} {self.passno}"])
-
-
-def parse_line(text: str) -> Optional[Line]:
+def parse_line(text: str) -> Optional[Entry]:
     """The entry on ``text``, or None for a comment, a blank or a malformed line."""
     fields = text.split("#", 1)[0].split() if not text.lstrip().startswith("#") else []
     if len(fields) < 3:
         return None
-    return Line(*fields[:6])
+    return Entry(*fields[:6])
 
 
-def lookup(text: str, mountpoint: str) -> Optional[Line]:
+def lookup(text: str, mountpoint: str) -> Optional[Entry]:
     """The (last, as mount -a would leave it) entry for ``mountpoint``."""
     found = None
     for raw in text.splitlines():
@@ -104,7 +88,7 @@ def normal_source(source: str) -> str:
     return source
 
 
-def _is_old_swap(line: Line, old_sources: Collection[str]) -> bool:
+def _is_old_swap(line: Entry, old_sources: Collection[str]) -> bool:
     source = normal_source(line.source)
     if old_sources:
         return source in old_sources
@@ -144,14 +128,10 @@ def rewrite(text: str, new: Mapping[Role, Entry], old_sources: Collection[str] =
             continue  # the new disk has no such filesystem (or its line is written already)
         done.add(role)
         if role != "swap" and line.fstype == made.fstype:
-            source = f"UUID={made.uuid}"
-            out.append(Line(source, *[getattr(line, f) for f in _KEEP]).text())
+            out.append(replace(line, source=made.source).line())
         else:
             out.append(made.line())
     for missing in appended:
         if missing in new and missing not in done:
             out.append(new[missing].line())
     return "\n".join(out) + "\n"
-
-
-_KEEP = ("mountpoint", "fstype", "options", "dump", "passno")

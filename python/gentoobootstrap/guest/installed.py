@@ -122,13 +122,14 @@ def open_disk(
     private = stack.enter_context(mounts.temporary_directory())
     target = private / ROOT_DIR
     target.mkdir(mode=0o700)
-    root_number = None
+    root_number, guest_fstab = None, None
     for number in candidates:
         probe = contextlib.ExitStack()
         with probe:
             mount_readonly(probe, nodes[number], target, types[number], snapshot=readonly)
             root = GuestRoot(target)
-            if _guest_file(root, "/etc/fstab") is not None or root.exists("/etc/os-release"):
+            guest_fstab = _guest_file(root, "/etc/fstab")
+            if guest_fstab is not None or root.exists("/etc/os-release"):
                 stack.enter_context(probe.pop_all())
                 root_number = number
                 break
@@ -147,7 +148,7 @@ def open_disk(
     )  # fmt: skip
     log.info("root: %s (%s) on %s", opened.root, opened.root_fstype, source)
     boot_number = (
-        _boot_partition(GuestRoot(target), nodes, types, root_number) if with_boot else None
+        _boot_partition(guest_fstab or "", nodes, types, root_number) if with_boot else None
     )
     if boot_number is not None:
         opened.boot, opened.boot_fstype = nodes[boot_number], types[boot_number]
@@ -177,10 +178,10 @@ def _guest_file(root: GuestRoot, path: str) -> Optional[str]:
 
 
 def _boot_partition(
-    root: GuestRoot, nodes: dict[int, Path], types: dict[int, str], root_number: int
+    guest_fstab: str, nodes: dict[int, Path], types: dict[int, str], root_number: int
 ) -> Optional[int]:
-    """The partition the guest's fstab mounts on /boot; None when /boot is on the root."""
-    entry = fstab.lookup(_guest_file(root, "/etc/fstab") or "", "/boot")
+    """The partition ``guest_fstab`` mounts on /boot; None when /boot is on the root."""
+    entry = fstab.lookup(guest_fstab, "/boot")
     if entry is None:
         return None
     source = fstab.normal_source(entry.source)

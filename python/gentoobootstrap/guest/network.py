@@ -21,12 +21,9 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, TypeVar
 
 from gentoobootstrap.config.osenv import Nic
 from gentoobootstrap.errors import OSEnvError
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +53,6 @@ class Interface:
     gateways: tuple[str, ...] = ()
 
 
-def _network4(value: str) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(value, strict=False)
-
-
-def _network6(value: str) -> ipaddress.IPv6Network:
-    return ipaddress.IPv6Network(value, strict=False)
-
-
-_address4 = ipaddress.IPv4Address
-_address6 = ipaddress.IPv6Address
-
-
 def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
     """The SLAAC address of ``mac`` in a /64 ``prefix`` (RFC 4291 appendix A)."""
     if not _SAFE["MAC address"].fullmatch(mac.lower()):
@@ -78,15 +63,6 @@ def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Interface:
     return ipaddress.IPv6Interface((address, prefix.prefixlen))
 
 
-def _parse(nic: Nic, key: str, value: str, parse: Callable[[str], T]) -> T:
-    try:
-        if "%" in value:  # an IPv6 scope, which ipaddress would take with anything in it
-            raise ValueError(value)
-        return parse(value)
-    except ValueError:
-        raise OSEnvError(f"NIC_{nic.index}_{key}", f"not a valid address: {value!r}") from None
-
-
 def _safe(what: str, value: str) -> str:
     """``value``, if it is plainly a ``what``; anything else never reaches the guest's files."""
     if not _SAFE[what].fullmatch(value):
@@ -95,29 +71,29 @@ def _safe(what: str, value: str) -> str:
 
 
 def _static(nic: Nic) -> tuple[list[str], list[str]]:
-    """Addresses and gateways of a NIC on a Ganeti network."""
+    """Addresses and gateways of a NIC on a Ganeti network (osenv has checked and parsed them)."""
     addresses: list[str] = []
     gateways: list[str] = []
-    ip = _parse(nic, "IP", nic.ip, ipaddress.ip_address) if nic.ip else None
-    if nic.subnet and ip is not None and ip.version == 4:
-        subnet4 = _parse(nic, "NETWORK_SUBNET", nic.subnet, _network4)
-        if ip in subnet4:
-            addresses.append(f"{ip}/{subnet4.prefixlen}")
-            if nic.gateway:
-                gateways.append(str(_parse(nic, "NETWORK_GATEWAY", nic.gateway, _address4)))
+    ip, subnet = nic.ip, nic.subnet
+    if subnet is not None and isinstance(ip, ipaddress.IPv4Address):
+        if ip in subnet:
+            addresses.append(f"{ip}/{subnet.prefixlen}")
+            if nic.gateway is not None:
+                gateways.append(str(nic.gateway))
         else:
-            log.warning("NIC %d: IP %s is outside its network's subnet %s", nic.index, ip, subnet4)
-    if nic.subnet6:
-        subnet6 = _parse(nic, "NETWORK_SUBNET6", nic.subnet6, _network6)
+            log.warning(
+                "NIC %d: IP %s is outside its network's subnet %s", nic.index, ip, nic.subnet
+            )
+    if nic.subnet6 is not None:
         address6 = None
-        if ip is not None and ip.version == 6 and ip in subnet6:
-            address6 = ipaddress.IPv6Interface((ip, subnet6.prefixlen))
-        elif subnet6.prefixlen == 64 and nic.mac:
-            address6 = _parse(nic, "MAC", nic.mac, lambda mac: eui64(subnet6, mac))
+        if isinstance(ip, ipaddress.IPv6Address) and ip in nic.subnet6:
+            address6 = ipaddress.IPv6Interface((ip, nic.subnet6.prefixlen))
+        elif nic.subnet6.prefixlen == 64 and nic.mac:
+            address6 = eui64(nic.subnet6, nic.mac)
         if address6 is not None:
             addresses.append(str(address6))
-            if nic.gateway6:
-                gateways.append(str(_parse(nic, "NETWORK_GATEWAY6", nic.gateway6, _address6)))
+            if nic.gateway6 is not None:
+                gateways.append(str(nic.gateway6))
     return addresses, gateways
 
 

@@ -206,6 +206,9 @@ class GuestRoot:
 
     def __init__(self, top: Path) -> None:
         self.top = Path(top)
+        # The node's name of ``top`` (ours, not the guest's): what every resolved path is
+        # checked to lie in.
+        self._real_top = os.path.realpath(self.top)
 
     def __repr__(self) -> str:
         return f"GuestRoot({str(self.top)!r})"
@@ -228,13 +231,13 @@ class GuestRoot:
     def _node_name(self, fd: int, path: str) -> Path:
         """The node's name of what ``fd`` (resolved from guest ``path``) is, checked inside."""
         name = os.readlink(f"/proc/self/fd/{fd}")
-        top = os.path.realpath(self.top)
+        top = self._real_top
         if name != top and not name.startswith(top.rstrip("/") + "/"):
             raise GuestError(f"{path} in the guest resolves to {name}, outside {top}")
         return Path(name)
 
     def _guest_name(self, fd: int, path: str) -> str:
-        relative = self._node_name(fd, path).relative_to(os.path.realpath(self.top))
+        relative = self._node_name(fd, path).relative_to(self._real_top)
         return str(PurePosixPath("/", relative))
 
     def _makedirs(self, rootfd: int, path: str, mode: int) -> int:

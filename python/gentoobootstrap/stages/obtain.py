@@ -130,7 +130,8 @@ def _stage3(settings: Settings) -> Path:
 
     def refresh(usable: Optional[cache.Meta], keys: verification.Keys) -> Path:
         relative = _latest(latest_url, settings, keys)
-        source = verification.Source(f"{base}/{relative}", relative.rsplit("/", 1)[-1])
+        name = relative.rsplit("/", 1)[-1]
+        source = verification.Source(f"{base}/{relative}", name, settings.proxy)
         if usable and usable.name == source.name:
             log.info("The cached %s is still the newest", source.name)
             entry.touch()
@@ -223,11 +224,11 @@ def _stage4(settings: Settings) -> Path:
     spec = settings.stage4_file
     if not re.match(r"[a-z]+://", spec):
         return _local_stage4(settings, Path(spec))
-    source = verification.Source(spec, spec.rsplit("/", 1)[-1])
     entry = _stage4_entry(settings)
 
     def refresh(usable: Optional[cache.Meta], keys: verification.Keys) -> Path:
-        beside = _beside(settings, source)
+        source = verification.Source(spec, spec.rsplit("/", 1)[-1], settings.proxy)
+        beside = _beside(source)
         identity = _identity(source.name, beside)
         if usable and beside is not None and usable.name == identity:
             entry.touch()
@@ -242,10 +243,9 @@ def _stage4_entry(settings: Settings) -> cache.Entry:
     return cache.entry(settings.cache_dir, "stage4", key)
 
 
-def _beside(settings: Settings, source: verification.Source) -> Optional[bytes]:
+def _beside(source: verification.Source) -> Optional[bytes]:
     """Its DIGESTS (or else its signature), which identifies a stage4 that has one."""
-    beside = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
-    return beside or download.read_optional(source.url + ".asc", proxy=settings.proxy)
+    return source.beside(".DIGESTS") or source.beside(".asc")
 
 
 def _local_stage4(settings: Settings, path: Path) -> Path:
@@ -263,7 +263,7 @@ def _local_stage4(settings: Settings, path: Path) -> Path:
     with _open_local(path) as stage, entry.locked(), verification.keys_for(settings) as keys:
         st = os.fstat(stage.fileno())
         state = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-        identity = _identity(path.name, state.encode() + (_beside(settings, source) or b""))
+        identity = _identity(path.name, state.encode() + (_beside(source) or b""))
         usable = _usable(entry, settings)
         if usable and usable.name == identity:
             log.info("Using the cached copy of %s (verified %s)", path, _ago(usable.verified_at))
@@ -357,8 +357,9 @@ def _store(
     signed_at: float = 0.0,
 ) -> Path:
     """Put the verified ``tarball`` into the cache entry, in its fast form if ``recompress``."""
-    fast = unpack.fast_form(tarball) if recompress else tarball
-    # Checked once here, not on every create: the cached file never changes.
+    # Measured and checked once here, not on every create: the cached file never changes.
+    size = unpack.stream_size(tarball)
+    fast = unpack.fast_form(tarball, size) if recompress else tarball
     try:
         members = unpack.refuse_escaping_members(fast)
     except StageError as e:  # name the download, not the scratch file that is about to go
@@ -366,7 +367,7 @@ def _store(
     moment = cache.now()
     meta = cache.Meta(
         url, identity, fast.name, moment, moment, settings.verify, members=members,
-        signed_at=signed_at, unpacked=unpack.unpacked_size(fast) or 0,
+        signed_at=signed_at, unpacked=size,
     )  # fmt: skip
     return entry.store(fast, meta)
 

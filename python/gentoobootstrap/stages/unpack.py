@@ -107,11 +107,28 @@ def unpacked_size(stage: Path, cache_dir: Optional[Path] = None) -> Optional[int
     return None
 
 
-def fast_form(tarball: Path) -> Path:
+def stream_size(stage: Path) -> int:
+    """Bytes the tar inside ``stage`` holds: as its format tells, else counted by
+    decompressing it (bzip2, gzip, a zstd frame that does not record them)."""
+    size = unpacked_size(stage)
+    if size is not None:
+        return size
+    command = decompressor(compression(stage))
+    assert command is not None  # unpacked_size knows an uncompressed tar's
+    total = 0
+    with runner.reading_from([*command, "-d", "-c", stage]) as read_end:
+        while chunk := os.read(read_end, 1 << 20):
+            total += len(chunk)
+    return total
+
+
+def fast_form(tarball: Path, size: int) -> Path:
     """``tarball`` recompressed with zstd beside it (the same tar stream), if zstd is here.
 
     The tar stream (so everything unpacked) stays byte for byte the verified one, but it
-    decompresses many times faster than xz, and unpacking dominates create.
+    decompresses many times faster than xz, and unpacking dominates create.  ``size``, its
+    :func:`stream_size`, is recorded in the zstd frame (and zstd fails if the stream is not
+    that long).
     """
     kind = compression(tarball)
     if kind in ("zstd", "none") or not runner.have_tool("zstd"):
@@ -120,10 +137,7 @@ def fast_form(tarball: Path) -> Path:
     assert decompress is not None
     stem = tarball.name if tarball.suffix == ".tar" else tarball.name.removesuffix(tarball.suffix)
     fast = tarball.with_name(stem + ".zst")
-    compress = ["zstd", "-q", "-T0", "-c"]
-    size = unpacked_size(tarball)
-    if size is not None:  # recorded in the frame: create sizes the disk without decompressing
-        compress.append(f"--stream-size={size}")
+    compress = ["zstd", "-q", "-T0", "-c", f"--stream-size={size}"]
     with complete_step(f"Recompressing {tarball.name} for fast unpacking"), open(fast, "wb") as out:
         with runner.reading_from([*decompress, "-d", "-c", tarball]) as tar_stream:
             runner.run(compress, stdin=tar_stream, stdout=out)

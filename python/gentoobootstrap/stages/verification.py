@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -236,6 +236,20 @@ def check_digests(path: Path, digests: Mapping[str, Mapping[str, str]], name: st
 class Source:
     url: str
     name: str  # the tarball's basename
+    proxy: str = ""
+    _beside: dict[str, Optional[bytes]] = field(default_factory=dict, compare=False, repr=False)
+
+    def beside(self, suffix: str) -> Optional[bytes]:
+        """The file ``url + suffix`` (None when there is none), read from the mirror once:
+        what identifies a download is what verifies it."""
+        if suffix not in self._beside:
+            self._beside[suffix] = download.read_optional(self.url + suffix, proxy=self.proxy)
+        return self._beside[suffix]
+
+
+def checks_signatures(settings: Settings) -> bool:
+    """Whether VERIFY asks for signatures, and so for KEYRING and the files that carry them."""
+    return settings.verify == "signature"
 
 
 def verified(
@@ -248,8 +262,8 @@ def verified(
     local: bool = False,
 ) -> Path:
     """``fetch()``'s tarball, checked against what sits beside ``source`` as VERIFY asks."""
-    digests, signed = _digests(settings, keys, source, work)
-    asc = download.read_optional(source.url + ".asc", proxy=settings.proxy)
+    digests, signed = _digests(keys, source, work)
+    asc = source.beside(".asc") if checks_signatures(settings) else None
     tarball = fetch()
     if digests is not None:
         check_digests(tarball, digests, source.name)
@@ -262,13 +276,13 @@ def verified(
 
 
 def _digests(
-    settings: Settings, keys: Keys, source: Source, work: Path
+    keys: Keys, source: Source, work: Path
 ) -> tuple[Optional[dict[str, dict[str, str]]], bool]:
     """The parsed DIGESTS beside ``source`` (None if absent) and whether its signature passed.
 
     Today's DIGESTS are clear-signed; older ones came with a detached ``.DIGESTS.asc``.
     """
-    digests = download.read_optional(source.url + ".DIGESTS", proxy=settings.proxy)
+    digests = source.beside(".DIGESTS")
     if digests is None:
         return None, False
     what = f"{source.name}.DIGESTS"
@@ -281,7 +295,7 @@ def _digests(
         else:
             digests = unsigned_body(digests)
     elif ring is not None:
-        asc = download.read_optional(source.url + ".DIGESTS.asc", proxy=settings.proxy)
+        asc = source.beside(".DIGESTS.asc")
         if asc is not None:
             (work / what).write_bytes(digests)
             verify_detached(ring, work / what, asc, what)
@@ -344,7 +358,7 @@ def keys_for(settings: Settings) -> Iterator[Keys]:
         imported: list[Keyring] = []
 
         def keys() -> Optional[Keyring]:
-            if settings.verify != "signature":
+            if not checks_signatures(settings):
                 return None
             if not imported:
                 imported.append(stack.enter_context(keyring(settings.keyring)))
