@@ -40,7 +40,6 @@ PACKAGES = {
     "e2image": "e2fsprogs",
     "gpg": "gnupg",
     "gzip": "gzip",
-    "losetup": "mount or sys-apps/util-linux",
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.ext2": "e2fsprogs",
     "mkfs.ext3": "e2fsprogs",

@@ -15,6 +15,7 @@ import sh
 
 from gentoobootstrap.disk import devices
 from support import ganeti_environ, guesttree, osdef, stage
+from support.loopdisk import detach
 
 pytestmark = pytest.mark.root
 
@@ -319,7 +320,7 @@ def test_block_device(
         assert devices.kernel_partitions(lv) == {}, "partitions we added are still known"
         assert slices_of(lv) == []
     finally:
-        devices.detach(lv)
+        detach(lv)
     check_installed(no_leaks, image, BOOT_SWAP_400, built)
 
 
@@ -457,4 +458,4 @@ def test_an_idle_loop_device_of_the_file_is_named(
         assert f"is also attached to {stale}" in log
         assert stale in str(sh.losetup("--list", "--noheadings", "-O", "NAME"))
     finally:
-        devices.detach(Path(stale))
+        detach(Path(stale))

@@ -24,6 +24,7 @@ from gentoobootstrap.guest.configure import set_hostname
 from gentoobootstrap.guest.tree import GuestRoot
 from support import ganeti_environ, leaks, osdef, stage
 from support.install import InstalledOS
+from support.loopdisk import detach
 
 pytestmark = pytest.mark.root
 
@@ -191,24 +192,11 @@ def tree(image: Path, where: Path, *, writable: bool = False) -> Iterator[Path]:
             p, fs = found[role]
             args = ["--show", "--find", "--offset", str(p["start"]), "--sizelimit", str(p["size"])]
             loop = str(sh.losetup(*args, *([] if writable else ["--read-only"]), str(image)))
-            stack.callback(detach, loop.strip())
+            stack.callback(detach, Path(loop.strip()))
             opts = "rw" if writable else "ro,norecovery" if fs == "xfs" else "ro"
             sh.mount("-o", opts, loop.strip(), str(point))
             stack.callback(sh.umount, str(point))
         yield where
-
-
-def detach(loop: str) -> None:
-    """Detach ``loop`` and wait until it is gone (a probe may hold it a moment: then the
-    kernel only marks it for clearing, so ask again)."""
-    backing = Path("/sys/block") / Path(loop).name / "loop" / "backing_file"
-    deadline = time.monotonic() + 20
-    while True:
-        sh.losetup("--detach", loop, _ok_code=[0, 1])
-        if not backing.exists():
-            return
-        assert time.monotonic() < deadline, f"{loop} stays attached"
-        time.sleep(0.2)
 
 
 def fstab_lines(root: Path) -> list[str]:
@@ -468,7 +456,7 @@ def test_restore_errors_fail_the_import(os_def: OS, no_leaks: Path) -> None:
         dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
         assert dumped.returncode == 0, dumped.stderr
     finally:
-        detach(loop)
+        detach(Path(loop))
     at = dumped.stdout.index(b"etc\0")
     damaged = no_leaks / "damaged.dump"
     damaged.write_bytes(dumped.stdout[:at] + b"e/c\0" + dumped.stdout[at + 4 :])

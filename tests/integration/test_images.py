@@ -16,8 +16,8 @@ import sh
 from test_create import INSTALLED, run_create, sparse
 from test_create_faults import create_stuck_in_unpack
 
-from gentoobootstrap.disk import devices
 from support import leaks, osdef, stage
+from support.loopdisk import detach
 
 pytestmark = pytest.mark.root
 
@@ -45,7 +45,7 @@ def attached(image: Path, offset: int, size: int) -> Iterator[Path]:
     try:
         yield loop
     finally:
-        devices.detach(loop)
+        detach(loop)
 
 
 def root_of(disk: Path) -> dict[str, int]:

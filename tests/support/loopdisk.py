@@ -39,11 +39,22 @@ def users_of(device: Path) -> list[str]:
     return found
 
 
-def _attached(loop: Path, image: Path) -> bool:
+def _backing(loop: Path) -> str:
     try:
-        return str(image) in (Path("/sys/block") / loop.name / "loop/backing_file").read_text()
+        return (Path("/sys/block") / loop.name / "loop/backing_file").read_text()
     except FileNotFoundError:
-        return False
+        return ""
+
+
+def detach(loop: Path) -> None:
+    """Detach ``loop`` and wait until the kernel has released it: while anything (a probe)
+    still has it open, the kernel only marks it, and clears it on the last close."""
+    before = _backing(loop)
+    sh.losetup("--detach", str(loop))
+    deadline = time.monotonic() + 30
+    while before and _backing(loop) == before:  # gone, or already attached anew elsewhere
+        assert time.monotonic() < deadline, f"{loop} stays attached, open by {users_of(loop)}"
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -56,8 +67,4 @@ def loop_device(image: Path, partitions: bool = False) -> Iterator[Path]:
             sh.partx("--add", str(loop))  # kernels that do not scan by themselves
         yield loop
     finally:
-        sh.losetup("--detach", str(loop))
-        deadline = time.monotonic() + 30
-        while _attached(loop, image):
-            assert time.monotonic() < deadline, f"{loop} stays attached, open by {users_of(loop)}"
-            time.sleep(0.05)
+        detach(loop)

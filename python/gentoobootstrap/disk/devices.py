@@ -300,13 +300,6 @@ def _configure(fd: int, file_fd: int, info: bytes) -> None:
         raise
 
 
-def detach(loop: Path) -> None:
-    """Detach a loop device attached elsewhere (``losetup --detach``); wait until it is free."""
-    before = _read(SYS_BLOCK / loop.name / "loop" / "backing_file")
-    runner.run(["losetup", "--detach", loop])
-    _wait_released(loop, before)
-
-
 def _wait_released(loop: Path, before: Optional[str]) -> None:
     """Wait until ``loop`` is really free.
 
