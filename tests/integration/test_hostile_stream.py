@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sh
-from test_export_import import OS, Layout, detach, sparse
+from test_export_import import OS, Layout, sparse
 
 from gentoobootstrap import confinement, runner
 from gentoobootstrap.confinement import Jail
@@ -24,6 +24,7 @@ from gentoobootstrap.disk import mounts
 from gentoobootstrap.errors import CommandError
 from support import canary_state
 from support.install import InstalledOS
+from support.loopdisk import detach
 
 pytestmark = pytest.mark.root
 
@@ -142,7 +143,7 @@ def dump_of(tree: Path, tmp: Path) -> bytes:
         dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
         assert dumped.returncode == 0, dumped.stderr
     finally:
-        detach(loop)
+        detach(Path(loop))
     image.unlink()
     return dumped.stdout
 
