@@ -50,12 +50,14 @@ FILES = {
 
 #: What restoring files faithfully needs (capabilities(7) numbers): owners, modes and
 #: times of files that are not root's, set-id bits, device nodes, file capabilities and
-#: the immutable and append-only flags.
-CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID = 0, 1, 2, 3, 4
+#: the immutable and append-only flags.  Not CAP_DAC_READ_SEARCH: with it,
+#: open_by_handle_at(2) opens any file of a filesystem the child can see a mount of (the
+#: node's, under /usr or /tmp), chroot or not.
+CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID = 0, 1, 3, 4
 CAP_LINUX_IMMUTABLE, CAP_MKNOD, CAP_SETFCAP = 9, 27, 31
 RESTORING = frozenset(
-    (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID,
-     CAP_LINUX_IMMUTABLE, CAP_MKNOD, CAP_SETFCAP)
+    (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_LINUX_IMMUTABLE, CAP_MKNOD,
+     CAP_SETFCAP)
 )  # fmt: skip
 
 

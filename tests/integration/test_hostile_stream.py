@@ -10,6 +10,7 @@ byte-for-byte as they were, and nothing is left attached or mounted.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,7 +47,26 @@ try proc 'cat /proc/1/environ'
 try work 'echo ok > written && echo ok > boot/written'
 try scratch 'echo ok > /tmp/written'
 try null 'echo ok > /dev/null'
+try handle '/usr/bin/python3 -c "$OPEN_BY_HANDLE" {handle}'
 """
+#: open_by_handle_at(2) of a handle made outside, on the mount of /tmp (the scratch
+#: directory's filesystem, the node's): opens the node file it names, chroot or not.
+OPEN_BY_HANDLE = """
+import ctypes, os, sys
+handle = ctypes.create_string_buffer(bytes.fromhex(sys.argv[1]))
+fd = ctypes.CDLL(None).open_by_handle_at(os.open("/tmp", os.O_RDONLY), handle, os.O_RDONLY)
+sys.exit(fd < 0 or not os.read(fd, 100))
+"""
+
+
+def file_handle(path: Path) -> str:
+    """name_to_handle_at(2) of ``path``: the struct file_handle, in hex."""
+    handle = ctypes.create_string_buffer(128)
+    ctypes.c_uint.from_buffer(handle).value = 128 - 8
+    mount_id = ctypes.c_int()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.name_to_handle_at(-100, bytes(path), handle, ctypes.byref(mount_id), 0) == 0
+    return handle.raw[: 8 + ctypes.c_uint.from_buffer(handle).value].hex()
 
 
 @pytest.fixture
@@ -78,8 +98,10 @@ def test_a_confined_child_reaches_only_its_tree(no_leaks: Path, node: Path) -> N
         (work / "boot").mkdir()
         sh.mount("-t", "tmpfs", "-o", options, "boot", str(work / "boot"))
         try:
-            script = ESCAPES.format(canary=node, dotdot="../" * 40)
-            said = runner.output(["sh", "-c", script], jail=jail)
+            handle = file_handle(node / "file")
+            script = ESCAPES.format(canary=node, dotdot="../" * 40, handle=handle)
+            env = {"OPEN_BY_HANDLE": OPEN_BY_HANDLE}
+            said = runner.output(["sh", "-c", script], jail=jail, env=env)
             assert (work / "boot/written").read_text() == "ok\n"
         finally:
             sh.umount(str(work / "boot"))
@@ -102,6 +124,7 @@ def test_a_confined_child_reaches_only_its_tree(no_leaks: Path, node: Path) -> N
         "work": "done",
         "scratch": "done",
         "null": "done",
+        "handle": "refused",
     }
     assert canary_state(node) == before
     assert (jail.scratch / "written").read_text() == "ok\n"
