@@ -468,6 +468,35 @@ def test_restore_errors_fail_the_import(os_def: OS, no_leaks: Path) -> None:
     assert len(last) < 1000, last  # restore's endless paths are cut
 
 
+def test_a_dump_s_trusted_attributes_fail_the_import(os_def: OS, no_leaks: Path) -> None:
+    """restore runs without CAP_SYS_ADMIN (see confinement): the one attribute namespace it
+    cannot restore, ``trusted.*``, is one ERROR line naming the file; ``user.*`` is none."""
+    if shutil.which("restore") is None or shutil.which("dump") is None:
+        pytest.skip("needs dump and restore (Debian: dump)")
+    tree_dir = no_leaks / "tree"
+    (tree_dir / "etc").mkdir(parents=True)
+    for name, attribute in (("plain", "user.origin"), ("layer", "trusted.overlay.opaque")):
+        (tree_dir / "etc" / name).write_text("x\n")
+        os.setxattr(tree_dir / "etc" / name, attribute, b"y")
+    fs_image = sparse(no_leaks / "root.img", 16)
+    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(tree_dir), str(fs_image))
+    loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
+    try:
+        dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
+        assert dumped.returncode == 0, dumped.stderr
+    finally:
+        detach(Path(loop))
+    (no_leaks / "xattrs.dump").write_bytes(dumped.stdout)
+    layout = Layout("msdos", "ext4", 320)
+    target = sparse(no_leaks / "target.img", layout.size_mib)
+    result = os_def.import_(target, no_leaks / "xattrs.dump", layout)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ERROR: import: restore failed on the stream:" in last
+    assert "./etc/layer: EA set trusted.overlay.opaque:y failed: Operation not permitted" in last
+    assert "plain" not in last
+
+
 # --- rename -----------------------------------------------------------------------------------
 
 
