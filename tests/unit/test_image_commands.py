@@ -3,6 +3,7 @@ how the cache ages images with their stage."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gentoobootstrap import runner
 from gentoobootstrap.disk import filesystems, images, layout
 from gentoobootstrap.disk.filesystems import ROOT_FILESYSTEMS
+from gentoobootstrap.errors import DiskError
 from gentoobootstrap.stages import cache
 
 MIB = layout.MIB
@@ -175,3 +177,13 @@ def test_images_age_and_go_with_their_stage(tmp_path: Path) -> None:
     with entry.locked():
         entry.remove()
     assert {p.name for p in entry.path.iterdir()} == {".lock"}
+
+
+def test_an_image_shorter_than_its_filesystem_fails_the_copy_and_stops_its_reader(
+    tmp_path: Path,
+) -> None:
+    image, disk = image_and_disk(tmp_path, 100)
+    threads = threading.active_count()
+    with pytest.raises(DiskError, match=f"{image} ends at {100 * MIB}, inside its filesystem"):
+        images._copy(image, disk, [(0, 200 * MIB)])
+    assert threading.active_count() == threads

@@ -35,8 +35,11 @@ import hashlib
 import logging
 import mmap
 import os
+import queue
 import stat
 import struct
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -62,6 +65,7 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 #: each read and write is aligned for O_DIRECT and small gaps do not split them.
 _CHUNK = 8 * layout.MIB
 _ALIGN = 64 << 10
+_BUFFERS = 4
 #: Bumped when the way images are made changes, so that old ones are not used.
 _FORMAT = "1"
 #: The label create gives the root filesystem (its role).
@@ -240,30 +244,73 @@ def _pieces(extents: list[tuple[int, int]], length: int) -> list[tuple[int, int]
     return pieces
 
 
-def _copy(image: Path, device: Path, extents: list[tuple[int, int]]) -> None:
-    """Write ``extents`` of ``image`` at the same offsets of ``device``, then sync it.
+def _copy(image: Path, device: Path, pieces: list[tuple[int, int]]) -> None:
+    """Write ``pieces`` of ``image`` at the same offsets of ``device``, then sync it.
 
     Direct I/O on both sides where they take it: the bytes neither linger in nor
-    evict the page cache, and each piece goes to the device as one large write.
+    evict the page cache, and each chunk goes to the device as one large write,
+    while the next ones are being read (:func:`_read_ahead`).
     """
     with contextlib.ExitStack() as stack:
         source = _open(image, os.O_RDONLY)
         stack.callback(os.close, source)
         target = _open(device, os.O_WRONLY)
         stack.callback(os.close, target)
-        buffer = mmap.mmap(-1, _CHUNK)  # page-aligned, as O_DIRECT wants
-        stack.callback(buffer.close)
-        view = stack.enter_context(memoryview(buffer))
-        for start, end in extents:
-            while start < end:
-                got = os.preadv(source, [view[: min(_CHUNK, end - start)]], start)
-                if got <= 0:
-                    raise DiskError(f"{image} ends at {start}, inside its filesystem")
-                done = 0
-                while done < got:
-                    done += os.pwritev(target, [view[done:got]], start + done)
-                start += got
+        for chunk, start in stack.enter_context(_read_ahead(image, source, pieces)):
+            done = 0
+            while done < len(chunk):
+                done += os.pwritev(target, [chunk[done:]], start + done)
         os.fsync(target)
+
+
+@contextlib.contextmanager
+def _read_ahead(
+    image: Path, fd: int, pieces: list[tuple[int, int]]
+) -> Iterator[Iterator[tuple[memoryview, int]]]:
+    """The chunks of ``pieces`` of ``fd`` (the file ``image``) and their offsets, read by a
+    thread up to ``_BUFFERS`` chunks ahead: the disk reads the next while one is written.
+
+    Each chunk is valid until the next is taken.  Leaving stops the thread and waits for it
+    (it finishes at most the one read it is in).
+    """
+    free: queue.Queue[mmap.mmap] = queue.Queue()
+    read: queue.Queue[tuple[mmap.mmap, int, int] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+    for _ in range(_BUFFERS):
+        free.put(mmap.mmap(-1, _CHUNK))  # page-aligned, as O_DIRECT wants
+
+    def reader() -> None:
+        try:
+            for start, end in pieces:
+                while start < end:
+                    buffer = free.get()
+                    if stop.is_set():
+                        return
+                    got = os.preadv(fd, [memoryview(buffer)[: min(_CHUNK, end - start)]], start)
+                    if got <= 0:
+                        raise DiskError(f"{image} ends at {start}, inside its filesystem")
+                    read.put((buffer, start, got))
+                    start += got
+            read.put(None)
+        except BaseException as e:  # handed to the writer, which raises it
+            read.put(e)
+
+    def chunks() -> Iterator[tuple[memoryview, int]]:
+        while (item := read.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            buffer, start, got = item
+            yield memoryview(buffer)[:got], start
+            free.put(buffer)
+
+    thread = threading.Thread(target=reader, name="image reader", daemon=True)
+    thread.start()
+    try:
+        yield chunks()
+    finally:
+        stop.set()
+        free.put(mmap.mmap(-1, 1))  # wakes a reader waiting for a buffer
+        thread.join()
 
 
 def _open(path: Path, flags: int) -> int:
