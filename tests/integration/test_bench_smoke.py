@@ -37,6 +37,7 @@ def test_bench_create_smoke(no_leaks: Path) -> None:
         "naive tar xJpf onto ext4 (whole device)",
         "raw write: dd of",
         "raw copy: dd of",
+        "raw write through the page cache: dd of",
         "create msdos, unpacking (PREPARED_IMAGES=no)",
         "create msdos, from the prepared image",
         "create none, from the prepared image",
@@ -44,14 +45,15 @@ def test_bench_create_smoke(no_leaks: Path) -> None:
         "/ naive median",
         "/ raw write median",
         "/ raw copy median",
+        "/ cached median",
     ):
         assert line in out, out
     names = [f"{layout}-{method}" for layout in ("msdos", "none")
              for method in ("unpack", "image", "reflink")]  # fmt: skip
     ratios = [line.split() for line in out.splitlines() if line.startswith(("msdos-", "none-"))]
     assert [r[0] for r in ratios] == names, out
-    # Its median and best against each of naive, raw write and raw copy.
-    assert all(len(r) == 7 for r in ratios), out
+    # Its median and best against each of naive, raw write, raw copy and cached raw write.
+    assert all(len(r) == 9 for r in ratios), out
     # Each create took the path it measures, as its own log says.
     for name in names:
         method = name.split("-")[1]

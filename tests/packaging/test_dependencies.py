@@ -34,7 +34,7 @@ PREFERRED_ALTERNATIVES = {"lbzip2", "pbzip2", "pigz"}
 OPTIONAL_TOOLS = {
     "mkfs.xfs",
     "xfs_admin",
-    "xfs_copy",
+    "xfs_db",
     "xfs_growfs",
     "mkfs.btrfs",
     "mkfs.vfat",
@@ -78,7 +78,8 @@ def tools_run_by_the_library() -> set[str]:
             ):
                 tools.add(node.args[0].value)
     for fs in filesystems.FILESYSTEMS.values():
-        commands = (fs.mkfs, fs.image_writer or (), fs.grow, fs.new_uuid, fs.seal)
+        space_map = fs.space_map.argv if fs.space_map else ()
+        commands = (fs.mkfs, space_map, fs.grow, fs.new_uuid, fs.seal)
         tools.update(command[0] for command in commands if command)
     for compression in unpack.COMPRESSIONS.values():
         tools.update(argv[0] for argv in compression.decompressors)

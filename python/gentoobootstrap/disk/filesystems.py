@@ -3,14 +3,61 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from gentoobootstrap import runner
 from gentoobootstrap.errors import DiskError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpaceMap:
+    """How a filesystem's own tool lists its free extents, reading an unmounted image."""
+
+    argv: tuple[str, ...]  # + image
+    #: Its output -> the free extents, (offset, length) in bytes; ValueError when the output
+    #: is not what it should be.
+    parse: Callable[[str], list[tuple[int, int]]]
+
+
+def _ext_free(output: str) -> list[tuple[int, int]]:
+    """dumpe2fs: each group's "Free blocks: a-b, c, ..." (absolute block numbers), checked
+    against the superblock's count of free blocks."""
+    block = re.search(r"^Block size:\s+(\d+)$", output, re.MULTILINE)
+    count = re.search(r"^Free blocks:\s+(\d+)$", output, re.MULTILINE)
+    if block is None or count is None:
+        raise ValueError("no block size or free block count")
+    size = int(block.group(1))
+    free = []
+    for ranges in re.findall(r"^[ \t]+Free blocks: (.*)$", output, re.MULTILINE):
+        for item in filter(None, (part.strip() for part in ranges.split(","))):
+            first, _, last = item.partition("-")
+            start, end = int(first), int(last or first)
+            free.append((start * size, (end - start + 1) * size))
+    if sum(length for _, length in free) != int(count.group(1)) * size:
+        raise ValueError("the groups' free blocks do not add up to the superblock's count")
+    return free
+
+
+def _xfs_free(output: str) -> list[tuple[int, int]]:
+    """xfs_db's "freesp -d -s": each free extent as "agno agbno len" (the AG free-space btrees and
+    free lists), checked against its total; placed by the superblock's blocksize and agblocks."""
+    fields = dict(re.findall(r"^(blocksize|agblocks) = (\d+)$", output, re.MULTILINE))
+    total = re.search(r"^total free blocks (\d+)$", output, re.MULTILINE)
+    if len(fields) != 2 or total is None:
+        raise ValueError("no blocksize, agblocks or total of free blocks")
+    size, per_group = int(fields["blocksize"]), int(fields["agblocks"])
+    free = [
+        ((int(group) * per_group + int(start)) * size, int(length) * size)
+        for group, start, length in re.findall(r"^\s*(\d+)\s+(\d+)\s+(\d+)$", output, re.MULTILINE)
+    ]
+    if sum(length for _, length in free) != int(total.group(1)) * size:
+        raise ValueError("the free extents do not add up to their total")
+    return free
 
 
 @dataclass(frozen=True)
@@ -22,8 +69,8 @@ class Filesystem:
 
     mkfs: tuple[str, ...]  # + label, device: quiet, no questions, overwrite old signatures
     label_max: int  # longest label it takes
-    #: + image, device: writes only the image's used blocks (None: no image is used).
-    image_writer: Optional[tuple[str, ...]] = None
+    #: Lists a prepared image's free extents: create writes the rest (None: no image is used).
+    space_map: Optional[SpaceMap] = None
     grow: tuple[str, ...] = ()  # + the device (or, ``grow_online``, the mount point)
     grow_online: bool = False
     new_uuid: tuple[str, ...] = ()  # + device: cheap, whatever the size of the tree
@@ -44,12 +91,11 @@ class Filesystem:
 
 #: Every filesystem (and swap) this project makes.  ext's ``tune2fs -U`` rewrites the
 #: metadata checksums of the small fresh tree; ``metadata_csum_seed`` would spare that but
-#: GRUB before 2.12 cannot read such a filesystem.  xfs_copy's own UUID change is skipped
-#: (-d) so that a cloned image and a copied one get their new UUID the same way.
+#: GRUB before 2.12 cannot read such a filesystem.
 _EXT4 = Filesystem(
     ("mkfs.ext4", "-q", "-F", "-L"),
     16,
-    image_writer=("e2image", "-r", "-a"),
+    space_map=SpaceMap(("dumpe2fs",), _ext_free),
     grow=("resize2fs",),
     new_uuid=("tune2fs", "-U", "random"),
     seal=("e2fsck", "-f", "-p"),
@@ -63,7 +109,10 @@ FILESYSTEMS = {
     "xfs": Filesystem(
         ("mkfs.xfs", "-q", "-f", "-L"),
         12,
-        image_writer=("xfs_copy", "-d"),
+        space_map=SpaceMap(
+            ("xfs_db", "-r", "-c", "sb 0", "-c", "print blocksize agblocks", "-c", "freesp -d -s"),
+            _xfs_free,
+        ),
         grow=("xfs_growfs",),
         grow_online=True,
         new_uuid=("xfs_admin", "-U", "generate"),

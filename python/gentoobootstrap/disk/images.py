@@ -9,11 +9,20 @@ named after the stage file, so it ages and goes with it (:meth:`cache.Entry.stor
 Only an image beside the current file of an entry of ``CACHE_DIR`` is used, as
 only such a stage counts as member-checked.
 
-Installing writes only the image's used blocks onto the root partition
-(e2image, xfs_copy), or, when the disk is a file on the same reflink-capable
-filesystem as the cache, shares the image's blocks with it (``FICLONERANGE``);
-then the filesystem grows to the partition and gets a new UUID.  What cannot be
-used that way raises :class:`Unusable` with the reason: create then unpacks.
+Installing writes the image's used blocks onto the root partition, or, when the
+disk is a file on the same reflink-capable filesystem as the cache, shares the
+image's blocks with it (``FICLONERANGE``); then the filesystem grows to the
+partition and gets a new UUID.  What cannot be used that way raises
+:class:`Unusable` with the reason: create then unpacks.
+
+The used blocks are those the filesystem's own tool does not list as free
+(dumpe2fs, xfs_db: :attr:`filesystems.Filesystem.space_map`), as e2image -ra
+and xfs_copy would write them; they are read from the image whatever the
+image file holds there (a hole reads as the zeros the filesystem expects), so
+nothing depends on which blocks the cache's filesystem keeps as holes.  They go
+in large direct reads and writes, reading ahead while writing: on a virtual disk
+that both holds the cache and takes the root, e2image's block-at-a-time copy
+through the page cache took three times as long, and xfs_copy about twice.
 """
 
 from __future__ import annotations
@@ -24,15 +33,19 @@ import errno
 import fcntl
 import hashlib
 import logging
+import mmap
 import os
+import queue
 import stat
 import struct
-import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
 from gentoobootstrap import runner
 from gentoobootstrap.disk import devices, filesystems, layout, mounts
+from gentoobootstrap.errors import DiskError
 from gentoobootstrap.log import complete_step
 from gentoobootstrap.stages import cache, unpack
 
@@ -47,6 +60,12 @@ FICLONERANGE = 0x4020940D
 #: fallocate(2) modes: free a range of a file (it then reads as zeros), keeping its size.
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
+#: The used blocks are copied this much at a time, their extents widened to whole
+#: ``_ALIGN`` pieces of the image (its own bytes: only more of the same is written) so that
+#: each read and write is aligned for O_DIRECT and small gaps do not split them.
+_CHUNK = 8 * layout.MIB
+_ALIGN = 64 << 10
+_BUFFERS = 4
 #: Bumped when the way images are made changes, so that old ones are not used.
 _FORMAT = "1"
 #: The label create gives the root filesystem (its role).
@@ -73,9 +92,9 @@ def _image_name(stage: Path, fstype: str) -> str:
 def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
     """The image of ``stage`` on ``fstype``, made now if it is not in the cache yet."""
     fs = filesystems.FILESYSTEMS[fstype]
-    if fs.image_writer is None:
-        raise Unusable(f"no tool writes only the used blocks of {fstype}")
-    for tool in (fs.mkfs[0], fs.image_writer[0], *fs.grow[:1], *fs.new_uuid[:1], *fs.seal[:1]):
+    if fs.space_map is None:
+        raise Unusable(f"no tool lists the used blocks of {fstype}")
+    for tool in (fs.mkfs[0], fs.space_map.argv[0], *fs.grow[:1], *fs.new_uuid[:1], *fs.seal[:1]):
         if not runner.have_tool(tool):
             raise Unusable(f"{tool} is not installed ({runner.PACKAGES.get(tool, tool)})")
     entry = cache.entry_holding(stage, cache_dir)
@@ -164,7 +183,7 @@ def install(
     grows unmounted (else see :func:`grow_mounted`) and gives it a new UUID.
     """
     fs = filesystems.FILESYSTEMS[fstype]
-    assert fs.image_writer is not None
+    assert fs.space_map is not None
     length = image.stat().st_size
     if length > size:
         raise Unusable(
@@ -184,17 +203,124 @@ def install(
         except Unusable as e:
             log.info("root: copying the image's used blocks (%s)", e)
     if not how:
+        extents = used_extents(image, fs.space_map, length)
         if wipe:
             devices.wipe(device)
-        with tempfile.TemporaryDirectory(prefix="gentoobootstrap-image-") as scratch:
-            # xfs_copy keeps a log; in /var/tmp unless told.
-            extra = ["-L", f"{scratch}/log"] if fs.image_writer[0] == "xfs_copy" else []
-            runner.run([*fs.image_writer, *extra, image, device])
+        _copy(image, device, _pieces(extents, length))
         how = "copied the image's used blocks"
     if fs.grow and not fs.grow_online:
         runner.run([*fs.grow, device])
     runner.run([*fs.new_uuid, device])
     return how
+
+
+def used_extents(
+    image: Path, space_map: filesystems.SpaceMap, length: int
+) -> list[tuple[int, int]]:
+    """What of the first ``length`` bytes of ``image`` its filesystem uses: (start, end)."""
+    output = runner.output([*space_map.argv, image])
+    try:
+        free = space_map.parse(output)
+    except ValueError as e:
+        raise Unusable(f"{space_map.argv[0]} did not list the image's free space ({e})") from None
+    used = []
+    position = 0  # the end of the free space seen so far
+    for start, size in [*sorted(free), (length, 0)]:
+        if min(start, length) > position:
+            used.append((position, min(start, length)))
+        position = max(position, start + size)
+    return used
+
+
+def _pieces(extents: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """``extents`` widened to whole ``_ALIGN`` pieces (at most ``length``), and merged."""
+    pieces: list[tuple[int, int]] = []
+    for start, end in extents:
+        low, high = start // _ALIGN * _ALIGN, min(-(-end // _ALIGN) * _ALIGN, length)
+        if pieces and low <= pieces[-1][1]:
+            pieces[-1] = (pieces[-1][0], high)
+        else:
+            pieces.append((low, high))
+    return pieces
+
+
+def _copy(image: Path, device: Path, pieces: list[tuple[int, int]]) -> None:
+    """Write ``pieces`` of ``image`` at the same offsets of ``device``, then sync it.
+
+    Direct I/O on both sides where they take it: the bytes neither linger in nor
+    evict the page cache, and each chunk goes to the device as one large write,
+    while the next ones are being read (:func:`_read_ahead`).
+    """
+    with contextlib.ExitStack() as stack:
+        source = _open(image, os.O_RDONLY)
+        stack.callback(os.close, source)
+        target = _open(device, os.O_WRONLY)
+        stack.callback(os.close, target)
+        for chunk, start in stack.enter_context(_read_ahead(image, source, pieces)):
+            done = 0
+            while done < len(chunk):
+                done += os.pwritev(target, [chunk[done:]], start + done)
+        os.fsync(target)
+
+
+@contextlib.contextmanager
+def _read_ahead(
+    image: Path, fd: int, pieces: list[tuple[int, int]]
+) -> Iterator[Iterator[tuple[memoryview, int]]]:
+    """The chunks of ``pieces`` of ``fd`` (the file ``image``) and their offsets, read by a
+    thread up to ``_BUFFERS`` chunks ahead: the disk reads the next while one is written.
+
+    Each chunk is valid until the next is taken.  Leaving stops the thread and waits for it
+    (it finishes at most the one read it is in).
+    """
+    free: queue.Queue[mmap.mmap] = queue.Queue()
+    read: queue.Queue[tuple[mmap.mmap, int, int] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+    for _ in range(_BUFFERS):
+        free.put(mmap.mmap(-1, _CHUNK))  # page-aligned, as O_DIRECT wants
+
+    def reader() -> None:
+        try:
+            for start, end in pieces:
+                while start < end:
+                    buffer = free.get()
+                    if stop.is_set():
+                        return
+                    got = os.preadv(fd, [memoryview(buffer)[: min(_CHUNK, end - start)]], start)
+                    if got <= 0:
+                        raise DiskError(f"{image} ends at {start}, inside its filesystem")
+                    read.put((buffer, start, got))
+                    start += got
+            read.put(None)
+        except BaseException as e:  # handed to the writer, which raises it
+            read.put(e)
+
+    def chunks() -> Iterator[tuple[memoryview, int]]:
+        while (item := read.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            buffer, start, got = item
+            yield memoryview(buffer)[:got], start
+            free.put(buffer)
+
+    thread = threading.Thread(target=reader, name="image reader", daemon=True)
+    thread.start()
+    try:
+        yield chunks()
+    finally:
+        stop.set()
+        free.put(mmap.mmap(-1, 1))  # wakes a reader waiting for a buffer
+        thread.join()
+
+
+def _open(path: Path, flags: int) -> int:
+    """``path`` opened for direct I/O, or through the page cache where it takes none."""
+    try:
+        return os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    return os.open(path, flags | os.O_CLOEXEC)
 
 
 def grow_mounted(fstype: str, mountpoint: Path) -> None:
