@@ -107,7 +107,7 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
             raise Unusable(f"{stage.name} is no longer the cached stage")
         if _trusted(image):
             return image
-        content = unpack.unpacked_size(stage, cache_dir) or _stream_size(stage)
+        content = unpack.unpacked_size(stage, cache_dir) or unpack.stream_size(stage)
         size_mib = max(root_mib(content), filesystems.FILESYSTEMS[fstype].min_root_mib)
         with entry.workdir() as work:
             made = work / image.name
@@ -115,19 +115,6 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
                 _make(stage, fstype, size_mib * layout.MIB, made)
             os.replace(made, image)
     return image
-
-
-def _stream_size(stage: Path) -> int:
-    """The bytes of the tar stream in ``stage``, counted by decompressing it (once per image,
-    for a stage whose format does not record them)."""
-    command = unpack.decompressor(unpack.compression(stage))
-    if command is None:
-        return stage.stat().st_size
-    total = 0
-    with runner.reading_from([*command, "-d", "-c", stage]) as read_end:
-        while chunk := os.read(read_end, 1 << 20):
-            total += len(chunk)
-    return total
 
 
 def _trusted(image: Path) -> bool:
