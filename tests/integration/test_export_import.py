@@ -412,22 +412,33 @@ def test_damaged_streams_fail_clearly(
         assert target.stat().st_blocks == 0
 
 
+#: ganeti-instance-debootstrap's export streams need dump(8) to make and restore(8) to read.
+needs_dump = pytest.mark.skipif(
+    shutil.which("restore") is None or shutil.which("dump") is None,
+    reason="needs dump and restore (Debian: dump)",
+)
+
+
+def dump_of(tree: Path, tmp: Path, mib: int = 16) -> bytes:
+    """``dump -0`` of an ext4 filesystem of ``mib`` MiB holding ``tree``, as
+    ganeti-instance-debootstrap's export makes it."""
+    image = sparse(tmp / "dumped.img", mib)
+    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(tree), str(image))
+    loop = str(sh.losetup("--show", "--find", "--read-only", str(image))).strip()
+    try:
+        dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
+        assert dumped.returncode == 0, dumped.stderr
+    finally:
+        detach(Path(loop))
+    image.unlink()
+    return dumped.stdout
+
+
+@needs_dump
 def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stages: dict) -> None:
     """ganeti-instance-debootstrap's export: ``dump -0 -q -f -`` of the root filesystem."""
-    if shutil.which("restore") is None or shutil.which("dump") is None:
-        pytest.skip("needs dump and restore (Debian: dump)")
     built: stage.Stage = stages["openrc", "zstd"]
-    fs_image = sparse(no_leaks / "debootstrap-root.img", 128)
-    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(built.tree), str(fs_image))
-    loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
-    try:
-        with open(no_leaks / "disk0.dump", "wb") as f:
-            dumped = subprocess.run(
-                ["dump", "-0", "-q", "-f", "-", loop], stdout=f, stderr=subprocess.PIPE
-            )
-            assert dumped.returncode == 0, dumped.stderr
-    finally:
-        sh.losetup("--detach", loop)
+    (no_leaks / "disk0.dump").write_bytes(dump_of(built.tree, no_leaks, 128))
     layout = Layout("msdos", "xfs", 400, 32)
     target = sparse(no_leaks / "target.img", layout.size_mib)
     result = os_def.import_(target, no_leaks / "disk0.dump", layout)
@@ -441,25 +452,17 @@ def test_a_dump_stream_of_instance_debootstrap(os_def: OS, no_leaks: Path, stage
         assert fstab_lines(b)[0].split()[1:3] == ["/", "xfs"]
 
 
+@needs_dump
 def test_restore_errors_fail_the_import(os_def: OS, no_leaks: Path) -> None:
     """A dump stream whose directory entry for etc is damaged: restore -y says "bad name to
     addentry", goes on and exits 0 with /etc missing; import fails with one ERROR line."""
-    if shutil.which("restore") is None or shutil.which("dump") is None:
-        pytest.skip("needs dump and restore (Debian: dump)")
     tree_dir = no_leaks / "tree"
     (tree_dir / "etc").mkdir(parents=True)
     (tree_dir / "etc/hostname").write_text("source\n")
-    fs_image = sparse(no_leaks / "root.img", 16)
-    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(tree_dir), str(fs_image))
-    loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
-    try:
-        dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
-        assert dumped.returncode == 0, dumped.stderr
-    finally:
-        detach(Path(loop))
-    at = dumped.stdout.index(b"etc\0")
+    dumped = dump_of(tree_dir, no_leaks)
+    at = dumped.index(b"etc\0")
     damaged = no_leaks / "damaged.dump"
-    damaged.write_bytes(dumped.stdout[:at] + b"e/c\0" + dumped.stdout[at + 4 :])
+    damaged.write_bytes(dumped[:at] + b"e/c\0" + dumped[at + 4 :])
     layout = Layout("msdos", "ext4", 320)
     result = os_def.import_(sparse(no_leaks / "target.img", layout.size_mib), damaged, layout)
     assert result.returncode == 1, result.stderr
@@ -468,25 +471,17 @@ def test_restore_errors_fail_the_import(os_def: OS, no_leaks: Path) -> None:
     assert len(last) < 1000, last  # restore's endless paths are cut
 
 
+@needs_dump
 def test_a_dump_s_trusted_attributes_fail_the_import(os_def: OS, no_leaks: Path) -> None:
     """restore runs without CAP_SYS_ADMIN (see confinement): the one attribute namespace it
     cannot restore, ``trusted.*``, is one ERROR line naming the file; ``user.*`` is none."""
-    if shutil.which("restore") is None or shutil.which("dump") is None:
-        pytest.skip("needs dump and restore (Debian: dump)")
     tree_dir = no_leaks / "tree"
     (tree_dir / "etc").mkdir(parents=True)
     for name, attribute in (("plain", "user.origin"), ("layer", "trusted.overlay.opaque")):
         (tree_dir / "etc" / name).write_text("x\n")
         os.setxattr(tree_dir / "etc" / name, attribute, b"y")
-    fs_image = sparse(no_leaks / "root.img", 16)
-    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(tree_dir), str(fs_image))
-    loop = str(sh.losetup("--show", "--find", "--read-only", str(fs_image))).strip()
-    try:
-        dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
-        assert dumped.returncode == 0, dumped.stderr
-    finally:
-        detach(Path(loop))
-    (no_leaks / "xattrs.dump").write_bytes(dumped.stdout)
+    dumped = dump_of(tree_dir, no_leaks)
+    (no_leaks / "xattrs.dump").write_bytes(dumped)
     layout = Layout("msdos", "ext4", 320)
     target = sparse(no_leaks / "target.img", layout.size_mib)
     result = os_def.import_(target, no_leaks / "xattrs.dump", layout)

@@ -11,13 +11,11 @@ byte-for-byte as they were, and nothing is left attached or mounted.
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import sh
-from test_export_import import OS, Layout, sparse
+from test_export_import import OS, Layout, dump_of, needs_dump, sparse
 
 from gentoobootstrap import confinement, runner
 from gentoobootstrap.confinement import Jail
@@ -25,7 +23,6 @@ from gentoobootstrap.disk import mounts
 from gentoobootstrap.errors import CommandError
 from support import canary_state
 from support.install import InstalledOS
-from support.loopdisk import detach
 
 pytestmark = pytest.mark.root
 
@@ -156,29 +153,13 @@ def test_a_jail_that_cannot_be_made_fails_the_command(no_leaks: Path) -> None:
 # --- crafted dumps --------------------------------------------------------------------------
 
 
-def dump_of(tree: Path, tmp: Path) -> bytes:
-    """``dump -0`` of an ext4 filesystem holding ``tree``, as ganeti-instance-debootstrap's
-    export makes it."""
-    image = sparse(tmp / "dumped.img", 16)
-    sh.Command("mkfs.ext4")("-q", "-F", "-d", str(tree), str(image))
-    loop = str(sh.losetup("--show", "--find", "--read-only", str(image))).strip()
-    try:
-        dumped = subprocess.run(["dump", "-0", "-q", "-f", "-", loop], capture_output=True)
-        assert dumped.returncode == 0, dumped.stderr
-    finally:
-        detach(Path(loop))
-    image.unlink()
-    return dumped.stdout
-
-
+@needs_dump
 @pytest.mark.parametrize("where", ["root", "subdirectory"])
 def test_a_dump_whose_names_lead_out(os_def: OS, no_leaks: Path, node: Path, where: str) -> None:
     """Names rewritten in the dump's directory blocks to climb out to a node file.  Run
     unconfined, restore follows the name at the root through ``..``: it gave the node's
     file the dump's mode (set-id, writable by all), owner and times.  Confined, the node's
     file stays untouched, and the import fails with one ERROR line."""
-    if shutil.which("restore") is None or shutil.which("dump") is None:
-        pytest.skip("needs dump and restore (Debian: dump)")
     escape = ("../" * 40 + str(node / "file")).encode()
     placeholder = b"x" * len(escape)
     tree = no_leaks / "tree"
@@ -200,6 +181,7 @@ def test_a_dump_whose_names_lead_out(os_def: OS, no_leaks: Path, node: Path, whe
     assert canary_state(node) == before
 
 
+@needs_dump
 @pytest.mark.parametrize("kind", ["directory", "symlink"])
 def test_a_dump_that_holds_restore_s_own_file(
     os_def: OS, no_leaks: Path, node: Path, kind: str
@@ -207,8 +189,6 @@ def test_a_dump_that_holds_restore_s_own_file(
     """restore writes ``restoresymtable`` into the new root (import removes it): a dump
     bringing one of its own, a directory or a link to a node file, fails the import with
     one ERROR line and leaves the node's file as it was."""
-    if shutil.which("restore") is None or shutil.which("dump") is None:
-        pytest.skip("needs dump and restore (Debian: dump)")
     tree = no_leaks / "tree"
     (tree / "etc").mkdir(parents=True)
     if kind == "directory":
