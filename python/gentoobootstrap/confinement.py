@@ -48,6 +48,9 @@ FILES = {
     "dev/null": MS_NOSUID | MS_NOEXEC,
 }
 
+#: The top directories of the child's root that are the jail's own, never the node's.
+_OWN = {WORK.strip("/"), "tmp", *(name.split("/")[0] for name in FILES)}
+
 #: What restoring files faithfully needs (capabilities(7) numbers): owners, modes and
 #: times of files that are not root's, set-id bits, device nodes, file capabilities and
 #: the immutable and append-only flags.  Not CAP_DAC_READ_SEARCH: with it,
@@ -122,9 +125,11 @@ def last_capability() -> int:
 
 
 def programs(tool: str) -> list[str]:
-    """The top directories of the node the child needs: :data:`PROGRAMS` and the tool's."""
-    top = Path(tool).parts[1]
-    return [*PROGRAMS, *([top] if top not in PROGRAMS else [])]
+    """The top directories of the node the child needs: :data:`PROGRAMS`, and the tool's,
+    where it is and where its links lead (a store such as /nix or /gnu holds the tool and
+    its libraries both)."""
+    tops = {Path(tool).parts[1], Path(os.path.realpath(tool)).parts[1]}
+    return [*PROGRAMS, *sorted(tops - set(PROGRAMS) - _OWN)]
 
 
 def enter(jail: Jail, tops: list[str], last_cap: int) -> None:

@@ -188,6 +188,19 @@ def _child_setup(tool: str, jail: Optional[Jail]) -> Callable[[], None]:
     return setup
 
 
+def _start(args: list[str], jail: Optional[Jail], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Popen ``args``; in a ``jail`` that lacks what the tool needs (its interpreter, a
+    library), the failed exec is the command's error, like a jail that cannot be made."""
+    try:
+        return subprocess.Popen(args, preexec_fn=_child_setup(args[0], jail), **kwargs)
+    except OSError as e:
+        if jail is None:
+            raise
+        raise CommandError(
+            args, CONFINEMENT_FAILED, f"cannot run {args[0]} confined: {e.strerror}"
+        ) from None
+
+
 def _stop(proc: subprocess.Popen[Any]) -> None:
     """Terminate a child that is still running and reap it (kill after 10 s)."""
     if proc.poll() is None:
@@ -229,8 +242,9 @@ def run(
             input = input.encode()
     elif stdin is None:
         stdin = subprocess.DEVNULL
-    proc = subprocess.Popen(
+    proc = _start(
         args,
+        jail,
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
@@ -238,7 +252,6 @@ def run(
         cwd=cwd,
         text=text,
         errors="replace" if text else None,
-        preexec_fn=_child_setup(args[0], jail),
     )
     try:
         out, err = proc.communicate(input)
@@ -280,14 +293,14 @@ def spawn(
     args = _resolve(argv)
     log.debug("%s", _render(args, redact))
     with tempfile.TemporaryFile() as errfile:
-        proc = subprocess.Popen(
+        proc = _start(
             args,
+            jail,
             stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=stdout,
             stderr=errfile if stderr is None else stderr,
             env=environment(env),
             cwd=cwd,
-            preexec_fn=_child_setup(args[0], jail),
         )
         try:
             try:

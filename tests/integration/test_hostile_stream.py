@@ -11,6 +11,7 @@ byte-for-byte as they were, and nothing is left attached or mounted.
 from __future__ import annotations
 
 import ctypes
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,29 @@ def test_a_dump_that_holds_restore_s_own_file(
     last = result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr and len(last) < 1000, result.stderr
     assert result.returncode == 1 and "ERROR: import: restore" in last, result.stderr
+
+
+def test_a_tool_the_jail_cannot_run_fails_the_command(no_leaks: Path) -> None:
+    """A tool whose interpreter is not in the jail (nor anywhere): one CommandError."""
+    tool = no_leaks / "tool"
+    tool.write_text("#!/nonexistent/interpreter\n")
+    tool.chmod(0o755)
+    (no_leaks / "jail").mkdir()
+    (no_leaks / "work").mkdir()
+    jail = Jail.below(no_leaks / "jail", no_leaks / "work", confinement.RESTORING)
+    with pytest.raises(CommandError) as e:
+        runner.run([tool], jail=jail)
+    assert e.value.returncode == runner.CONFINEMENT_FAILED
+    assert e.value.stderr == f"cannot run {tool} confined: No such file or directory"
+
+
+def test_the_jail_holds_where_the_tool_and_its_links_lead() -> None:
+    """A tool linked into a store (as on NixOS): the store is in the jail too; the jail's
+    own directories never come from the node."""
+    assert confinement.programs("/usr/sbin/restore") == list(confinement.PROGRAMS)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as directory:
+        link = Path(directory, "restore")
+        link.symlink_to("/opt/store/restore")
+        assert confinement.programs(str(link)) == [*confinement.PROGRAMS, "opt", "var"]
+    assert confinement.programs("/tmp/restore") == list(confinement.PROGRAMS)
+    assert confinement.programs("/etc/restore") == list(confinement.PROGRAMS)
