@@ -36,6 +36,8 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 #: Where the writable tree is in the child's root, and its working directory.
 WORK = "/work"
+#: Where the caller's scratch directory is in the child's root.
+SCRATCH = "/tmp"
 #: The node's directories a tool and its libraries come from (those that exist; a symlink
 #: among them, as on a merged-/usr node, is copied as a symlink).
 PROGRAMS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -49,7 +51,7 @@ FILES = {
 }
 
 #: The top directories of the child's root that are the jail's own, never the node's.
-_OWN = {WORK.strip("/"), "tmp", *(name.split("/")[0] for name in FILES)}
+_OWN = {WORK.strip("/"), SCRATCH.strip("/"), *(name.split("/")[0] for name in FILES)}
 
 #: What restoring files faithfully needs (capabilities(7) numbers): owners, modes and
 #: times of files that are not root's, set-id bits, device nodes, file capabilities and
@@ -67,7 +69,7 @@ RESTORING = frozenset(
 @dataclass(frozen=True)
 class Jail:
     """The child's root is mounted on ``root`` (an empty directory of the caller's),
-    ``work`` is bind-mounted at :data:`WORK`, ``scratch`` at ``/tmp``; ``keep``, when
+    ``work`` is bind-mounted at :data:`WORK`, ``scratch`` at :data:`SCRATCH`; ``keep``, when
     given, is every capability the child keeps."""
 
     root: Path
@@ -156,8 +158,8 @@ def enter(jail: Jail, tops: list[str], last_cap: int) -> None:
             _bind("/" + name, f"{root}/{name}", flags)
     os.mkdir(root + WORK)
     _mount(os.fspath(jail.work), root + WORK, None, MS_BIND | MS_REC)
-    os.mkdir(f"{root}/tmp")
-    _bind(os.fspath(jail.scratch), f"{root}/tmp", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.mkdir(root + SCRATCH)
+    _bind(os.fspath(jail.scratch), root + SCRATCH, MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(root)
     os.chroot(".")

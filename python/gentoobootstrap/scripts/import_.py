@@ -76,7 +76,7 @@ def restore_files(ctx: Mounted[stream.Head]) -> None:
     of the node (:mod:`confinement`): the stream is as untrusted as the exported disk.
 
     restore runs with only the capabilities that restoring files needs; tar keeps root's
-    (it restores every attribute the export kept, SELinux labels included).
+    (it restores every attribute the export kept, ``trusted.*`` ones included).
     """
     head = ctx.job
     if head.format == "dump":
@@ -95,7 +95,7 @@ def restore_files(ctx: Mounted[stream.Head]) -> None:
         jail = confinement.Jail.below(Path(private), ctx.target, keep)
         try:
             with runner.writing_to(
-                argv, stderr=errors, env={"TMPDIR": "/tmp"}, jail=jail
+                argv, stderr=errors, env={"TMPDIR": confinement.SCRATCH}, jail=jail
             ) as write_fd:
                 stream.enlarge_pipe(write_fd)
                 received = stream.copy_in(head.block, STDIN, write_fd, hold_back=hold_back)
