@@ -129,14 +129,12 @@ def interface_name(raw: str) -> str:
     return raw
 
 
-def routing_table(raw: str) -> str:
-    """A routed NIC's link: a routing table's name or number."""
-    if not _ROUTING_TABLE.fullmatch(raw):
-        raise ValueError(
-            "allowed values: a routing table's name or number for a routed NIC "
-            "(letters, digits, '_', '.', '@', '+' or '-')"
-        )
-    return raw
+#: A routed NIC's link: a routing table's name or number.
+routing_table = pattern(
+    _ROUTING_TABLE,
+    "a routing table's name or number for a routed NIC "
+    "(letters, digits, '_', '.', '@', '+' or '-')",
+)
 
 
 def vlan(raw: str) -> str:
@@ -148,16 +146,8 @@ def vlan(raw: str) -> str:
     return raw
 
 
-def object_name(raw: str) -> str:
-    if not _OBJECT_NAME.fullmatch(raw):
-        raise ValueError("allowed values: letters, digits, '_', '.', ':', '@', '+' and '-'")
-    return raw
-
-
-def uuid(raw: str) -> str:
-    if not _UUID.fullmatch(raw):
-        raise ValueError("allowed values: a UUID")
-    return raw
+object_name = pattern(_OBJECT_NAME, "letters, digits, '_', '.', ':', '@', '+' and '-'")
+uuid = pattern(_UUID, "a UUID")
 
 
 def absolute_path(raw: str) -> Path:
