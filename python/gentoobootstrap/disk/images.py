@@ -108,7 +108,7 @@ def prepared(stage: Path, cache_dir: Path, fstype: str) -> Path:
         if _trusted(image):
             return image
         content = unpack.unpacked_size(stage, cache_dir) or unpack.stream_size(stage)
-        size_mib = max(root_mib(content), filesystems.FILESYSTEMS[fstype].min_root_mib)
+        size_mib = max(root_mib(content), fs.min_root_mib)
         with entry.workdir() as work:
             made = work / image.name
             with complete_step(f"Preparing the {fstype} image of {stage.name}"):
