@@ -137,7 +137,7 @@ def _make(stage: Path, fstype: str, size: int, image: Path) -> None:
         loop = stack.enter_context(devices.attach(image))
         filesystems.make(loop, fstype, _LABEL)
         directory = stack.enter_context(mounts.temporary_directory())
-        stack.enter_context(mounts.mount(loop, directory, options=("nosuid", "nodev")))
+        stack.enter_context(mounts.mount(loop, directory, options=mounts.FRESH))
         unpack.extract(stage, directory)
     fs = filesystems.FILESYSTEMS[fstype]
     if fs.seal:
